@@ -1,0 +1,255 @@
+//! Key extractors: which key (or keys) a record contributes to.
+//!
+//! Keys are text. A column's value, each word of a text column, the start of
+//! the event-time bucket of a timestamp column, or a tuple of these joined by
+//! `|`. A record can yield several keys (one per word); a record whose key
+//! column is null yields none.
+
+use arrow::record_batch::RecordBatch;
+use serde::{Deserialize, Serialize};
+
+use crate::columnar::{KeyColumn, TextColumn, TimestampColumn};
+use crate::error::{Error, Result};
+
+/// How a view's keys are extracted from a record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeySpec {
+    /// The value of a column (text, number or boolean), as text.
+    Column(String),
+    /// Each whitespace-separated word of a text column; a record with `n`
+    /// words contributes to `n` keys (repeats count again).
+    Words(String),
+    /// The start of the fixed-width event-time bucket a timestamp falls in,
+    /// as RFC 3339 UTC (`2026-11-25T14:00:00Z`).
+    TimeBucket {
+        /// A timestamp column, or an Int64 column of epoch milliseconds.
+        column: String,
+        /// Bucket width in seconds (at least 1).
+        width_secs: u64,
+    },
+    /// Several parts joined by `|`. A `|` or `\` inside a part is escaped
+    /// with a backslash so that tuple keys stay unambiguous; a word part
+    /// yields one key per word.
+    Tuple(Vec<KeySpec>),
+}
+
+impl KeySpec {
+    /// Checks the spec without data: widths, empty tuples, empty names.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Plan`] describing the first problem.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            KeySpec::Column(c) | KeySpec::Words(c) if c.is_empty() => {
+                Err(Error::plan("key: column name is empty"))
+            }
+            KeySpec::TimeBucket {
+                width_secs: 0,
+                column,
+            } => Err(Error::plan(format!(
+                "key: time bucket of `{column}` must be at least 1 second wide"
+            ))),
+            KeySpec::TimeBucket { column, .. } if column.is_empty() => {
+                Err(Error::plan("key: column name is empty"))
+            }
+            KeySpec::Tuple(parts) if parts.is_empty() => {
+                Err(Error::plan("key: a tuple needs at least one part"))
+            }
+            KeySpec::Tuple(parts) if parts.iter().any(|p| matches!(p, KeySpec::Tuple(_))) => {
+                Err(Error::plan("key: tuples cannot be nested"))
+            }
+            KeySpec::Tuple(parts) => parts.iter().try_for_each(KeySpec::validate),
+            _ => Ok(()),
+        }
+    }
+
+    /// Binds the spec to the columns of one batch. Column lookups and type
+    /// checks happen here, once per batch, not per row.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Plan`] naming a missing column or one of the wrong type.
+    pub fn bind<'a>(&self, batch: &'a RecordBatch) -> Result<BoundKey<'a>> {
+        Ok(match self {
+            KeySpec::Column(c) => BoundKey::Column(KeyColumn::of(batch, c)?),
+            KeySpec::Words(c) => BoundKey::Words(TextColumn::of(batch, c)?),
+            KeySpec::TimeBucket { column, width_secs } => BoundKey::Bucket {
+                column: TimestampColumn::of(batch, column)?,
+                width_micros: i64::try_from(*width_secs)
+                    .ok()
+                    .and_then(|w| w.checked_mul(1_000_000))
+                    .filter(|w| *w > 0)
+                    .ok_or_else(|| {
+                        Error::plan(format!(
+                            "key: bucket width {width_secs}s of `{column}` is out of range"
+                        ))
+                    })?,
+            },
+            KeySpec::Tuple(parts) => {
+                BoundKey::Tuple(parts.iter().map(|p| p.bind(batch)).collect::<Result<_>>()?)
+            }
+        })
+    }
+}
+
+/// A [`KeySpec`] bound to one batch's columns.
+#[derive(Debug)]
+pub enum BoundKey<'a> {
+    /// See [`KeySpec::Column`].
+    Column(KeyColumn<'a>),
+    /// See [`KeySpec::Words`].
+    Words(TextColumn<'a>),
+    /// See [`KeySpec::TimeBucket`].
+    Bucket {
+        /// The timestamp column.
+        column: TimestampColumn<'a>,
+        /// Bucket width.
+        width_micros: i64,
+    },
+    /// See [`KeySpec::Tuple`].
+    Tuple(Vec<BoundKey<'a>>),
+}
+
+impl BoundKey<'_> {
+    /// Calls `emit` with every key of `row`. `scratch` is a reusable buffer
+    /// for tuple keys; other keys are borrowed straight from the column or
+    /// formatted on the stack, so extraction allocates nothing per record.
+    #[inline]
+    pub fn for_each_key(&self, row: usize, scratch: &mut String, emit: &mut dyn FnMut(&str)) {
+        match self {
+            BoundKey::Tuple(parts) => {
+                scratch.clear();
+                emit_tuple(parts, row, scratch, emit);
+            }
+            single => single.for_each_part(row, emit),
+        }
+    }
+
+    /// Calls `f` with each value of a non-tuple part: once for a column or
+    /// bucket, once per word for words, never for null.
+    #[inline]
+    fn for_each_part(&self, row: usize, f: &mut dyn FnMut(&str)) {
+        match self {
+            BoundKey::Words(text) => {
+                if let Some(line) = text.get(row) {
+                    line.split_whitespace().for_each(f);
+                }
+            }
+            BoundKey::Column(KeyColumn::Text(text)) => {
+                if let Some(value) = text.get(row) {
+                    f(value);
+                }
+            }
+            BoundKey::Column(column) => {
+                let mut buf = StackStr::new();
+                if column.write(row, &mut buf) {
+                    f(buf.as_str());
+                }
+            }
+            BoundKey::Bucket {
+                column,
+                width_micros,
+            } => {
+                if let Some(t) = column.micros(row) {
+                    let mut buf = StackStr::new();
+                    write_rfc3339(t - t.rem_euclid(*width_micros), &mut buf);
+                    f(buf.as_str());
+                }
+            }
+            // `validate` rejects nested tuples.
+            BoundKey::Tuple(_) => {}
+        }
+    }
+}
+
+/// Emits every combination of the tuple's parts for `row`, each appended
+/// (escaped) to `prefix`.
+fn emit_tuple(parts: &[BoundKey<'_>], row: usize, prefix: &mut String, emit: &mut dyn FnMut(&str)) {
+    let Some((first, rest)) = parts.split_first() else {
+        emit(prefix);
+        return;
+    };
+    let start = prefix.len();
+    first.for_each_part(row, &mut |part| {
+        prefix.truncate(start);
+        if start > 0 {
+            prefix.push('|');
+        }
+        for c in part.chars() {
+            if c == '|' || c == '\\' {
+                prefix.push('\\');
+            }
+            prefix.push(c);
+        }
+        emit_tuple(rest, row, prefix, emit);
+    });
+    prefix.truncate(start);
+}
+
+/// A small string on the stack for formatting one number or timestamp
+/// without touching the heap. Long enough for any `f64` in Rust's
+/// non-exponent notation; longer output is cut (cannot happen for numbers).
+struct StackStr {
+    buf: [u8; 512],
+    len: usize,
+}
+
+impl StackStr {
+    fn new() -> Self {
+        StackStr {
+            buf: [0; 512],
+            len: 0,
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Write for StackStr {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        if end > self.buf.len() {
+            return Err(std::fmt::Error);
+        }
+        self.buf[self.len..end].copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// Writes microseconds since the epoch as RFC 3339 UTC, with seconds
+/// precision (`1970-01-01T00:00:00Z`).
+pub fn write_rfc3339(micros: i64, out: &mut impl std::fmt::Write) {
+    let secs = micros.div_euclid(1_000_000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    write!(
+        out,
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+    .unwrap_or_default();
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01, by the
+/// era-based method: shift to years starting in March so that the leap day
+/// is the last day of the year, split into 400-year eras of 146097 days.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097); // day of era, 0..=146096
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // 0..=399
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // 0..=365, from March 1
+    let mp = (5 * doy + 2) / 153; // month from March, 0..=11
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
