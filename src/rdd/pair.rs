@@ -60,6 +60,37 @@ fn drain<K, C>(map: FastMap<K, Option<C>>) -> impl Iterator<Item = (K, C)> {
     map.into_iter().filter_map(|(k, c)| c.map(|c| (k, c)))
 }
 
+/// The reduce side of a keyed aggregation: folds every block's `(key, x)`
+/// pairs into one combiner per key. Blocks stay in the shuffle store (a
+/// retried or later job reads them again), so they are borrowed: each key is
+/// cloned once, when it leaves, not once per block it appears in.
+fn merge_blocks<K: Key, X, C>(
+    blocks: &[Arc<Vec<(K, X)>>],
+    create: impl Fn(&X) -> C,
+    merge: impl Fn(C, &X) -> C,
+) -> std::vec::IntoIter<(K, C)> {
+    let capacity = blocks.iter().map(|b| b.len()).max().unwrap_or(0);
+    let mut map: FastMap<&K, Option<C>> = fast_map(capacity);
+    for block in blocks {
+        for (k, x) in block.iter() {
+            match map.get_mut(k) {
+                Some(slot) => {
+                    let old = slot.take().expect("slots are always filled between merges");
+                    *slot = Some(merge(old, x));
+                }
+                None => {
+                    map.insert(k, Some(create(x)));
+                }
+            }
+        }
+    }
+    let merged: Vec<(K, C)> = map
+        .into_iter()
+        .filter_map(|(k, c)| c.map(|c| (k.clone(), c)))
+        .collect();
+    merged.into_iter()
+}
+
 impl<K: Key, V: Data> Rdd<(K, V)> {
     /// The shuffle primitive every wide transformation is built on.
     ///
@@ -137,23 +168,11 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
                 }),
                 None,
                 Box::new(move |blocks| {
-                    let mut map: FastMap<K, Option<C>> = fast_map(0);
-                    for block in blocks {
-                        for (k, c) in block.iter() {
-                            match map.get_mut(k) {
-                                Some(slot) => {
-                                    let old = slot
-                                        .take()
-                                        .expect("slots are always filled between merges");
-                                    *slot = Some(merge_combiners(old, c.clone()));
-                                }
-                                None => {
-                                    map.insert(k.clone(), Some(c.clone()));
-                                }
-                            }
-                        }
-                    }
-                    Box::new(drain(map))
+                    Box::new(merge_blocks(
+                        &blocks,
+                        |c: &C| c.clone(),
+                        |acc, c| merge_combiners(acc, c.clone()),
+                    ))
                 }),
             )
         } else {
@@ -163,13 +182,11 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
                 Box::new(|input, p| bucketize(input, p)),
                 None,
                 Box::new(move |blocks| {
-                    let mut map = fast_map(0);
-                    for block in blocks {
-                        for (k, v) in block.iter() {
-                            upsert(&mut map, k.clone(), v.clone(), &*create, &*merge_value);
-                        }
-                    }
-                    Box::new(drain(map))
+                    Box::new(merge_blocks(
+                        &blocks,
+                        |v: &V| create(v.clone()),
+                        |acc, v| merge_value(acc, v.clone()),
+                    ))
                 }),
             )
         }

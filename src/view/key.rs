@@ -117,11 +117,11 @@ impl BoundKey<'_> {
     /// for tuple keys; other keys are borrowed straight from the column or
     /// formatted on the stack, so extraction allocates nothing per record.
     #[inline]
-    pub fn for_each_key(&self, row: usize, scratch: &mut String, emit: &mut dyn FnMut(&str)) {
+    pub fn for_each_key(&self, row: usize, scratch: &mut String, mut emit: impl FnMut(&str)) {
         match self {
             BoundKey::Tuple(parts) => {
                 scratch.clear();
-                emit_tuple(parts, row, scratch, emit);
+                emit_tuple(parts, row, scratch, &mut emit);
             }
             single => single.for_each_part(row, emit),
         }
@@ -130,7 +130,7 @@ impl BoundKey<'_> {
     /// Calls `f` with each value of a non-tuple part: once for a column or
     /// bucket, once per word for words, never for null.
     #[inline]
-    fn for_each_part(&self, row: usize, f: &mut dyn FnMut(&str)) {
+    fn for_each_part(&self, row: usize, mut f: impl FnMut(&str)) {
         match self {
             BoundKey::Words(text) => {
                 if let Some(line) = text.get(row) {
@@ -172,7 +172,7 @@ fn emit_tuple(parts: &[BoundKey<'_>], row: usize, prefix: &mut String, emit: &mu
         return;
     };
     let start = prefix.len();
-    first.for_each_part(row, &mut |part| {
+    first.for_each_part(row, |part: &str| {
         prefix.truncate(start);
         if start > 0 {
             prefix.push('|');

@@ -4,12 +4,13 @@
 use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
-use crate::columnar::{NumericColumn, TextColumn, column};
+use crate::columnar::{KeyColumn, NumericColumn, TextColumn, column};
 use crate::context::TaskContext;
 use crate::error::{Error, Result};
 use crate::partitioner::{FastMap, fast_map};
 use crate::rdd::{BoxIter, NarrowOp, Rdd};
-use crate::view::{AggValue, AggregateKind, KeySpec, Num, View};
+use crate::view::key::{BoundKey, write_rfc3339};
+use crate::view::{AggValue, AggregateKind, KeySpec, Num, Partial, View};
 
 /// A view defined by data: what the `[[view]]` tables of the config become.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,44 +75,73 @@ impl ViewSpec {
             .map_err(|e| Error::plan(format!("view `{}`: {e}", self.name)))
     }
 
+    /// An empty accumulator for [`accumulate`](Self::accumulate).
+    pub fn accumulator(&self) -> Accumulator {
+        Accumulator {
+            text: fast_map(0),
+            ints: fast_map(0),
+            buckets: fast_map(0),
+            zero: self.aggregate.zero(),
+        }
+    }
+
     /// Folds one batch into `acc`: for every record, every key it yields is
-    /// updated with the record's value. Keys are looked up by `&str` and
-    /// copied only when new.
+    /// updated with the record's value.
+    ///
+    /// Keys stay typed while the partition is folded — integer keys and
+    /// time buckets in maps keyed by `i64`, text looked up by `&str` and
+    /// copied only when new — and become text once, in
+    /// [`Accumulator::finish`].
     ///
     /// # Errors
     ///
     /// [`Error::Plan`] naming the view and column when a column is missing or
     /// of the wrong type; `acc` is unchanged then.
-    pub fn accumulate(
-        &self,
-        batch: &RecordBatch,
-        acc: &mut FastMap<String, AggValue>,
-    ) -> Result<()> {
+    pub fn accumulate(&self, batch: &RecordBatch, acc: &mut Accumulator) -> Result<()> {
         let key = self
             .key
             .bind(batch)
             .map_err(|e| Error::plan(format!("view `{}`: {e}", self.name)))?;
         let input = self.bind_input(batch)?;
-        let zero = self.aggregate.zero();
-        let mut scratch = String::new();
-        for row in 0..batch.num_rows() {
-            match &input {
-                BoundInput::Rows => key.for_each_key(row, &mut scratch, &mut |k| {
-                    slot(acc, k, &zero).update_count(1);
-                }),
-                BoundInput::Number(col) => {
-                    let value = col.get(row);
-                    key.for_each_key(row, &mut scratch, &mut |k| {
-                        update_num(slot(acc, k, &zero), value);
-                    });
-                }
-                BoundInput::Text(col) => {
-                    let value = col.get(row);
-                    key.for_each_key(row, &mut scratch, &mut |k| {
-                        let s = slot(acc, k, &zero);
-                        if let Some(v) = value {
-                            s.update_str(v);
+        let Accumulator {
+            text,
+            ints,
+            buckets,
+            zero,
+        } = acc;
+        match &key {
+            BoundKey::Column(KeyColumn::Number(col)) if col.is_integer() => {
+                for row in 0..batch.num_rows() {
+                    match col.get(row) {
+                        Some(Num::Int(k)) => {
+                            input.update(ints.entry(k).or_insert_with(|| zero.clone()), row)
                         }
+                        // A UInt64 beyond i64::MAX: rare, keyed as text.
+                        Some(Num::Float(f)) => input.update(
+                            text.entry_ref(f.to_string().as_str())
+                                .or_insert_with(|| zero.clone()),
+                            row,
+                        ),
+                        None => {}
+                    }
+                }
+            }
+            BoundKey::Bucket {
+                column,
+                width_micros,
+            } => {
+                for row in 0..batch.num_rows() {
+                    if let Some(t) = column.micros(row) {
+                        let start = t - t.rem_euclid(*width_micros);
+                        input.update(buckets.entry(start).or_insert_with(|| zero.clone()), row);
+                    }
+                }
+            }
+            _ => {
+                let mut scratch = String::new();
+                for row in 0..batch.num_rows() {
+                    key.for_each_key(row, &mut scratch, |k| {
+                        input.update(text.entry_ref(k).or_insert_with(|| zero.clone()), row);
                     });
                 }
             }
@@ -130,30 +160,76 @@ impl ViewSpec {
         &self,
         batches: impl IntoIterator<Item = &'b RecordBatch>,
     ) -> Result<FastMap<String, AggValue>> {
-        let mut acc = fast_map(0);
+        let mut acc = self.accumulator();
         for batch in batches {
             self.accumulate(batch, &mut acc)?;
         }
-        Ok(acc)
+        Ok(acc.finish())
     }
 }
 
-/// The state of `key` in `acc`, created from `zero` on first sight.
-#[inline]
-fn slot<'m>(
-    acc: &'m mut FastMap<String, AggValue>,
-    key: &str,
-    zero: &AggValue,
-) -> &'m mut AggValue {
-    acc.entry_ref(key).or_insert_with(|| zero.clone())
+/// A partition's partial aggregates while they are being folded; see
+/// [`ViewSpec::accumulate`].
+#[derive(Debug)]
+pub struct Accumulator {
+    text: FastMap<String, AggValue>,
+    ints: FastMap<i64, AggValue>,
+    /// Time buckets by start, in microseconds since the epoch.
+    buckets: FastMap<i64, AggValue>,
+    zero: AggValue,
 }
 
-#[inline]
-fn update_num(slot: &mut AggValue, value: Option<Num>) {
-    // A null value still creates the key (like SQL's GROUP BY), adding
-    // nothing to it.
-    if let Some(v) = value {
-        slot.update_num(v);
+impl Accumulator {
+    /// The partials keyed by their text form. Typed keys are rendered here,
+    /// once per distinct key; a typed key whose text equals a text key (a
+    /// column that was text in one batch and numbers in another) is merged
+    /// into it.
+    pub fn finish(self) -> FastMap<String, AggValue> {
+        let Accumulator {
+            mut text,
+            ints,
+            buckets,
+            ..
+        } = self;
+        let typed =
+            ints.into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .chain(buckets.into_iter().map(|(start, v)| {
+                    let mut key = String::with_capacity(20);
+                    write_rfc3339(start, &mut key);
+                    (key, v)
+                }));
+        for (k, v) in typed {
+            match text.get_mut(&k) {
+                Some(acc) => acc.merge(v),
+                None => {
+                    text.insert(k, v);
+                }
+            }
+        }
+        text
+    }
+}
+
+impl BoundInput<'_> {
+    /// Adds record `row`'s value to one key's state.
+    #[inline]
+    fn update(&self, slot: &mut AggValue, row: usize) {
+        match self {
+            BoundInput::Rows => slot.update_count(1),
+            // A null value still creates the key (like SQL's GROUP BY),
+            // adding nothing to it.
+            BoundInput::Number(col) => {
+                if let Some(v) = col.get(row) {
+                    slot.update_num(v);
+                }
+            }
+            BoundInput::Text(col) => {
+                if let Some(v) = col.get(row) {
+                    slot.update_str(v);
+                }
+            }
+        }
     }
 }
 
@@ -171,14 +247,14 @@ impl NarrowOp<RecordBatch, (String, AggValue)> for SpecPartials {
         tc: &'a TaskContext,
         input: BoxIter<'a, RecordBatch>,
     ) -> BoxIter<'a, (String, AggValue)> {
-        let mut acc = fast_map(0);
+        let mut acc = self.0.accumulator();
         for batch in input {
             if let Err(e) = self.0.accumulate(&batch, &mut acc) {
                 tc.fail(e);
                 return Box::new(std::iter::empty());
             }
         }
-        Box::new(acc.into_iter())
+        Box::new(acc.finish().into_iter())
     }
 }
 
