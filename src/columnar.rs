@@ -138,6 +138,22 @@ impl<'a> NumericColumn<'a> {
         !matches!(self, NumericColumn::F32(_) | NumericColumn::F64(_))
     }
 
+    /// Whether every value converts to `i64` exactly: signed integers and
+    /// unsigned ones up to 32 bits (see [`get_i64`](Self::get_i64)).
+    pub fn fits_i64(&self) -> bool {
+        self.is_integer() && !matches!(self, NumericColumn::U64(_))
+    }
+
+    /// The value at `row` as `i64`; `None` when null, and for columns that
+    /// do not [fit](Self::fits_i64) (check that once per batch).
+    #[inline]
+    pub fn get_i64(&self, row: usize) -> Option<i64> {
+        match self.get(row)? {
+            Num::Int(i) => Some(i),
+            Num::Float(_) => None,
+        }
+    }
+
     /// The value at `row`; `None` when null. A `UInt64` above `i64::MAX` is
     /// read as a float.
     #[inline]

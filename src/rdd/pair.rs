@@ -8,6 +8,8 @@
 //! reduce side that builds each output partition from its buckets.
 
 use std::hash::Hash;
+
+use hashbrown::hash_map::Entry;
 use std::sync::Arc;
 
 use crate::context::Context;
@@ -34,30 +36,26 @@ fn bucketize<K, X>(
     buckets
 }
 
-/// Merges `value` into the slot of `key`, creating it if absent. Values are
-/// stored as `Option` so that a by-value merge function can take the old
-/// value out of the map without cloning it.
+/// Merges `value` into the combiner of `key`, creating it if absent. The
+/// old combiner is moved out and back in (`replace_entry_with`), so a
+/// by-value merge function needs neither a clone nor an `Option` wrapper
+/// that would make every map entry larger.
 #[inline]
 fn upsert<K: Eq + Hash, V, C>(
-    map: &mut FastMap<K, Option<C>>,
+    map: &mut FastMap<K, C>,
     key: K,
     value: V,
     create: impl FnOnce(V) -> C,
     merge: impl FnOnce(C, V) -> C,
 ) {
-    match map.get_mut(&key) {
-        Some(slot) => {
-            let old = slot.take().expect("slots are always filled between merges");
-            *slot = Some(merge(old, value));
+    match map.entry(key) {
+        Entry::Occupied(e) => {
+            e.replace_entry_with(|_, old| Some(merge(old, value)));
         }
-        None => {
-            map.insert(key, Some(create(value)));
+        Entry::Vacant(e) => {
+            e.insert(create(value));
         }
     }
-}
-
-fn drain<K, C>(map: FastMap<K, Option<C>>) -> impl Iterator<Item = (K, C)> {
-    map.into_iter().filter_map(|(k, c)| c.map(|c| (k, c)))
 }
 
 /// The reduce side of a keyed aggregation: folds every block's `(key, x)`
@@ -70,24 +68,13 @@ fn merge_blocks<K: Key, X, C>(
     merge: impl Fn(C, &X) -> C,
 ) -> std::vec::IntoIter<(K, C)> {
     let capacity = blocks.iter().map(|b| b.len()).max().unwrap_or(0);
-    let mut map: FastMap<&K, Option<C>> = fast_map(capacity);
+    let mut map: FastMap<&K, C> = fast_map(capacity);
     for block in blocks {
         for (k, x) in block.iter() {
-            match map.get_mut(k) {
-                Some(slot) => {
-                    let old = slot.take().expect("slots are always filled between merges");
-                    *slot = Some(merge(old, x));
-                }
-                None => {
-                    map.insert(k, Some(create(x)));
-                }
-            }
+            upsert(&mut map, k, x, &create, &merge);
         }
     }
-    let merged: Vec<(K, C)> = map
-        .into_iter()
-        .filter_map(|(k, c)| c.map(|c| (k.clone(), c)))
-        .collect();
+    let merged: Vec<(K, C)> = map.into_iter().map(|(k, c)| (k.clone(), c)).collect();
     merged.into_iter()
 }
 
@@ -164,7 +151,7 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
                     for (k, v) in input {
                         upsert(&mut map, k, v, &*c1, &*m1);
                     }
-                    bucketize(drain(map), p)
+                    bucketize(map.into_iter(), p)
                 }),
                 None,
                 Box::new(move |blocks| {

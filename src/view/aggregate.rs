@@ -184,6 +184,7 @@ impl AggValue {
     /// Adds `n` rows to a Count. Any other kind is a caller bug (it should
     /// have dispatched on [`AggregateKind::needs_column`]): it panics in debug
     /// builds and is ignored in release builds rather than failing a job.
+    #[inline]
     pub fn update_count(&mut self, n: i64) {
         debug_assert!(
             matches!(self, AggValue::Count(_)),
@@ -198,6 +199,7 @@ impl AggValue {
     /// Adds one numeric column value. For Distinct, numerically equal values
     /// count once (`1` and `1.0`, `0.0` and `-0.0`, all NaNs). Calling it on
     /// a Count is a caller bug: debug panic, release no-op.
+    #[inline]
     pub fn update_num(&mut self, v: Num) {
         match self {
             AggValue::Sum(s) => s.add(v),
@@ -205,10 +207,7 @@ impl AggValue {
             AggValue::Max(m) => m.add(v),
             AggValue::Mean(m) => m.add(v),
             AggValue::TopK(t) => t.add(v),
-            AggValue::Distinct(h) => match v {
-                Num::Int(i) => h.insert_i64(i),
-                Num::Float(f) => h.insert_f64(f),
-            },
+            AggValue::Distinct(h) => h.insert_num(v),
             AggValue::Count(_) => {
                 debug_assert!(false, "update_num on a Count state: use update_count")
             }
@@ -218,6 +217,7 @@ impl AggValue {
     /// Adds one string column value. Only Distinct accepts strings (the other
     /// aggregates are numeric and config validation rejects string columns
     /// for them); anything else is a caller bug: debug panic, release no-op.
+    #[inline]
     pub fn update_str(&mut self, s: &str) {
         debug_assert!(
             matches!(self, AggValue::Distinct(_)),

@@ -92,6 +92,7 @@ impl Hll {
 
     /// Adds an already hashed value. The hash is re-mixed first, so even a
     /// weak hash (or a raw id) spreads over the registers.
+    #[inline]
     pub fn insert_hash(&mut self, hash: u64) {
         let h = finalize(hash);
         let index = (h >> (64 - P)) as u32;
@@ -102,6 +103,7 @@ impl Hll {
     }
 
     /// Adds a string value.
+    #[inline]
     pub fn insert_str(&mut self, s: &str) {
         let mut h = FixedState::with_seed(SEED).build_hasher();
         h.write_u8(TAG_STR);
@@ -110,6 +112,7 @@ impl Hll {
     }
 
     /// Adds an integer value.
+    #[inline]
     pub fn insert_i64(&mut self, v: i64) {
         let mut h = FixedState::with_seed(SEED).build_hasher();
         h.write_u8(TAG_INT);
@@ -117,9 +120,20 @@ impl Hll {
         self.insert_hash(h.finish());
     }
 
+    /// Adds a number, counting numerically equal values once (see
+    /// [`insert_f64`](Self::insert_f64)).
+    #[inline]
+    pub fn insert_num(&mut self, v: super::num::Num) {
+        match v {
+            super::num::Num::Int(i) => self.insert_i64(i),
+            super::num::Num::Float(f) => self.insert_f64(f),
+        }
+    }
+
     /// Adds a float value, counting values that are numerically equal once:
     /// `-0.0` and `0.0` are one value, all NaNs are one value, and integral
     /// floats hash like the equal `i64` (so `1.0` and `1` are one value).
+    #[inline]
     pub fn insert_f64(&mut self, v: f64) {
         if v.fract() == 0.0 && (-TWO_63..TWO_63).contains(&v) {
             // Exact conversion; also folds -0.0 into 0.

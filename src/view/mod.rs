@@ -21,6 +21,7 @@
 
 pub mod aggregate;
 pub mod custom;
+pub mod fold;
 pub mod hll;
 pub mod key;
 pub mod monoid;

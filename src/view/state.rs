@@ -33,6 +33,7 @@ pub struct Sum {
 
 impl Sum {
     /// Adds one value from the column.
+    #[inline]
     pub fn add(&mut self, v: Num) {
         match v {
             Num::Int(i) => self.int = self.int.wrapping_add(i),
@@ -95,6 +96,7 @@ pub struct Mean {
 
 impl Mean {
     /// Adds one value from the column.
+    #[inline]
     pub fn add(&mut self, v: Num) {
         self.sum += v.to_f64();
         self.count = self.count.wrapping_add(1);
@@ -150,6 +152,7 @@ pub struct Min(Option<Num>);
 
 impl Min {
     /// Adds one value from the column.
+    #[inline]
     pub fn add(&mut self, v: Num) {
         self.0 = pick(self.0, v, Ordering::Less);
     }
@@ -178,6 +181,7 @@ pub struct Max(Option<Num>);
 
 impl Max {
     /// Adds one value from the column.
+    #[inline]
     pub fn add(&mut self, v: Num) {
         self.0 = pick(self.0, v, Ordering::Greater);
     }
@@ -240,6 +244,7 @@ impl TopK {
     }
 
     /// Adds one value from the column.
+    #[inline]
     pub fn add(&mut self, v: Num) {
         // First position whose value is strictly smaller than `v`.
         let pos = self.items.partition_point(|x| x.cmp_strict(&v).is_ge());

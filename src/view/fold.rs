@@ -1,0 +1,327 @@
+//! The hot loop of every config-defined view: folding a batch's rows into
+//! per-key partial states.
+//!
+//! Types stay narrow while a partition is folded: each aggregate kind folds
+//! into a map of its own state type (a count is an `i64`, not a 32-byte
+//! [`AggValue`]), integer keys and time buckets are `i64`, text keys are
+//! looked up by `&str` and copied (as a `Box<str>`) only when new. Smaller
+//! map entries mean fewer cache misses, which is where the time of a
+//! group-by goes. Keys become text and states become [`AggValue`] once per
+//! distinct key, in [`Accumulator::finish`].
+
+use crate::columnar::KeyColumn;
+use crate::partitioner::{FastMap, fast_map};
+use crate::view::key::{BoundKey, write_rfc3339};
+use crate::view::state::{Max, Mean, Min, Sum, TopK};
+use crate::view::{AggValue, AggregateKind, Hll, Num, Partial};
+
+/// One aggregate kind's per-key state while folding.
+trait FoldState: Clone {
+    /// Adds a record to a count (only `count` overrides it).
+    #[inline]
+    fn add_row(&mut self) {}
+    /// Adds a numeric value.
+    fn add_num(&mut self, _v: Num) {}
+    /// Adds a text value (only `distinct` overrides it).
+    #[inline]
+    fn add_str(&mut self, _s: &str) {}
+    /// The state as the view's partial.
+    fn into_value(self) -> AggValue;
+}
+
+impl FoldState for i64 {
+    #[inline]
+    fn add_row(&mut self) {
+        *self = self.wrapping_add(1);
+    }
+    fn into_value(self) -> AggValue {
+        AggValue::Count(self)
+    }
+}
+
+/// A sum over integer columns only: half the size of [`Sum`] and no
+/// branch on the value's type. Promoted to [`Sum`] when a float column
+/// shows up.
+#[derive(Debug, Clone, Copy, Default)]
+struct IntSum(i64);
+
+impl FoldState for IntSum {
+    fn into_value(self) -> AggValue {
+        AggValue::Sum(self.into())
+    }
+}
+
+impl From<IntSum> for Sum {
+    fn from(s: IntSum) -> Sum {
+        let mut sum = Sum::default();
+        sum.add(Num::Int(s.0));
+        sum
+    }
+}
+
+macro_rules! numeric_state {
+    ($t:ty, $variant:ident) => {
+        impl FoldState for $t {
+            #[inline]
+            fn add_num(&mut self, v: Num) {
+                self.add(v);
+            }
+            fn into_value(self) -> AggValue {
+                AggValue::$variant(self)
+            }
+        }
+    };
+}
+numeric_state!(Sum, Sum);
+numeric_state!(Mean, Mean);
+numeric_state!(Min, Min);
+numeric_state!(Max, Max);
+numeric_state!(TopK, TopK);
+
+impl FoldState for Hll {
+    #[inline]
+    fn add_num(&mut self, v: Num) {
+        self.insert_num(v);
+    }
+    #[inline]
+    fn add_str(&mut self, s: &str) {
+        self.insert_str(s);
+    }
+    fn into_value(self) -> AggValue {
+        AggValue::Distinct(self)
+    }
+}
+
+/// The maps of one state type.
+#[derive(Debug)]
+struct Maps<S> {
+    text: FastMap<Box<str>, S>,
+    ints: FastMap<i64, S>,
+    /// Time buckets by start, in microseconds since the epoch.
+    buckets: FastMap<i64, S>,
+    zero: S,
+}
+
+impl<S: FoldState> Maps<S> {
+    fn new(zero: S) -> Self {
+        Maps {
+            text: fast_map(0),
+            ints: fast_map(0),
+            buckets: fast_map(0),
+            zero,
+        }
+    }
+
+    /// Folds rows `0..rows`, keyed by `key`, with `update` adding a row's
+    /// value to a key's state.
+    #[inline]
+    fn fold(&mut self, key: &BoundKey<'_>, rows: usize, update: impl Fn(&mut S, usize)) {
+        let Maps {
+            text,
+            ints,
+            buckets,
+            zero,
+        } = self;
+        match key {
+            BoundKey::Column(KeyColumn::Number(col)) if col.is_integer() => {
+                for row in 0..rows {
+                    match col.get(row) {
+                        Some(Num::Int(k)) => {
+                            update(ints.entry(k).or_insert_with(|| zero.clone()), row)
+                        }
+                        // A UInt64 beyond i64::MAX: rare, keyed as text.
+                        Some(Num::Float(f)) => text_slot(text, &f.to_string(), zero, row, &update),
+                        None => {}
+                    }
+                }
+            }
+            BoundKey::Bucket {
+                column,
+                width_micros,
+            } => {
+                for row in 0..rows {
+                    if let Some(t) = column.micros(row) {
+                        let start = t - t.rem_euclid(*width_micros);
+                        update(buckets.entry(start).or_insert_with(|| zero.clone()), row);
+                    }
+                }
+            }
+            _ => {
+                let mut scratch = String::new();
+                for row in 0..rows {
+                    key.for_each_key(row, &mut scratch, |k| {
+                        text_slot(text, k, zero, row, &update)
+                    });
+                }
+            }
+        }
+    }
+
+    fn fold_input(&mut self, key: &BoundKey<'_>, input: &FoldInput<'_>, rows: usize) {
+        match input {
+            FoldInput::Rows => self.fold(key, rows, |s, _| s.add_row()),
+            FoldInput::Number(col) => self.fold(key, rows, |s, row| {
+                // A null value still creates the key (like SQL's GROUP BY),
+                // adding nothing to it.
+                if let Some(v) = col.get(row) {
+                    s.add_num(v);
+                }
+            }),
+            FoldInput::Text(col) => self.fold(key, rows, |s, row| {
+                if let Some(v) = col.get(row) {
+                    s.add_str(v);
+                }
+            }),
+        }
+    }
+
+    /// The same maps with every state converted.
+    fn convert<T: FoldState>(self, f: impl Fn(S) -> T) -> Maps<T> {
+        Maps {
+            text: self.text.into_iter().map(|(k, s)| (k, f(s))).collect(),
+            ints: self.ints.into_iter().map(|(k, s)| (k, f(s))).collect(),
+            buckets: self.buckets.into_iter().map(|(k, s)| (k, f(s))).collect(),
+            zero: f(self.zero),
+        }
+    }
+
+    fn finish(self) -> FastMap<String, AggValue> {
+        let Maps {
+            text,
+            ints,
+            buckets,
+            ..
+        } = self;
+        let mut out: FastMap<String, AggValue> = fast_map(text.len() + ints.len() + buckets.len());
+        out.extend(
+            text.into_iter()
+                .map(|(k, s)| (String::from(k), s.into_value())),
+        );
+        let typed =
+            ints.into_iter()
+                .map(|(k, s)| (k.to_string(), s))
+                .chain(buckets.into_iter().map(|(start, s)| {
+                    let mut key = String::with_capacity(20);
+                    write_rfc3339(start, &mut key);
+                    (key, s)
+                }));
+        // A typed key whose text equals a text key (a column that was text in
+        // one batch and numbers in another) merges into it.
+        for (k, s) in typed {
+            match out.get_mut(&k) {
+                Some(acc) => acc.merge(s.into_value()),
+                None => {
+                    out.insert(k, s.into_value());
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The state of text key `k`, created from `zero` when new; `update` applied.
+#[inline]
+fn text_slot<S: Clone>(
+    text: &mut FastMap<Box<str>, S>,
+    k: &str,
+    zero: &S,
+    row: usize,
+    update: &impl Fn(&mut S, usize),
+) {
+    match text.get_mut(k) {
+        Some(s) => update(s, row),
+        None => {
+            let mut s = zero.clone();
+            update(&mut s, row);
+            text.insert(k.into(), s);
+        }
+    }
+}
+
+/// The aggregate's input column, bound to one batch.
+pub(crate) enum FoldInput<'a> {
+    /// `count`: no column.
+    Rows,
+    /// A numeric column.
+    Number(crate::columnar::NumericColumn<'a>),
+    /// `distinct` over a text column.
+    Text(crate::columnar::TextColumn<'a>),
+}
+
+/// A partition's partial aggregates while they are being folded; see
+/// [`ViewSpec::accumulate`](crate::view::ViewSpec::accumulate).
+#[derive(Debug)]
+pub struct Accumulator(Kind);
+
+#[derive(Debug)]
+enum Kind {
+    Count(Maps<i64>),
+    /// A sum that has seen only columns that fit in `i64`.
+    IntSum(Maps<IntSum>),
+    Sum(Maps<Sum>),
+    Mean(Maps<Mean>),
+    Min(Maps<Min>),
+    Max(Maps<Max>),
+    Distinct(Maps<Hll>),
+    TopK(Maps<TopK>),
+}
+
+impl Accumulator {
+    pub(crate) fn new(kind: &AggregateKind) -> Self {
+        Accumulator(match kind {
+            AggregateKind::Count => Kind::Count(Maps::new(0)),
+            AggregateKind::Sum => Kind::IntSum(Maps::new(IntSum::default())),
+            AggregateKind::Mean => Kind::Mean(Maps::new(Mean::default())),
+            AggregateKind::Min => Kind::Min(Maps::new(Min::default())),
+            AggregateKind::Max => Kind::Max(Maps::new(Max::default())),
+            AggregateKind::Distinct => Kind::Distinct(Maps::new(Hll::new())),
+            AggregateKind::TopK { k } => Kind::TopK(Maps::new(TopK::new(*k))),
+        })
+    }
+
+    pub(crate) fn fold(&mut self, key: &BoundKey<'_>, input: &FoldInput<'_>, rows: usize) {
+        if let Kind::IntSum(maps) = &mut self.0 {
+            if let FoldInput::Number(col) = input
+                && col.fits_i64()
+            {
+                maps.fold(key, rows, |s, row| {
+                    if let Some(v) = col.get_i64(row) {
+                        s.0 = s.0.wrapping_add(v);
+                    }
+                });
+                return;
+            }
+            // A float (or large unsigned) column: from now on the general sum.
+            let Kind::IntSum(maps) = std::mem::replace(&mut self.0, Kind::Count(Maps::new(0)))
+            else {
+                unreachable!("matched above")
+            };
+            self.0 = Kind::Sum(maps.convert(Sum::from));
+        }
+        match &mut self.0 {
+            Kind::IntSum(m) => m.fold_input(key, input, rows),
+            Kind::Count(m) => m.fold_input(key, input, rows),
+            Kind::Sum(m) => m.fold_input(key, input, rows),
+            Kind::Mean(m) => m.fold_input(key, input, rows),
+            Kind::Min(m) => m.fold_input(key, input, rows),
+            Kind::Max(m) => m.fold_input(key, input, rows),
+            Kind::Distinct(m) => m.fold_input(key, input, rows),
+            Kind::TopK(m) => m.fold_input(key, input, rows),
+        }
+    }
+
+    /// The partials keyed by their text form, rendered once per distinct
+    /// key.
+    pub fn finish(self) -> FastMap<String, AggValue> {
+        match self.0 {
+            Kind::Count(m) => m.finish(),
+            Kind::IntSum(m) => m.finish(),
+            Kind::Sum(m) => m.finish(),
+            Kind::Mean(m) => m.finish(),
+            Kind::Min(m) => m.finish(),
+            Kind::Max(m) => m.finish(),
+            Kind::Distinct(m) => m.finish(),
+            Kind::TopK(m) => m.finish(),
+        }
+    }
+}
