@@ -402,3 +402,69 @@ fn time_buckets_render_as_rfc3339_across_dates() {
         assert_eq!(s, want);
     }
 }
+
+fn kv_batch(k: ArrayRef, v: ArrayRef) -> RecordBatch {
+    RecordBatch::try_from_iter([("k", k), ("v", v)]).unwrap()
+}
+
+#[test]
+fn a_key_column_that_changes_type_between_batches_merges_by_text() {
+    // Integer keys fold in an i64 map and text keys in a text map; the same
+    // key seen both ways must come out once.
+    let spec = ViewSpec {
+        name: "mixed".into(),
+        key: KeySpec::Column("k".into()),
+        aggregate: AggregateKind::Sum,
+        column: Some("v".into()),
+    };
+    let text = kv_batch(
+        Arc::new(StringArray::from(vec!["1", "2", "-7"])),
+        Arc::new(Int64Array::from(vec![10, 20, 30])),
+    );
+    let ints = kv_batch(
+        Arc::new(Int64Array::from(vec![1, 3, -7])),
+        Arc::new(Int64Array::from(vec![1, 2, 3])),
+    );
+    let got: BTreeMap<String, String> = spec
+        .aggregate_batches([&text, &ints])
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, v.to_string()))
+        .collect();
+    let want: BTreeMap<String, String> = [("-7", "33"), ("1", "11"), ("2", "20"), ("3", "2")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn integer_sum_stays_exact_and_promotes_on_a_float_column() {
+    let spec = ViewSpec {
+        name: "s".into(),
+        key: KeySpec::Column("k".into()),
+        aggregate: AggregateKind::Sum,
+        column: Some("v".into()),
+    };
+    let big = kv_batch(
+        Arc::new(StringArray::from(vec!["a", "a"])),
+        Arc::new(Int64Array::from(vec![i64::MAX - 1, 1])),
+    );
+    let only_ints = spec.aggregate_batches([&big]).unwrap();
+    let mut want = AggregateKind::Sum.zero();
+    want.update_num(Num::Int(i64::MAX - 1));
+    want.update_num(Num::Int(1));
+    assert_eq!(only_ints["a"], want);
+    assert_eq!(only_ints["a"].to_string(), i64::MAX.to_string());
+
+    let floats = kv_batch(
+        Arc::new(StringArray::from(vec!["a"])),
+        Arc::new(Float64Array::from(vec![0.5])),
+    );
+    let mixed = spec.aggregate_batches([&big, &floats]).unwrap();
+    want.update_num(Num::Float(0.5));
+    assert_eq!(
+        mixed["a"], want,
+        "the integer part survives promotion exactly"
+    );
+}

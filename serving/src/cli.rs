@@ -7,7 +7,7 @@ use clap::Parser;
 /// Lamina: one binary for batch views, streaming views and serving their
 /// exact merge over REST.
 #[derive(Debug, Parser)]
-#[command(name = "lamina", version, about, long_about = None)]
+#[command(name = "lamina", version)]
 pub struct Cli {
     /// Number of worker threads for CPU work (default: one per core).
     #[arg(long, global = true, value_name = "N")]

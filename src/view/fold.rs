@@ -185,28 +185,32 @@ impl<S: FoldState> Maps<S> {
         }
     }
 
-    fn finish(self) -> FastMap<String, AggValue> {
+    /// The partials with keys as text, each key once.
+    fn finish(self) -> Vec<(String, AggValue)> {
         let Maps {
             text,
             ints,
             buckets,
             ..
         } = self;
-        let mut out: FastMap<String, AggValue> = fast_map(text.len() + ints.len() + buckets.len());
-        out.extend(
-            text.into_iter()
-                .map(|(k, s)| (String::from(k), s.into_value())),
-        );
-        let typed =
-            ints.into_iter()
-                .map(|(k, s)| (k.to_string(), s))
-                .chain(buckets.into_iter().map(|(start, s)| {
-                    let mut key = String::with_capacity(20);
-                    write_rfc3339(start, &mut key);
-                    (key, s)
-                }));
-        // A typed key whose text equals a text key (a column that was text in
-        // one batch and numbers in another) merges into it.
+        let typed = ints
+            .into_iter()
+            .map(|(k, s)| (int_key(k), s))
+            .chain(buckets.into_iter().map(|(start, s)| {
+                let mut key = String::with_capacity(20);
+                write_rfc3339(start, &mut key);
+                (key, s)
+            }));
+        if text.is_empty() {
+            // The usual case: all keys of one kind, already unique.
+            return typed.map(|(k, s)| (k, s.into_value())).collect();
+        }
+        // A column that was text in some batches and numbers in others: a
+        // typed key whose text equals a text key merges into it.
+        let mut out: FastMap<String, AggValue> = text
+            .into_iter()
+            .map(|(k, s)| (String::from(k), s.into_value()))
+            .collect();
         for (k, s) in typed {
             match out.get_mut(&k) {
                 Some(acc) => acc.merge(s.into_value()),
@@ -215,8 +219,30 @@ impl<S: FoldState> Maps<S> {
                 }
             }
         }
-        out
+        out.into_iter().collect()
     }
+}
+
+/// Decimal text of an integer key, without the formatting machinery: this
+/// runs once per distinct key per partition.
+fn int_key(v: i64) -> String {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    let mut n = v.unsigned_abs();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let mut out = String::with_capacity(digits.len() - start + usize::from(v < 0));
+    if v < 0 {
+        out.push('-');
+    }
+    out.extend(digits[start..].iter().map(|&d| char::from(d)));
+    out
 }
 
 /// The state of text key `k`, created from `zero` when new; `update` applied.
@@ -311,8 +337,8 @@ impl Accumulator {
     }
 
     /// The partials keyed by their text form, rendered once per distinct
-    /// key.
-    pub fn finish(self) -> FastMap<String, AggValue> {
+    /// key; each key appears once.
+    pub fn finish(self) -> Vec<(String, AggValue)> {
         match self.0 {
             Kind::Count(m) => m.finish(),
             Kind::IntSum(m) => m.finish(),
@@ -322,6 +348,30 @@ impl Accumulator {
             Kind::Max(m) => m.finish(),
             Kind::Distinct(m) => m.finish(),
             Kind::TopK(m) => m.finish(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn int_keys_render_like_display() {
+        for v in [
+            0,
+            1,
+            -1,
+            9,
+            10,
+            -10,
+            42,
+            1_000_000,
+            i64::MAX,
+            i64::MIN,
+            i64::MIN + 1,
+        ] {
+            assert_eq!(int_key(v), v.to_string());
         }
     }
 }

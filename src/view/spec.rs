@@ -108,7 +108,7 @@ impl ViewSpec {
         for batch in batches {
             self.accumulate(batch, &mut acc)?;
         }
-        Ok(acc.finish())
+        Ok(acc.finish().into_iter().collect())
     }
 }
 
