@@ -6,10 +6,13 @@
 //! per row without allocation — and a [`PartitionSource`] over batches held
 //! in memory.
 
+use std::borrow::Cow;
+
 use arrow::array::{
     Array, ArrayRef, ArrowPrimitiveType, AsArray, BooleanArray, LargeStringArray, PrimitiveArray,
     StringArray, StringViewArray,
 };
+use arrow::buffer::NullBuffer;
 use arrow::datatypes::{
     DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit,
     TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
@@ -144,14 +147,32 @@ impl<'a> NumericColumn<'a> {
         self.is_integer() && !matches!(self, NumericColumn::U64(_))
     }
 
-    /// The value at `row` as `i64`; `None` when null, and for columns that
-    /// do not [fit](Self::fits_i64) (check that once per batch).
-    #[inline]
-    pub fn get_i64(&self, row: usize) -> Option<i64> {
-        match self.get(row)? {
-            Num::Int(i) => Some(i),
-            Num::Float(_) => None,
+    /// The column as `i64` values, if every value [fits](Self::fits_i64):
+    /// borrowed for `Int64`, widened once for narrower integers. Reading a
+    /// row is then an index and a null check, with no dispatch on the type.
+    pub fn to_i64(&self) -> Option<I64Values<'a>> {
+        fn widen<T: ArrowPrimitiveType>(a: &PrimitiveArray<T>) -> I64Values<'_>
+        where
+            T::Native: Into<i64>,
+        {
+            I64Values {
+                values: Cow::Owned(a.values().iter().map(|&v| v.into()).collect()),
+                nulls: a.nulls(),
+            }
         }
+        Some(match *self {
+            NumericColumn::I64(a) => I64Values {
+                values: Cow::Borrowed(a.values()),
+                nulls: a.nulls(),
+            },
+            NumericColumn::I8(a) => widen(a),
+            NumericColumn::I16(a) => widen(a),
+            NumericColumn::I32(a) => widen(a),
+            NumericColumn::U8(a) => widen(a),
+            NumericColumn::U16(a) => widen(a),
+            NumericColumn::U32(a) => widen(a),
+            NumericColumn::U64(_) | NumericColumn::F32(_) | NumericColumn::F64(_) => return None,
+        })
     }
 
     /// The value at `row`; `None` when null. A `UInt64` above `i64::MAX` is
@@ -176,6 +197,24 @@ impl<'a> NumericColumn<'a> {
             NumericColumn::F32(a) => Num::Float(f64::from(at(a, row)?)),
             NumericColumn::F64(a) => Num::Float(at(a, row)?),
         })
+    }
+}
+
+/// An integer column as `i64` values; see [`NumericColumn::to_i64`].
+#[derive(Debug, Clone)]
+pub struct I64Values<'a> {
+    values: Cow<'a, [i64]>,
+    nulls: Option<&'a NullBuffer>,
+}
+
+impl I64Values<'_> {
+    /// The value at `row`; `None` when null.
+    #[inline]
+    pub fn get(&self, row: usize) -> Option<i64> {
+        match self.nulls {
+            Some(n) if n.is_null(row) => None,
+            _ => Some(self.values[row]),
+        }
     }
 }
 

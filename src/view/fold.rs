@@ -123,6 +123,14 @@ impl<S: FoldState> Maps<S> {
             zero,
         } = self;
         match key {
+            BoundKey::Column(KeyColumn::Number(col)) if col.fits_i64() => {
+                let keys = col.to_i64().expect("checked: fits_i64");
+                for row in 0..rows {
+                    if let Some(k) = keys.get(row) {
+                        update(ints.entry(k).or_insert_with(|| zero.clone()), row);
+                    }
+                }
+            }
             BoundKey::Column(KeyColumn::Number(col)) if col.is_integer() => {
                 for row in 0..rows {
                     match col.get(row) {
@@ -308,10 +316,10 @@ impl Accumulator {
     pub(crate) fn fold(&mut self, key: &BoundKey<'_>, input: &FoldInput<'_>, rows: usize) {
         if let Kind::IntSum(maps) = &mut self.0 {
             if let FoldInput::Number(col) = input
-                && col.fits_i64()
+                && let Some(values) = col.to_i64()
             {
                 maps.fold(key, rows, |s, row| {
-                    if let Some(v) = col.get_i64(row) {
+                    if let Some(v) = values.get(row) {
                         s.0 = s.0.wrapping_add(v);
                     }
                 });
