@@ -7,3 +7,4 @@
 //!   `status`) arrive with the serving layer; see `docs/architecture.md`.
 
 pub mod cli;
+pub mod store;

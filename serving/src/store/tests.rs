@@ -1,0 +1,262 @@
+//! Model and concurrency tests of the view store.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use lamina::view::AggValue;
+use proptest::prelude::*;
+
+use super::{MicroBatchCommit, ViewStore};
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "lamina-store-{tag}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn views() -> Vec<String> {
+    vec!["counts".to_string(), "other".to_string()]
+}
+
+fn count(v: &AggValue) -> i64 {
+    match v {
+        AggValue::Count(c) => *c,
+        other => panic!("not a count: {other:?}"),
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// A micro-batch in the current epoch: (key index, count) pairs.
+    Batch(Vec<(u8, i64)>),
+    /// Move to the next epoch (seals the current one).
+    NextEpoch,
+    /// Publish a generation over all sealed epochs.
+    Publish,
+    /// Close and reopen the store.
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => prop::collection::vec((0u8..6, 1i64..5), 0..6).prop_map(Op::Batch),
+        2 => Just(Op::NextEpoch),
+        1 => Just(Op::Publish),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+/// The ground truth: every committed (epoch, key, count).
+#[derive(Default)]
+struct Model {
+    rows: Vec<(u64, String, i64)>,
+}
+
+impl Model {
+    fn total(&self, key: &str, pred: impl Fn(u64) -> bool) -> i64 {
+        self.rows
+            .iter()
+            .filter(|(e, k, _)| k == key && pred(*e))
+            .map(|r| r.2)
+            .sum()
+    }
+
+    fn keys(&self) -> Vec<String> {
+        let mut k: Vec<String> = self.rows.iter().map(|r| r.1.clone()).collect();
+        k.sort();
+        k.dedup();
+        k
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    #[test]
+    fn store_matches_the_model(ops in prop::collection::vec(op(), 1..40)) {
+        let dir = TempDir::new("model");
+        let mut store = ViewStore::open(&dir.0, &views()).unwrap();
+        let mut model = Model::default();
+        let mut epoch = 0u64;
+        let mut batch_id = 0u64;
+        for op in ops {
+            match op {
+                Op::Batch(pairs) => {
+                    batch_id += 1;
+                    let mut merged: BTreeMap<String, i64> = BTreeMap::new();
+                    for (k, c) in pairs {
+                        *merged.entry(format!("k{k}")).or_default() += c;
+                    }
+                    for (k, c) in &merged {
+                        model.rows.push((epoch, k.clone(), *c));
+                    }
+                    store.commit(MicroBatchCommit {
+                        batch_id,
+                        epoch,
+                        positions: vec![("wal".into(), batch_id * 10)],
+                        deltas: vec![("counts".into(), merged.into_iter().map(|(k, c)| (k, AggValue::Count(c))).collect())],
+                    }).unwrap();
+                }
+                Op::NextEpoch => epoch += 1,
+                Op::Publish => {
+                    if epoch == 0 {
+                        continue;
+                    }
+                    let sealed = epoch - 1;
+                    let rows: Vec<(String, String, AggValue)> = model
+                        .keys()
+                        .into_iter()
+                        .map(|k| { let c = model.total(&k, |e| e <= sealed); (k, c) })
+                        .filter(|(_, c)| *c != 0)
+                        .map(|(k, c)| ("counts".to_string(), k, AggValue::Count(c)))
+                        .collect();
+                    store.publish(sealed, rows).unwrap();
+                }
+                Op::Reopen => {
+                    drop(store);
+                    store = ViewStore::open(&dir.0, &views()).unwrap();
+                    prop_assert_eq!(store.last_batch_id().unwrap(), (batch_id > 0).then_some(batch_id));
+                    prop_assert_eq!(store.position("wal").unwrap(), (batch_id > 0).then_some(batch_id * 10));
+                }
+            }
+            // Every key answers exactly the model's total, split at the
+            // watermark.
+            let w = store.watermark();
+            for k in model.keys() {
+                let want = model.total(&k, |_| true);
+                let a = store.get("counts", &k).unwrap();
+                let a = a.expect("a key with data answers");
+                prop_assert_eq!(count(&a.value), want, "key {}", k);
+                let batch = model.total(&k, |e| w.is_some_and(|w| e <= w));
+                prop_assert_eq!(a.batch_value.as_ref().map_or(0, count), batch);
+                prop_assert_eq!(a.realtime_value.as_ref().map_or(0, count), want - batch);
+                prop_assert_eq!(a.watermark_epoch, w);
+            }
+            prop_assert!(store.get("counts", "never").unwrap().is_none());
+            // Top-k is the model's ranking.
+            let mut ranked: Vec<(i64, String)> = model.keys().into_iter().map(|k| (model.total(&k, |_| true), k)).collect();
+            ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+            let top: Vec<(i64, String)> = store.top("counts", 3).unwrap().into_iter().map(|i| (count(&i.value), i.key)).collect();
+            prop_assert_eq!(top, ranked.into_iter().take(3).collect::<Vec<_>>());
+        }
+    }
+}
+
+#[test]
+fn unknown_view_is_an_error() {
+    let dir = TempDir::new("unknown");
+    let store = ViewStore::open(&dir.0, &views()).unwrap();
+    assert!(
+        store
+            .get("nope", "k")
+            .unwrap_err()
+            .to_string()
+            .contains("`nope`")
+    );
+    assert!(store.top("nope", 3).is_err());
+    let err = store
+        .commit(MicroBatchCommit {
+            batch_id: 1,
+            epoch: 0,
+            positions: vec![],
+            deltas: vec![("nope".into(), vec![("k".into(), AggValue::Count(1))])],
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("nope"));
+    assert_eq!(
+        store.last_batch_id().unwrap(),
+        None,
+        "a refused commit writes nothing"
+    );
+}
+
+#[test]
+fn readers_never_see_a_gap_or_a_double_count_while_generations_publish() {
+    let dir = TempDir::new("concurrent");
+    let store = Arc::new(ViewStore::open(&dir.0, &views()).unwrap());
+    let committed = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (store, committed, done) = (
+                Arc::clone(&store),
+                Arc::clone(&committed),
+                Arc::clone(&done),
+            );
+            std::thread::spawn(move || {
+                let mut last = 0i64;
+                let mut reads = 0u64;
+                while !done.load(Ordering::Acquire) && reads < 2_000_000 {
+                    // Read the bound before the value: the value may only be
+                    // newer, never older, than this.
+                    let floor = committed.load(Ordering::Acquire) as i64;
+                    let v = store
+                        .get("counts", "hot")
+                        .unwrap()
+                        .map_or(0, |a| count(&a.value));
+                    let ceiling = committed.load(Ordering::Acquire) as i64 + 1;
+                    assert!(v >= last, "went down from {last} to {v}");
+                    assert!(
+                        v >= floor && v <= ceiling,
+                        "{v} outside [{floor}, {ceiling}]"
+                    );
+                    last = v;
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    let mut epoch = 0u64;
+    for i in 1..=600u64 {
+        store
+            .commit(MicroBatchCommit {
+                batch_id: i,
+                epoch,
+                positions: vec![],
+                deltas: vec![("counts".into(), vec![("hot".into(), AggValue::Count(1))])],
+            })
+            .unwrap();
+        committed.store(i, Ordering::Release);
+        if i % 20 == 0 {
+            epoch += 1;
+            // Publish the epochs sealed so far: every batch of epochs < epoch.
+            let sealed = epoch - 1;
+            store
+                .publish(
+                    sealed,
+                    [(
+                        "counts".to_string(),
+                        "hot".to_string(),
+                        AggValue::Count(i as i64),
+                    )],
+                )
+                .unwrap();
+        }
+    }
+    done.store(true, Ordering::Release);
+    for r in readers {
+        assert!(r.join().unwrap() > 0);
+    }
+    let a = store.get("counts", "hot").unwrap().unwrap();
+    assert_eq!(count(&a.value), 600);
+    assert_eq!(a.watermark_epoch, Some(29));
+}
