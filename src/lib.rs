@@ -44,6 +44,8 @@ pub mod cache;
 pub mod columnar;
 pub mod context;
 pub mod error;
+#[cfg(feature = "master")]
+pub mod master;
 pub mod partitioner;
 pub mod rdd;
 pub mod scheduler;

@@ -285,7 +285,7 @@ fn async_job_does_not_block_the_runtime() {
     });
     assert_eq!(
         out.unwrap().iter().map(|p| p.1).sum::<u64>(),
-        (0..10_000u64).sum()
+        (0..10_000u64).sum::<u64>()
     );
 }
 
