@@ -6,5 +6,6 @@
 //!   client subcommands (`serve`, `query`, `top`, `ingest`, `batch run`,
 //!   `status`) arrive with the serving layer; see `docs/architecture.md`.
 
+pub mod api;
 pub mod cli;
 pub mod store;

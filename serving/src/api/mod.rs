@@ -1,0 +1,323 @@
+//! The REST API (JSON, versioned under `/v1`), on warp.
+//!
+//! Every answer is JSON; every error is `{"error": {"code", "message"}}` with
+//! a stable `code` (see [`error`]). Write and admin endpoints need
+//! `Authorization: Bearer <token>` when a token is configured. At most
+//! `max_concurrent_requests` requests run at once; more get 503
+//! `overloaded` rather than queueing without bound.
+
+pub mod error;
+pub mod json;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use lamina::view::AggregateKind;
+use lamina_batch::BatchRuns;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::Semaphore;
+use warp::Filter;
+use warp::http::StatusCode;
+use warp::reply::{Reply, Response};
+
+use crate::store::ViewStore;
+pub use error::ApiError;
+
+/// What the API knows about a configured view.
+#[derive(Debug, Clone)]
+pub struct ViewInfo {
+    /// The view's name.
+    pub name: String,
+    /// The stream it reads.
+    pub stream: String,
+    /// Its aggregate.
+    pub aggregate: AggregateKind,
+}
+
+/// Everything the handlers share.
+#[derive(Debug)]
+pub struct ApiState {
+    /// Batch views and real-time deltas.
+    pub store: Arc<ViewStore>,
+    /// Batch runs.
+    pub runs: Arc<BatchRuns>,
+    /// The configured views.
+    pub views: Vec<ViewInfo>,
+    /// The bearer token write and admin endpoints need, if any.
+    pub token: Option<String>,
+    /// Requests allowed to run at once.
+    pub permits: Semaphore,
+}
+
+type State = Arc<ApiState>;
+
+fn with_state(state: State) -> impl Filter<Extract = (State,), Error = Infallible> + Clone {
+    warp::any().map(move || Arc::clone(&state))
+}
+
+/// Percent-decodes one path segment (`%2F` → `/`, UTF-8).
+fn decode_segment(raw: &str) -> Result<String, ApiError> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| {
+                    ApiError::bad_parameter(format!("bad percent-encoding in `{raw}`"))
+                })?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out)
+        .map_err(|_| ApiError::bad_parameter(format!("`{raw}` is not UTF-8 once decoded")))
+}
+
+fn reply<T: Reply>(result: Result<T, ApiError>) -> Response {
+    match result {
+        Ok(r) => r.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Admission: a permit per request, or 503 when all are taken.
+fn admit(state: &ApiState) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+    state.permits.try_acquire().map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many requests in flight; retry shortly",
+        )
+    })
+}
+
+fn authorize(state: &ApiState, header: Option<&str>) -> Result<(), ApiError> {
+    let Some(token) = &state.token else {
+        return Ok(());
+    };
+    match header.and_then(|h| h.strip_prefix("Bearer ")) {
+        Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => Ok(()),
+        Some(_) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "wrong token",
+        )),
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this endpoint needs `Authorization: Bearer <token>`",
+        )),
+    }
+}
+
+/// Compares without an early exit, so the time taken does not tell how
+/// much of a guessed token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopQuery {
+    k: Option<String>,
+}
+
+const MAX_TOP_K: usize = 10_000;
+
+fn get_key(state: &ApiState, view: &str, key: &str) -> Result<Response, ApiError> {
+    let _permit = admit(state)?;
+    let view = decode_segment(view)?;
+    let key = decode_segment(key)?;
+    let info = state
+        .views
+        .iter()
+        .find(|v| v.name == view)
+        .ok_or_else(|| ApiError::unknown_view(&view))?;
+    let answer = state
+        .store
+        .get(&view, &key)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let body = match answer {
+        Some(a) => json!({
+            "view": view,
+            "key": key,
+            "value": json::value(&a.value),
+            "batch_value": a.batch_value.as_ref().map(json::value),
+            "realtime_value": a.realtime_value.as_ref().map(json::value),
+            "watermark_epoch": a.watermark_epoch,
+        }),
+        // A key never seen has the aggregate's identity: count 0, no min.
+        None => json!({
+            "view": view,
+            "key": key,
+            "value": json::value(&info.aggregate.zero()),
+            "batch_value": null,
+            "realtime_value": null,
+            "watermark_epoch": state.store.watermark(),
+        }),
+    };
+    Ok(warp::reply::json(&body).into_response())
+}
+
+fn top(state: &ApiState, view: &str, query: TopQuery) -> Result<Response, ApiError> {
+    let _permit = admit(state)?;
+    let view = decode_segment(view)?;
+    if !state.views.iter().any(|v| v.name == view) {
+        return Err(ApiError::unknown_view(&view));
+    }
+    let k = match query.k.as_deref() {
+        None => 10,
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|k| (1..=MAX_TOP_K).contains(k))
+            .ok_or_else(|| {
+                ApiError::bad_parameter(format!(
+                    "k must be an integer from 1 to {MAX_TOP_K}, got `{raw}`"
+                ))
+            })?,
+    };
+    let items: Vec<_> = state
+        .store
+        .top(&view, k)
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .into_iter()
+        .map(|i| json!({"key": i.key, "value": json::value(&i.value)}))
+        .collect();
+    Ok(warp::reply::json(&json!({"view": view, "items": items})).into_response())
+}
+
+fn list_views(state: &ApiState) -> Result<Response, ApiError> {
+    let _permit = admit(state)?;
+    let views: Vec<_> = state
+        .views
+        .iter()
+        .map(|v| {
+            json!({
+                "name": v.name,
+                "stream": v.stream,
+                "aggregate": v.aggregate,
+                "keys": state.store.key_count(&v.name).unwrap_or(0),
+            })
+        })
+        .collect();
+    Ok(
+        warp::reply::json(&json!({"views": views, "watermark_epoch": state.store.watermark()}))
+            .into_response(),
+    )
+}
+
+fn request_run(state: &ApiState, auth: Option<String>) -> Result<Response, ApiError> {
+    let _permit = admit(state)?;
+    authorize(state, auth.as_deref())?;
+    let run = state.runs.request("api");
+    Ok(warp::reply::with_status(
+        warp::reply::json(&json!({"id": run.id, "state": run.state})),
+        StatusCode::ACCEPTED,
+    )
+    .into_response())
+}
+
+fn run_id(raw: &str) -> Result<u64, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::bad_parameter(format!("run id must be a number, got `{raw}`")))
+}
+
+fn get_run(state: &ApiState, id: &str) -> Result<Response, ApiError> {
+    let _permit = admit(state)?;
+    let id = run_id(id)?;
+    let run = state.runs.get(id).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_run",
+            format!("no batch run {id}"),
+        )
+    })?;
+    Ok(warp::reply::json(&run).into_response())
+}
+
+fn cancel_run(state: &ApiState, id: &str, auth: Option<String>) -> Result<Response, ApiError> {
+    let _permit = admit(state)?;
+    authorize(state, auth.as_deref())?;
+    let id = run_id(id)?;
+    let run = state.runs.cancel(id).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_run",
+            format!("no batch run {id}"),
+        )
+    })?;
+    Ok(warp::reply::with_status(warp::reply::json(&run), StatusCode::ACCEPTED).into_response())
+}
+
+/// All routes.
+pub fn routes(
+    state: Arc<ApiState>,
+) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    let s = || with_state(Arc::clone(&state));
+    let auth = || warp::header::optional::<String>("authorization");
+
+    let healthz = warp::path!("healthz")
+        .and(warp::get())
+        .map(|| warp::reply::json(&json!({"status": "ok"})).into_response());
+    let views = warp::path!("v1" / "views")
+        .and(warp::get())
+        .and(s())
+        .map(|st: State| reply(list_views(&st)));
+    let key = warp::path!("v1" / "views" / String / "keys" / String)
+        .and(warp::get())
+        .and(s())
+        .map(|view: String, key: String, st: State| reply(get_key(&st, &view, &key)));
+    let top = warp::path!("v1" / "views" / String / "top")
+        .and(warp::get())
+        .and(warp::query::<TopQuery>())
+        .and(s())
+        .map(|view: String, q: TopQuery, st: State| reply(top(&st, &view, q)));
+    let runs_post = warp::path!("v1" / "batch" / "runs")
+        .and(warp::post())
+        .and(auth())
+        .and(s())
+        .map(|a: Option<String>, st: State| reply(request_run(&st, a)));
+    let runs_list = warp::path!("v1" / "batch" / "runs")
+        .and(warp::get())
+        .and(s())
+        .map(|st: State| reply(Ok(warp::reply::json(&json!({"runs": st.runs.list()})))));
+    let run_get = warp::path!("v1" / "batch" / "runs" / String)
+        .and(warp::get())
+        .and(s())
+        .map(|id: String, st: State| reply(get_run(&st, &id)));
+    let run_cancel = warp::path!("v1" / "batch" / "runs" / String / "cancel")
+        .and(warp::post())
+        .and(auth())
+        .and(s())
+        .map(|id: String, a: Option<String>, st: State| reply(cancel_run(&st, &id, a)));
+
+    healthz
+        .or(views)
+        .unify()
+        .or(key)
+        .unify()
+        .or(top)
+        .unify()
+        .or(runs_post)
+        .unify()
+        .or(runs_list)
+        .unify()
+        .or(run_get)
+        .unify()
+        .or(run_cancel)
+        .unify()
+        .recover(error::recover)
+        .unify()
+}
+
+#[cfg(test)]
+mod tests;
