@@ -10,8 +10,14 @@
 //! - [`format`]: raw records (text lines, JSON lines, CSV) to one Arrow
 //!   record batch per micro-batch, with a dead letter for every record that
 //!   does not parse.
+//! - [`wal`]: the write-ahead log of push sources: group commit (one fsync
+//!   covers every append that arrived while the previous one ran), torn-tail
+//!   recovery, deletion of segments once their epochs are sealed.
+//! - [`commit`]: what a micro-batch commits, and the [`commit::RecordLog`] /
+//!   [`commit::CommitSink`] traits it reads and writes through.
 //!
-//! Receivers, the write-ahead log and the micro-batch loop come next (see
-//! `docs/architecture.md`).
+//! Receivers and the micro-batch loop come next (see `docs/architecture.md`).
 
+pub mod commit;
 pub mod format;
+pub mod wal;
