@@ -27,6 +27,7 @@ fn fixture(tag: &str, token: Option<&str>, permits: usize) -> Fixture {
     let store = ViewStore::open(&dir, &["word_counts".to_string()]).unwrap();
     store
         .commit(MicroBatchCommit {
+            dead_letters: vec![],
             batch_id: 1,
             epoch: 0,
             positions: vec![],

@@ -29,6 +29,31 @@ pub(super) fn batch_row(generation: u64, view: &str, key: &str) -> Vec<u8> {
     k
 }
 
+pub(super) fn dead_count(stream: &str) -> Vec<u8> {
+    [b"dead_count/".as_slice(), stream.as_bytes()].concat()
+}
+
+/// `stream 0x00`
+pub(super) fn dead_prefix(stream: &str) -> Vec<u8> {
+    let mut k = stream.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+/// `stream 0x00 seq(BE)`
+pub(super) fn dead(stream: &str, seq: u64) -> Vec<u8> {
+    let mut k = dead_prefix(stream);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+pub(super) fn dead_seq(raw: &[u8]) -> Result<u64> {
+    raw.len()
+        .checked_sub(8)
+        .map(|at| u64::from_be_bytes(raw[at..].try_into().expect("8 bytes")))
+        .ok_or_else(|| corrupt("a dead-letter key", raw))
+}
+
 fn corrupt(what: &str, raw: &[u8]) -> StoreError {
     StoreError::Corrupt {
         what: what.to_owned(),

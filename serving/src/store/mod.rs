@@ -8,6 +8,8 @@
 //! | `meta` | `watermark`, `batch_id`, `pos/{source}` | big-endian `u64` |
 //! | `deltas` | view, `0x00`, epoch (BE `u64`), key | CBOR [`AggValue`]: the sum of the epoch's micro-batches for that key |
 //! | `gen` | generation (BE `u64`), view, `0x00`, key | CBOR [`AggValue`]: the batch view |
+//! | `dead` | stream, `0x00`, seq (BE `u64`) | CBOR `(reason, record)`: records that did not parse |
+//! | `meta` | `dead_count/{stream}` | big-endian `u64`: dead letters ever recorded |
 //!
 //! View names never contain `0x00` (config validation allows
 //! `[A-Za-z0-9_.-]`), so a view's rows are one prefix.
@@ -44,6 +46,7 @@ use sled::Transactional;
 
 pub use index::{Answer, RankedItem};
 use index::{Index, ViewIndex};
+pub use lamina_speed::commit::{DeadRecord, MicroBatchCommit};
 
 /// Errors of the view store.
 #[derive(Debug, thiserror::Error)]
@@ -78,27 +81,13 @@ pub enum StoreError {
 /// A `Result` with [`StoreError`].
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// One micro-batch's output, committed atomically.
-#[derive(Debug, Default)]
-pub struct MicroBatchCommit {
-    /// The micro-batch id; strictly increasing.
-    pub batch_id: u64,
-    /// The epoch the micro-batch belongs to.
-    pub epoch: u64,
-    /// Source positions reached by this micro-batch (e.g. `("wal", seq)`):
-    /// where to resume after a restart.
-    pub positions: Vec<(String, u64)>,
-    /// Per view, the merged partial aggregate of each key in this
-    /// micro-batch.
-    pub deltas: Vec<(String, Vec<(String, AggValue)>)>,
-}
-
 /// Batch views of all views and real-time deltas, durable and queryable.
 pub struct ViewStore {
     db: sled::Db,
     meta: sled::Tree,
     deltas: sled::Tree,
     gens: sled::Tree,
+    dead: sled::Tree,
     // A std RwLock: sections are in-memory map updates and lookups, never
     // I/O and never across an `.await`.
     index: RwLock<Index>,
@@ -123,6 +112,7 @@ impl ViewStore {
         let meta = db.open_tree("meta")?;
         let deltas = db.open_tree("deltas")?;
         let gens = db.open_tree("gen")?;
+        let dead = db.open_tree("dead")?;
         let watermark = read_u64(&meta, keys::WATERMARK)?;
         let mut index = Index::new(watermark, views);
 
@@ -172,6 +162,7 @@ impl ViewStore {
             meta,
             deltas,
             gens,
+            dead,
             index: RwLock::new(index),
         })
     }
@@ -245,18 +236,35 @@ impl ViewStore {
                 staged.push((view.clone(), key_arc, merged));
             }
         }
-        let positions: Vec<(Vec<u8>, u64)> = commit
+        let mut positions: Vec<(Vec<u8>, u64)> = commit
             .positions
             .iter()
             .map(|(s, p)| (keys::position(s), *p))
             .collect();
-        (&self.meta, &self.deltas)
-            .transaction(|(meta, deltas)| {
+        let mut dead_rows: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(commit.dead_letters.len());
+        let mut dead_counts: HashMap<&str, u64> = HashMap::new();
+        for d in &commit.dead_letters {
+            dead_rows.push((
+                keys::dead(&d.stream, d.seq),
+                encode_dead(&d.reason, &d.record)?,
+            ));
+            *dead_counts.entry(d.stream.as_str()).or_default() += 1;
+        }
+        for (stream, n) in dead_counts {
+            let key = keys::dead_count(stream);
+            let before = read_u64(&self.meta, &key)?.unwrap_or(0);
+            positions.push((key, before + n));
+        }
+        (&self.meta, &self.deltas, &self.dead)
+            .transaction(|(meta, deltas, dead)| {
                 let mut batch = sled::Batch::default();
                 for (k, v) in &rows {
                     batch.insert(k.as_slice(), v.as_slice());
                 }
                 deltas.apply_batch(&batch)?;
+                for (k, v) in &dead_rows {
+                    dead.insert(k.as_slice(), v.as_slice())?;
+                }
                 meta.insert(keys::BATCH_ID, &commit.batch_id.to_be_bytes())?;
                 for (k, p) in &positions {
                     meta.insert(k.as_slice(), &p.to_be_bytes())?;
@@ -394,6 +402,48 @@ impl ViewStore {
         Ok(vi.len())
     }
 
+    /// Number of dead letters ever recorded for a stream.
+    ///
+    /// # Errors
+    ///
+    /// sled errors.
+    pub fn dead_letter_count(&self, stream: &str) -> Result<u64> {
+        Ok(read_u64(&self.meta, &keys::dead_count(stream))?.unwrap_or(0))
+    }
+
+    /// The most recent `limit` dead letters of a stream, newest first.
+    ///
+    /// # Errors
+    ///
+    /// sled errors or undecodable rows.
+    pub fn dead_letters(&self, stream: &str, limit: usize) -> Result<Vec<DeadRecord>> {
+        let mut out = Vec::new();
+        for row in self
+            .dead
+            .scan_prefix(keys::dead_prefix(stream))
+            .rev()
+            .take(limit)
+        {
+            let (k, v) = row?;
+            let seq = keys::dead_seq(&k)?;
+            let (reason, record): (String, ciborium::Value) = ciborium::from_reader(v.as_ref())
+                .map_err(|e| StoreError::Corrupt {
+                    what: "a dead letter".into(),
+                    detail: e.to_string(),
+                })?;
+            out.push(DeadRecord {
+                stream: stream.to_owned(),
+                seq,
+                reason,
+                record: match record {
+                    ciborium::Value::Bytes(b) => b,
+                    _ => Vec::new(),
+                },
+            });
+        }
+        Ok(out)
+    }
+
     /// Makes everything committed so far durable.
     ///
     /// # Errors
@@ -437,6 +487,22 @@ fn encode(value: &AggValue) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+fn encode_dead(reason: &str, record: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(reason.len() + record.len() + 8);
+    ciborium::into_writer(&(reason, serde_bytes_like(record)), &mut out).map_err(|e| {
+        StoreError::Corrupt {
+            what: "a dead letter".into(),
+            detail: e.to_string(),
+        }
+    })?;
+    Ok(out)
+}
+
+/// Records as CBOR byte strings rather than arrays of numbers.
+fn serde_bytes_like(record: &[u8]) -> ciborium::Value {
+    ciborium::Value::Bytes(record.to_vec())
+}
+
 fn decode(bytes: &[u8], what: &str) -> Result<AggValue> {
     ciborium::from_reader(bytes).map_err(|e| StoreError::Corrupt {
         what: what.into(),
@@ -446,3 +512,17 @@ fn decode(bytes: &[u8], what: &str) -> Result<AggValue> {
 
 #[cfg(test)]
 mod tests;
+
+impl lamina_speed::commit::CommitSink for ViewStore {
+    fn commit(&self, commit: MicroBatchCommit) -> std::result::Result<(), String> {
+        ViewStore::commit(self, commit).map_err(|e| e.to_string())
+    }
+
+    fn position(&self, name: &str) -> std::result::Result<Option<u64>, String> {
+        ViewStore::position(self, name).map_err(|e| e.to_string())
+    }
+
+    fn last_batch_id(&self) -> std::result::Result<Option<u64>, String> {
+        ViewStore::last_batch_id(self).map_err(|e| e.to_string())
+    }
+}

@@ -109,6 +109,7 @@ proptest! {
                         model.rows.push((epoch, k.clone(), *c));
                     }
                     store.commit(MicroBatchCommit {
+                        dead_letters: vec![],
                         batch_id,
                         epoch,
                         positions: vec![("wal".into(), batch_id * 10)],
@@ -174,6 +175,7 @@ fn unknown_view_is_an_error() {
     assert!(store.top("nope", 3).is_err());
     let err = store
         .commit(MicroBatchCommit {
+            dead_letters: vec![],
             batch_id: 1,
             epoch: 0,
             positions: vec![],
@@ -229,6 +231,7 @@ fn readers_never_see_a_gap_or_a_double_count_while_generations_publish() {
     for i in 1..=600u64 {
         store
             .commit(MicroBatchCommit {
+                dead_letters: vec![],
                 batch_id: i,
                 epoch,
                 positions: vec![],
@@ -259,4 +262,54 @@ fn readers_never_see_a_gap_or_a_double_count_while_generations_publish() {
     let a = store.get("counts", "hot").unwrap().unwrap();
     assert_eq!(count(&a.value), 600);
     assert_eq!(a.watermark_epoch, Some(29));
+}
+
+#[test]
+fn dead_letters_commit_with_the_batch_and_survive_a_reopen() {
+    use super::DeadRecord;
+    let dir = TempDir::new("dead");
+    let dead = |seq: u64| DeadRecord {
+        stream: "lines".into(),
+        seq,
+        reason: format!("record {seq} is bad"),
+        record: vec![0xff, b'x'],
+    };
+    {
+        let store = ViewStore::open(&dir.0, &views()).unwrap();
+        store
+            .commit(MicroBatchCommit {
+                batch_id: 1,
+                epoch: 0,
+                positions: vec![],
+                deltas: vec![],
+                dead_letters: vec![dead(3), dead(7)],
+            })
+            .unwrap();
+        // A refused commit records none of its dead letters.
+        assert!(
+            store
+                .commit(MicroBatchCommit {
+                    batch_id: 2,
+                    epoch: 0,
+                    positions: vec![],
+                    deltas: vec![("nope".into(), vec![])],
+                    dead_letters: vec![dead(9)],
+                })
+                .is_err()
+        );
+        store
+            .commit(MicroBatchCommit {
+                batch_id: 2,
+                epoch: 0,
+                positions: vec![],
+                deltas: vec![],
+                dead_letters: vec![dead(12)],
+            })
+            .unwrap();
+    }
+    let store = ViewStore::open(&dir.0, &views()).unwrap();
+    assert_eq!(store.dead_letter_count("lines").unwrap(), 3);
+    assert_eq!(store.dead_letter_count("other").unwrap(), 0);
+    let recent = store.dead_letters("lines", 2).unwrap();
+    assert_eq!(recent, vec![dead(12), dead(7)], "newest first");
 }
