@@ -1,0 +1,196 @@
+//! `[[stream]]`: named record streams, their format, schema and receivers.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::error::Report;
+use super::receiver::ReceiverConfig;
+
+/// The one column of a `text` stream: the line, without its newline.
+pub const TEXT_COLUMN: &str = "line";
+
+/// How a record's bytes are read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamFormat {
+    /// Each record is one line of UTF-8 text, the string column `line`.
+    #[default]
+    Text,
+    /// Each record is one JSON object; its fields are read by the schema.
+    Json,
+    /// Each record is one CSV row; columns in schema order.
+    Csv,
+}
+
+impl fmt::Display for StreamFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StreamFormat::Text => "text",
+            StreamFormat::Json => "json",
+            StreamFormat::Csv => "csv",
+        })
+    }
+}
+
+/// The type of a schema column. The speed layer stores them as Arrow
+/// `Utf8`, `Int64`, `Float64`, `Boolean` and `Timestamp(Millisecond, UTC)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColumnType {
+    /// UTF-8 text.
+    String,
+    /// 64-bit signed integer.
+    Int64,
+    /// 64-bit float.
+    Float64,
+    /// `true` or `false`.
+    Bool,
+    /// A point in time: integer milliseconds since the epoch or RFC 3339
+    /// text in the input.
+    Timestamp,
+}
+
+impl ColumnType {
+    /// The name used in the config (`int64`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ColumnType::String => "string",
+            ColumnType::Int64 => "int64",
+            ColumnType::Float64 => "float64",
+            ColumnType::Bool => "bool",
+            ColumnType::Timestamp => "timestamp",
+        }
+    }
+
+    /// Whether numeric aggregates (sum, min, max, mean, top_k) can read it.
+    pub fn is_numeric(self) -> bool {
+        matches!(self, ColumnType::Int64 | ColumnType::Float64)
+    }
+}
+
+impl fmt::Display for ColumnType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One column of a stream's schema.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldConfig {
+    /// Column name: the JSON field or the CSV column. Required.
+    pub name: String,
+    /// Column type. Required.
+    #[serde(rename = "type")]
+    pub ty: ColumnType,
+    /// Whether the value may be missing or null; a record missing a
+    /// non-nullable value is a dead letter. Default false.
+    #[serde(default)]
+    pub nullable: bool,
+}
+
+/// One `[[stream]]`: records of one format, fed by receivers and by
+/// `POST /v1/ingest/{name}` (always on, so there is no receiver entry for
+/// HTTP).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamConfig {
+    /// Unique name, used in REST paths and Parquet file names:
+    /// 1 to 128 of `A-Z a-z 0-9 _ . -`. Required.
+    pub name: String,
+    /// Record format: `text`, `json` or `csv`. Default `text`.
+    #[serde(default)]
+    pub format: StreamFormat,
+    /// Columns of `json` and `csv` records, in order; required for those,
+    /// not allowed for `text` (which has the one string column `line`).
+    /// Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<Vec<FieldConfig>>,
+    /// Largest record accepted, in bytes; larger records are dead letters.
+    /// At most `server.max_body_bytes`. Default 1048576 (1 MiB).
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: u64,
+    /// Receivers feeding this stream (`[[stream.receiver]]`). Default:
+    /// none (HTTP ingest only).
+    #[serde(default, rename = "receiver")]
+    pub receivers: Vec<ReceiverConfig>,
+}
+
+fn default_max_record_bytes() -> u64 {
+    1 << 20
+}
+
+impl StreamConfig {
+    /// A `text` stream with default settings and no receivers.
+    pub fn text(name: impl Into<String>) -> Self {
+        StreamConfig {
+            name: name.into(),
+            format: StreamFormat::Text,
+            schema: None,
+            max_record_bytes: default_max_record_bytes(),
+            receivers: Vec::new(),
+        }
+    }
+
+    /// The columns records of this stream have: `line: string` for text,
+    /// the schema otherwise.
+    pub fn columns(&self) -> Cow<'_, [FieldConfig]> {
+        match (self.format, &self.schema) {
+            (StreamFormat::Text, _) => Cow::Owned(vec![FieldConfig {
+                name: TEXT_COLUMN.into(),
+                ty: ColumnType::String,
+                nullable: false,
+            }]),
+            (_, Some(schema)) => Cow::Borrowed(schema),
+            (_, None) => Cow::Borrowed(&[]),
+        }
+    }
+
+    pub(super) fn validate(&self, key: &str, max_body_bytes: u64, report: &mut Report) {
+        super::check_name(report, &format!("{key}.name"), &self.name);
+        let schema_key = format!("{key}.schema");
+        match (self.format, &self.schema) {
+            (StreamFormat::Text, Some(_)) => report.push(
+                schema_key,
+                format!("not allowed for format text (text streams have one string column `{TEXT_COLUMN}`)"),
+            ),
+            (format @ (StreamFormat::Json | StreamFormat::Csv), None) => {
+                report.push(schema_key, format!("required for format {format}"))
+            }
+            (StreamFormat::Json | StreamFormat::Csv, Some(schema)) => {
+                if schema.is_empty() {
+                    report.push(schema_key.clone(), "needs at least one column");
+                }
+                let mut seen = HashMap::new();
+                for (i, field) in schema.iter().enumerate() {
+                    let name_key = format!("{schema_key}[{i}].name");
+                    if field.name.is_empty() {
+                        report.push(name_key, "is empty");
+                    } else if let Some(first) = seen.insert(field.name.as_str(), i) {
+                        report.push(
+                            name_key,
+                            format!(
+                                "duplicate column name {:?} (also {schema_key}[{first}])",
+                                field.name
+                            ),
+                        );
+                    }
+                }
+            }
+            (StreamFormat::Text, None) => {}
+        }
+        if self.max_record_bytes == 0 || self.max_record_bytes > max_body_bytes {
+            report.push(
+                format!("{key}.max_record_bytes"),
+                format!(
+                    "{} is out of range (1..={max_body_bytes}: a record must fit in one request body, server.max_body_bytes)",
+                    self.max_record_bytes
+                ),
+            );
+        }
+        for (j, receiver) in self.receivers.iter().enumerate() {
+            receiver.validate(&format!("{key}.receiver[{j}]"), report);
+        }
+    }
+}
