@@ -64,6 +64,21 @@ pub trait CommitSink: Send + Sync {
     ///
     /// A message naming what failed.
     fn last_batch_id(&self) -> Result<Option<u64>, String>;
+
+    /// Every committed position whose name starts with `prefix`.
+    ///
+    /// # Errors
+    ///
+    /// A message naming what failed.
+    fn positions_with_prefix(&self, prefix: &str) -> Result<Vec<(String, u64)>, String>;
+
+    /// Makes every commit so far durable (before the log records they came
+    /// from may be deleted).
+    ///
+    /// # Errors
+    ///
+    /// A message naming what failed.
+    fn flush(&self) -> Result<(), String>;
 }
 
 /// Receives one record: `(seq, stream, receive_time_us, payload)`.
@@ -81,6 +96,30 @@ pub trait RecordLog: Send + Sync {
     ///
     /// A message naming what failed (records deleted, damaged, not durable).
     fn read(&self, range: Range<u64>, f: &mut RecordVisitor<'_>) -> Result<(), String>;
+
+    /// Deletes what is only needed for records before `seq` (they are in the
+    /// master dataset now).
+    ///
+    /// # Errors
+    ///
+    /// A message naming what failed.
+    fn truncate_before(&self, seq: u64) -> Result<(), String>;
+}
+
+impl RecordLog for crate::wal::Wal {
+    fn durable_end(&self) -> u64 {
+        self.durable_seq()
+    }
+
+    fn read(&self, range: Range<u64>, f: &mut RecordVisitor<'_>) -> Result<(), String> {
+        self.read_range(range, f).map_err(|e| e.to_string())
+    }
+
+    fn truncate_before(&self, seq: u64) -> Result<(), String> {
+        crate::wal::Wal::truncate_before(self, seq)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// The position name of the first sequence number of `epoch`.

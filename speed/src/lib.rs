@@ -16,8 +16,14 @@
 //! - [`commit`]: what a micro-batch commits, and the [`commit::RecordLog`] /
 //!   [`commit::CommitSink`] traits it reads and writes through.
 //!
-//! Receivers and the micro-batch loop come next (see `docs/architecture.md`).
+//! - [`microbatch`]: the micro-batch clock: each interval's durable records
+//!   become one record batch per stream, run through the views and
+//!   committed with the log position; closed epochs are sealed into the
+//!   master dataset.
+//!
+//! Receivers come next (see `docs/architecture.md`).
 
 pub mod commit;
 pub mod format;
+pub mod microbatch;
 pub mod wal;

@@ -187,6 +187,25 @@ impl ViewStore {
         read_u64(&self.meta, &keys::position(source))
     }
 
+    /// Every committed position whose name starts with `prefix`.
+    ///
+    /// # Errors
+    ///
+    /// sled errors or malformed values.
+    pub fn positions_with_prefix(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        let mut out = Vec::new();
+        for row in self.meta.scan_prefix(keys::position(prefix)) {
+            let (k, v) = row?;
+            let name = String::from_utf8_lossy(&k[b"pos/".len()..]).into_owned();
+            let bytes: [u8; 8] = v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                what: name.clone(),
+                detail: format!("{} bytes, expected 8", v.len()),
+            })?;
+            out.push((name, u64::from_be_bytes(bytes)));
+        }
+        Ok(out)
+    }
+
     /// The generation being served (its epochs are `<= watermark`), if any.
     pub fn watermark(&self) -> Option<u64> {
         self.read().watermark
@@ -524,5 +543,16 @@ impl lamina_speed::commit::CommitSink for ViewStore {
 
     fn last_batch_id(&self) -> std::result::Result<Option<u64>, String> {
         ViewStore::last_batch_id(self).map_err(|e| e.to_string())
+    }
+
+    fn positions_with_prefix(
+        &self,
+        prefix: &str,
+    ) -> std::result::Result<Vec<(String, u64)>, String> {
+        ViewStore::positions_with_prefix(self, prefix).map_err(|e| e.to_string())
+    }
+
+    fn flush(&self) -> std::result::Result<(), String> {
+        ViewStore::flush(self).map_err(|e| e.to_string())
     }
 }

@@ -27,8 +27,14 @@ impl RecordBuffer {
         self.bytes.extend_from_slice(payload);
         self.ends.push(self.bytes.len());
         self.seqs.push(seq);
-        self.first_receive_us = Some(self.first_receive_us.map_or(receive_us, |f| f.min(receive_us)));
-        self.last_receive_us = Some(self.last_receive_us.map_or(receive_us, |l| l.max(receive_us)));
+        self.first_receive_us = Some(
+            self.first_receive_us
+                .map_or(receive_us, |f| f.min(receive_us)),
+        );
+        self.last_receive_us = Some(
+            self.last_receive_us
+                .map_or(receive_us, |l| l.max(receive_us)),
+        );
     }
 
     /// Number of records.

@@ -47,7 +47,12 @@ impl StatsLog {
     pub fn new(capacity: usize, streams: &[String]) -> Self {
         StatsLog {
             capacity: capacity.max(1),
-            streams: Mutex::new(streams.iter().map(|s| (s.clone(), VecDeque::new(), 0)).collect()),
+            streams: Mutex::new(
+                streams
+                    .iter()
+                    .map(|s| (s.clone(), VecDeque::new(), 0))
+                    .collect(),
+            ),
         }
     }
 
@@ -82,6 +87,9 @@ impl StatsLog {
 
     /// Records taken in by `stream` since start.
     pub fn total_records(&self, stream: &str) -> Option<u64> {
-        self.lock().iter().find(|(s, _, _)| s == stream).map(|(_, _, t)| *t)
+        self.lock()
+            .iter()
+            .find(|(s, _, _)| s == stream)
+            .map(|(_, _, t)| *t)
     }
 }

@@ -1,0 +1,309 @@
+//! The micro-batch clock (Spark's discretized streams).
+//!
+//! Every `batch_interval` the loop takes the records that became durable in
+//! the write-ahead log since the last micro-batch, turns each stream's
+//! records into one Arrow record batch, runs that stream's views over it,
+//! and commits the deltas, the dead letters, the new log position and the
+//! batch id in one transaction. Because the log *is* the queue, a restart
+//! resumes from the last committed position and replays exactly what was
+//! not committed: nothing acknowledged is lost, nothing is counted twice.
+//!
+//! A micro-batch belongs to the epoch of its scheduled time. When the clock
+//! enters a new epoch, every earlier epoch is sealed: no micro-batch can
+//! join it any more, and the sealer (see [`seal`]) may write it to the
+//! master dataset. The first sequence number of each epoch is committed as
+//! a position (`epoch_start/…`), so the sealer knows each epoch's records
+//! also after a restart.
+//!
+//! The loop runs on its own thread: parsing and aggregation are CPU work and
+//! never run on the async runtime.
+
+pub mod buffer;
+pub mod seal;
+pub mod stats;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lamina::view::ViewSpec;
+
+use crate::commit::{
+    CommitSink, DeadRecord, MicroBatchCommit, RecordLog, WAL_POSITION, epoch_start_position,
+};
+use crate::format::{Format, Parser};
+use buffer::RecordBuffer;
+pub use stats::{BatchStats, StatsLog};
+
+/// One stream as the loop sees it.
+#[derive(Debug, Clone)]
+pub struct StreamDef {
+    /// Its id in the write-ahead log (its index in the list).
+    pub name: String,
+    /// How its records parse.
+    pub format: Format,
+    /// The views over it.
+    pub views: Vec<ViewSpec>,
+}
+
+/// Timing of the loop.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    /// Micro-batch interval.
+    pub interval: Duration,
+    /// Epoch length, a multiple of the interval.
+    pub epoch: Duration,
+    /// Most records taken into one micro-batch; the rest wait for the next.
+    pub max_records: u64,
+}
+
+impl Clock {
+    /// The epoch of a point in time (µs since the Unix epoch).
+    pub fn epoch_of(&self, at_us: i64) -> u64 {
+        (at_us.max(0) as u128 / self.epoch.as_micros().max(1)) as u64
+    }
+}
+
+/// Why the loop cannot go on.
+#[derive(Debug, thiserror::Error)]
+pub enum LoopError {
+    /// The write-ahead log has fewer records than the state says were
+    /// committed: the log directory was lost or replaced.
+    #[error(
+        "the write-ahead log ends at {log_end} but the state store committed records up to {committed}: the log directory was lost or belongs to other state; refusing to start"
+    )]
+    LogBehindState {
+        /// One past the last durable record in the log.
+        log_end: u64,
+        /// The committed position.
+        committed: u64,
+    },
+    /// Reading the log or committing failed.
+    #[error("micro-batch {batch}: {message}")]
+    Batch {
+        /// The micro-batch.
+        batch: u64,
+        /// What failed.
+        message: String,
+    },
+}
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// The state of the loop between micro-batches.
+pub struct MicroBatcher {
+    streams: Vec<(StreamDef, Parser)>,
+    buffers: Vec<RecordBuffer>,
+    log: Arc<dyn RecordLog>,
+    sink: Arc<dyn CommitSink>,
+    stats: Arc<StatsLog>,
+    clock: Clock,
+    next_seq: u64,
+    next_batch: u64,
+    /// The epoch whose start is already recorded (the last epoch that got
+    /// records).
+    started_epoch: Option<u64>,
+}
+
+impl std::fmt::Debug for MicroBatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MicroBatcher")
+            .field("next_seq", &self.next_seq)
+            .field("next_batch", &self.next_batch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MicroBatcher {
+    /// Resumes from the sink's committed position.
+    ///
+    /// # Errors
+    ///
+    /// [`LoopError::LogBehindState`] when the log lost committed records;
+    /// [`LoopError::Batch`] when the sink cannot be read.
+    pub fn resume(
+        streams: Vec<StreamDef>,
+        log: Arc<dyn RecordLog>,
+        sink: Arc<dyn CommitSink>,
+        stats: Arc<StatsLog>,
+        clock: Clock,
+    ) -> Result<Self, LoopError> {
+        let fail = |message: String| LoopError::Batch { batch: 0, message };
+        let next_seq = sink.position(WAL_POSITION).map_err(fail)?.unwrap_or(0);
+        let next_batch = sink.last_batch_id().map_err(fail)?.map_or(1, |b| b + 1);
+        if log.durable_end() < next_seq {
+            return Err(LoopError::LogBehindState {
+                log_end: log.durable_end(),
+                committed: next_seq,
+            });
+        }
+        let buffers = streams.iter().map(|_| RecordBuffer::default()).collect();
+        let streams = streams
+            .into_iter()
+            .map(|s| {
+                let parser = s.format.parser();
+                (s, parser)
+            })
+            .collect();
+        Ok(MicroBatcher {
+            streams,
+            buffers,
+            log,
+            sink,
+            stats,
+            clock,
+            next_seq,
+            next_batch,
+            started_epoch: None,
+        })
+    }
+
+    /// The next sequence number to process.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Runs one micro-batch scheduled at `scheduled_us`: takes the durable
+    /// records not processed yet (at most `max_records`), aggregates and
+    /// commits them. Returns the batch's epoch.
+    ///
+    /// # Errors
+    ///
+    /// [`LoopError::Batch`] when the log cannot be read or the commit fails;
+    /// nothing is committed then and the same records are retried next time.
+    pub fn run_once(&mut self, scheduled_us: i64) -> Result<u64, LoopError> {
+        let start_us = now_us();
+        let batch = self.next_batch;
+        let epoch = self.clock.epoch_of(scheduled_us);
+        let fail = |message: String| LoopError::Batch { batch, message };
+        for b in &mut self.buffers {
+            b.clear();
+        }
+        let end = self
+            .log
+            .durable_end()
+            .min(self.next_seq.saturating_add(self.clock.max_records));
+        if end > self.next_seq {
+            let buffers = &mut self.buffers;
+            self.log
+                .read(
+                    self.next_seq..end,
+                    &mut |seq, stream, receive_us, payload| {
+                        // A record of a stream that is no longer configured is
+                        // skipped: nothing reads it any more.
+                        if let Some(b) = buffers.get_mut(stream as usize) {
+                            b.push(seq, receive_us, payload);
+                        }
+                    },
+                )
+                .map_err(fail)?;
+        }
+        let mut commit = MicroBatchCommit {
+            batch_id: batch,
+            epoch,
+            positions: vec![(WAL_POSITION.to_owned(), end)],
+            deltas: Vec::new(),
+            dead_letters: Vec::new(),
+        };
+        if end > self.next_seq && self.started_epoch != Some(epoch) {
+            commit
+                .positions
+                .push((epoch_start_position(epoch), self.next_seq));
+        }
+        let mut per_stream = Vec::with_capacity(self.streams.len());
+        for ((def, parser), buffer) in self.streams.iter_mut().zip(&self.buffers) {
+            if buffer.is_empty() {
+                per_stream.push((0, 0));
+                continue;
+            }
+            let parsed = parser.parse(buffer.records());
+            for d in &parsed.dead_letters {
+                commit.dead_letters.push(DeadRecord {
+                    stream: def.name.clone(),
+                    seq: buffer.seq(d.index),
+                    reason: d.reason.clone(),
+                    record: d.record.clone(),
+                });
+            }
+            for view in &def.views {
+                let partials = view
+                    .aggregate_batches([&parsed.batch])
+                    .map_err(|e| fail(e.to_string()))?;
+                commit
+                    .deltas
+                    .push((view.name.clone(), partials.into_iter().collect()));
+            }
+            per_stream.push((buffer.len(), parsed.dead_letters.len()));
+        }
+        if end > self.next_seq {
+            self.sink.commit(commit).map_err(fail)?;
+            self.started_epoch = Some(epoch);
+        }
+        let end_us = now_us();
+        for (((def, _), buffer), (records, dead)) in
+            self.streams.iter().zip(&self.buffers).zip(per_stream)
+        {
+            let (first, last) = buffer.receive_span_us();
+            self.stats.push(
+                &def.name,
+                BatchStats {
+                    id: batch,
+                    epoch,
+                    records: records as u64,
+                    dead_letters: dead as u64,
+                    bytes: buffer.bytes() as u64,
+                    first_receive_us: first,
+                    last_receive_us: last,
+                    processing_start_us: start_us,
+                    processing_end_us: end_us,
+                    processing_ms: (end_us - start_us) as f64 / 1e3,
+                    scheduling_delay_ms: (start_us - scheduled_us).max(0) as f64 / 1e3,
+                },
+            );
+        }
+        self.next_seq = end;
+        self.next_batch += 1;
+        Ok(epoch)
+    }
+}
+
+/// Runs micro-batches until `stop` is set, then runs one last micro-batch
+/// (so that everything acknowledged before the stop is committed) and
+/// returns. `on_epoch` is called with the epoch of every micro-batch;
+/// the caller seals the epochs before it.
+///
+/// Ticks are scheduled at fixed times (`start + k * interval`); when a
+/// micro-batch overruns, the next starts at once and the delay shows as
+/// scheduling delay. A failed micro-batch is retried at the next tick with
+/// the same records; the error is reported through `on_error`.
+pub fn run_loop(
+    mut batcher: MicroBatcher,
+    stop: &AtomicBool,
+    mut on_epoch: impl FnMut(u64),
+    mut on_error: impl FnMut(&LoopError),
+) {
+    let interval = batcher.clock.interval.as_micros().max(1) as i64;
+    let mut scheduled = now_us();
+    loop {
+        let stopping = stop.load(Ordering::Acquire);
+        match batcher.run_once(scheduled) {
+            Ok(epoch) => on_epoch(epoch),
+            Err(e) => on_error(&e),
+        }
+        if stopping {
+            return;
+        }
+        scheduled += interval;
+        let wait = scheduled - now_us();
+        if wait > 0 {
+            std::thread::sleep(Duration::from_micros(wait as u64));
+        } else if -wait > 10 * interval {
+            // Far behind (a long stall): do not try to catch up tick by tick.
+            scheduled = now_us();
+        }
+    }
+}

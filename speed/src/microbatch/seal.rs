@@ -1,0 +1,163 @@
+//! Sealing epochs: writing each closed epoch's records to the master
+//! dataset as one Parquet file per stream, listing them in the manifest,
+//! and only then letting the write-ahead log delete them.
+//!
+//! Order matters for crash safety:
+//! 1. flush the state store, so the commits of the epochs being sealed (and
+//!    their `epoch_start` positions) are durable;
+//! 2. write the files — named by stream and epoch, so rewriting after a
+//!    crash replaces the same objects;
+//! 3. write the manifest, which is what makes the files part of the dataset;
+//! 4. delete the log segments that only hold sealed records.
+//!
+//! A crash anywhere leaves the previous manifest valid and the records still
+//! in the log; the next seal does the work again.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::record_batch::RecordBatch;
+use lamina::master::{EpochFile, MasterStore};
+
+use crate::commit::{CommitSink, RecordLog, WAL_POSITION};
+use crate::format::Format;
+use crate::microbatch::buffer::RecordBuffer;
+
+const EPOCH_START_PREFIX: &str = "epoch_start/";
+
+/// Seals epochs of the configured streams.
+pub struct Sealer {
+    master: MasterStore,
+    log: Arc<dyn RecordLog>,
+    sink: Arc<dyn CommitSink>,
+    /// Stream `i` of the log: its name and format.
+    streams: Vec<(String, Format)>,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealer")
+            .field("master", &self.master)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one call sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealReport {
+    /// Every epoch `<=` this is now sealed.
+    pub sealed_through: u64,
+    /// Files written.
+    pub files: Vec<EpochFile>,
+}
+
+impl Sealer {
+    /// A sealer writing to `master`.
+    pub fn new(
+        master: MasterStore,
+        log: Arc<dyn RecordLog>,
+        sink: Arc<dyn CommitSink>,
+        streams: Vec<(String, Format)>,
+    ) -> Self {
+        Sealer {
+            master,
+            log,
+            sink,
+            streams,
+        }
+    }
+
+    /// Seals every epoch before `current` that is not sealed yet; `None`
+    /// when there was nothing to do.
+    ///
+    /// # Errors
+    ///
+    /// A message naming what failed; the manifest and the log are unchanged
+    /// then, and a later call retries.
+    pub async fn seal_before(&self, current: u64) -> Result<Option<SealReport>, String> {
+        let Some(target) = current.checked_sub(1) else {
+            return Ok(None);
+        };
+        let mut manifest = self.master.manifest().await.map_err(|e| e.to_string())?;
+        if manifest.sealed_through.is_some_and(|s| s >= target) {
+            return Ok(None);
+        }
+        // 1. Everything committed so far, durable.
+        self.sink.flush()?;
+        let committed_end = self.sink.position(WAL_POSITION)?.unwrap_or(0);
+        let starts: BTreeMap<u64, u64> = self
+            .sink
+            .positions_with_prefix(EPOCH_START_PREFIX)?
+            .into_iter()
+            .filter_map(|(name, seq)| {
+                Some((name.strip_prefix(EPOCH_START_PREFIX)?.parse().ok()?, seq))
+            })
+            .collect();
+        let end_of = |epoch: u64| {
+            starts
+                .range(epoch + 1..)
+                .next()
+                .map_or(committed_end, |(_, &s)| s)
+        };
+        let mut files = Vec::new();
+        for (&epoch, &start) in starts.range(..=target) {
+            if manifest.sealed_through.is_some_and(|s| epoch <= s) {
+                continue;
+            }
+            let end = end_of(epoch);
+            // 2. One file per stream with records in the epoch.
+            for (stream, batch) in self.read_epoch(start..end).await? {
+                if batch.num_rows() == 0 {
+                    continue;
+                }
+                let file = self
+                    .master
+                    .write_epoch_file(&stream, epoch, &[batch])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                files.push(file);
+            }
+        }
+        // 3. The commit point.
+        manifest.seal(target, files.clone());
+        self.master
+            .write_manifest(&manifest)
+            .await
+            .map_err(|e| e.to_string())?;
+        // 4. The sealed records are in the dataset now.
+        self.log.truncate_before(end_of(target))?;
+        Ok(Some(SealReport {
+            sealed_through: target,
+            files,
+        }))
+    }
+
+    /// Reads a sequence range from the log and parses each stream's records
+    /// (dead letters are left out, as in the micro-batches).
+    async fn read_epoch(
+        &self,
+        range: std::ops::Range<u64>,
+    ) -> Result<Vec<(String, RecordBatch)>, String> {
+        let log = Arc::clone(&self.log);
+        let streams = self.streams.clone();
+        // Blocking file reads and CPU-bound parsing: off the async runtime.
+        tokio::task::spawn_blocking(move || {
+            let mut buffers: Vec<RecordBuffer> =
+                streams.iter().map(|_| RecordBuffer::default()).collect();
+            log.read(range, &mut |seq, stream, receive_us, payload| {
+                if let Some(b) = buffers.get_mut(stream as usize) {
+                    b.push(seq, receive_us, payload);
+                }
+            })?;
+            Ok(streams
+                .iter()
+                .zip(&buffers)
+                .map(|((name, format), buffer)| {
+                    (name.clone(), format.parse(buffer.records()).batch)
+                })
+                .collect())
+        })
+        .await
+        .map_err(|e| format!("sealing task failed: {e}"))?
+    }
+}
