@@ -286,3 +286,38 @@ async fn sealed_epochs_become_a_generation_with_no_gap_and_no_double_count() {
     n.wal.read_range(5..7, |_, _, _, _| kept += 1).unwrap();
     assert_eq!(kept, 2);
 }
+
+#[test]
+fn rejected_records_become_dead_letters_and_idempotency_keys_commit_with_their_records() {
+    use lamina_speed::commit::idempotency_position;
+    use lamina_speed::control;
+    let dir = Dir::new("control");
+    let mut n = start(&dir.0).unwrap();
+    let (rejected_id, rejected) = control::rejected(
+        LINES,
+        "record of 9000 bytes exceeds max_record_bytes (8192)",
+        &[b'y'; 9000],
+    );
+    n.wal.append_blocking(rejected_id, &[rejected], 1).unwrap();
+    n.wal
+        .append_blocking(control::IDEMPOTENCY_KEY | LINES, &["req-42"], 1_000)
+        .unwrap();
+    n.wal.append_blocking(LINES, &["z"], 1_000).unwrap();
+    n.batcher.run_once(at(0)).unwrap();
+    let dead = n.store.dead_letters("lines", 10).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].reason.contains("exceeds max_record_bytes"));
+    assert_eq!(dead[0].record.len(), control::REJECTED_PREFIX_BYTES);
+    assert_eq!(
+        n.store
+            .position(&idempotency_position("lines", "req-42"))
+            .unwrap(),
+        Some(1_000)
+    );
+    assert_eq!(count(&n.store, "word_counts", "z"), 1);
+    assert_eq!(
+        count(&n.store, "word_counts", "req-42"),
+        0,
+        "a key is not data"
+    );
+}

@@ -127,6 +127,15 @@ pub fn epoch_start_position(epoch: u64) -> String {
     format!("epoch_start/{epoch:020}")
 }
 
+/// The position name under which an HTTP request's idempotency key is
+/// committed; its value is the request's receive time (µs), for expiry.
+pub fn idempotency_position(stream: &str, key: &str) -> String {
+    format!("{IDEMPOTENCY_PREFIX}{stream}/{key}")
+}
+
+/// Prefix of the positions of idempotency keys.
+pub const IDEMPOTENCY_PREFIX: &str = "idem/";
+
 /// The position name of the write-ahead log: one past the last record
 /// committed.
 pub const WAL_POSITION: &str = "wal";

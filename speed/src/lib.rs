@@ -13,6 +13,8 @@
 //! - [`wal`]: the write-ahead log of push sources: group commit (one fsync
 //!   covers every append that arrived while the previous one ran), torn-tail
 //!   recovery, deletion of segments once their epochs are sealed.
+//! - [`control`]: control records that travel in the log with the data
+//!   (rejected records, idempotency keys).
 //! - [`commit`]: what a micro-batch commits, and the [`commit::RecordLog`] /
 //!   [`commit::CommitSink`] traits it reads and writes through.
 //!
@@ -24,6 +26,7 @@
 //! Receivers come next (see `docs/architecture.md`).
 
 pub mod commit;
+pub mod control;
 pub mod format;
 pub mod microbatch;
 pub mod wal;

@@ -28,9 +28,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lamina::view::ViewSpec;
 
+use crate::commit::idempotency_position;
 use crate::commit::{
     CommitSink, DeadRecord, MicroBatchCommit, RecordLog, WAL_POSITION, epoch_start_position,
 };
+use crate::control::{self, Kind};
 use crate::format::{Format, Parser};
 use buffer::RecordBuffer;
 pub use stats::{BatchStats, StatsLog};
@@ -187,21 +189,6 @@ impl MicroBatcher {
             .log
             .durable_end()
             .min(self.next_seq.saturating_add(self.clock.max_records));
-        if end > self.next_seq {
-            let buffers = &mut self.buffers;
-            self.log
-                .read(
-                    self.next_seq..end,
-                    &mut |seq, stream, receive_us, payload| {
-                        // A record of a stream that is no longer configured is
-                        // skipped: nothing reads it any more.
-                        if let Some(b) = buffers.get_mut(stream as usize) {
-                            b.push(seq, receive_us, payload);
-                        }
-                    },
-                )
-                .map_err(fail)?;
-        }
         let mut commit = MicroBatchCommit {
             batch_id: batch,
             epoch,
@@ -209,6 +196,46 @@ impl MicroBatcher {
             deltas: Vec::new(),
             dead_letters: Vec::new(),
         };
+        if end > self.next_seq {
+            let buffers = &mut self.buffers;
+            let streams = &self.streams;
+            let commit = &mut commit;
+            self.log
+                .read(
+                    self.next_seq..end,
+                    &mut |seq, id, receive_us, payload| match control::kind(id) {
+                        // A record of a stream that is no longer configured is
+                        // skipped: nothing reads it any more.
+                        Kind::Data(stream) => {
+                            if let Some(b) = buffers.get_mut(stream as usize) {
+                                b.push(seq, receive_us, payload);
+                            }
+                        }
+                        Kind::Rejected(stream) => {
+                            if let Some((def, _)) = streams.get(stream as usize) {
+                                let (reason, record) = control::split_rejected(payload);
+                                commit.dead_letters.push(DeadRecord {
+                                    stream: def.name.clone(),
+                                    seq,
+                                    reason,
+                                    record: record.to_vec(),
+                                });
+                            }
+                        }
+                        Kind::IdempotencyKey(stream) => {
+                            if let Some((def, _)) = streams.get(stream as usize) {
+                                let key = String::from_utf8_lossy(payload);
+                                commit.positions.push((
+                                    idempotency_position(&def.name, &key),
+                                    receive_us.max(0) as u64,
+                                ));
+                            }
+                        }
+                        Kind::Unknown => {}
+                    },
+                )
+                .map_err(fail)?;
+        }
         if end > self.next_seq && self.started_epoch != Some(epoch) {
             commit
                 .positions

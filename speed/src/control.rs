@@ -1,0 +1,94 @@
+//! Control records: entries in the write-ahead log that are not data of a
+//! stream but travel with it, in the same atomic append.
+//!
+//! A log record carries a `u32` stream id. Ids with the top bit set are
+//! control records of the stream in the low bits:
+//!
+//! - [`REJECTED`]: a record a receiver could not accept (longer than
+//!   `max_record_bytes`). Its payload is `reason`, a NUL byte, then the first
+//!   bytes of the record. The micro-batch loop turns it into a dead letter,
+//!   so bad input is kept aside where the user sees it, never dropped
+//!   silently.
+//! - [`IDEMPOTENCY_KEY`]: the `Idempotency-Key` of an HTTP ingest request,
+//!   appended in the same entry as the request's records, so that the key
+//!   is durable exactly when the records are. The micro-batch loop commits
+//!   the key with the records' deltas; a retried request with the same key
+//!   is then answered without appending again, also across a crash.
+
+/// Set on the stream id of every control record.
+pub const CONTROL: u32 = 1 << 31;
+/// Control kind: a rejected record (see the module docs).
+pub const REJECTED: u32 = CONTROL | (1 << 30);
+/// Control kind: an idempotency key (see the module docs).
+pub const IDEMPOTENCY_KEY: u32 = CONTROL | (1 << 29);
+/// The bits that hold the stream index in a control record's id.
+pub const STREAM_MASK: u32 = (1 << 29) - 1;
+
+/// Most bytes of a rejected record kept in its dead letter.
+pub const REJECTED_PREFIX_BYTES: usize = 4096;
+
+/// The log record that stands for a rejected record of stream `stream`.
+pub fn rejected(stream: u32, reason: &str, record: &[u8]) -> (u32, Vec<u8>) {
+    let keep = &record[..record.len().min(REJECTED_PREFIX_BYTES)];
+    let mut payload = Vec::with_capacity(reason.len() + 1 + keep.len());
+    payload.extend_from_slice(reason.as_bytes());
+    payload.push(0);
+    payload.extend_from_slice(keep);
+    (REJECTED | (stream & STREAM_MASK), payload)
+}
+
+/// What a log record is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A data record of stream `n`.
+    Data(u32),
+    /// A rejected record of stream `n`.
+    Rejected(u32),
+    /// An idempotency key for stream `n`.
+    IdempotencyKey(u32),
+    /// A control kind this version does not know: skipped.
+    Unknown,
+}
+
+/// Classifies a log record's stream id.
+pub fn kind(id: u32) -> Kind {
+    if id & CONTROL == 0 {
+        Kind::Data(id)
+    } else if id & REJECTED == REJECTED {
+        Kind::Rejected(id & STREAM_MASK)
+    } else if id & IDEMPOTENCY_KEY == IDEMPOTENCY_KEY {
+        Kind::IdempotencyKey(id & STREAM_MASK)
+    } else {
+        Kind::Unknown
+    }
+}
+
+/// Splits a rejected record's payload into its reason and record prefix.
+pub fn split_rejected(payload: &[u8]) -> (String, &[u8]) {
+    match payload.iter().position(|&b| b == 0) {
+        Some(nul) => (
+            String::from_utf8_lossy(&payload[..nul]).into_owned(),
+            &payload[nul + 1..],
+        ),
+        None => (String::from_utf8_lossy(payload).into_owned(), &[]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip() {
+        assert_eq!(kind(7), Kind::Data(7));
+        let (id, payload) = rejected(3, "too long", &[b'x'; 10_000]);
+        assert_eq!(kind(id), Kind::Rejected(3));
+        let (reason, prefix) = split_rejected(&payload);
+        assert_eq!(
+            (reason.as_str(), prefix.len()),
+            ("too long", REJECTED_PREFIX_BYTES)
+        );
+        assert_eq!(kind(IDEMPOTENCY_KEY | 5), Kind::IdempotencyKey(5));
+        assert_eq!(kind(CONTROL | 1), Kind::Unknown);
+    }
+}
