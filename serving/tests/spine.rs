@@ -299,10 +299,12 @@ fn rejected_records_become_dead_letters_and_idempotency_keys_commit_with_their_r
         &[b'y'; 9000],
     );
     n.wal.append_blocking(rejected_id, &[rejected], 1).unwrap();
+    // A keyed append: the key first, then the request's records. Read from
+    // its middle (as after a crash), the key is still recognised by its
+    // entry.
     n.wal
-        .append_blocking(control::IDEMPOTENCY_KEY | LINES, &["req-42"], 1_000)
+        .append_blocking(control::KEYED | LINES, &["req-42", "z", "zz"], 1_000)
         .unwrap();
-    n.wal.append_blocking(LINES, &["z"], 1_000).unwrap();
     n.batcher.run_once(at(0)).unwrap();
     let dead = n.store.dead_letters("lines", 10).unwrap();
     assert_eq!(dead.len(), 1);
@@ -315,6 +317,7 @@ fn rejected_records_become_dead_letters_and_idempotency_keys_commit_with_their_r
         Some(1_000)
     );
     assert_eq!(count(&n.store, "word_counts", "z"), 1);
+    assert_eq!(count(&n.store, "word_counts", "zz"), 1);
     assert_eq!(
         count(&n.store, "word_counts", "req-42"),
         0,

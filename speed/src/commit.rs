@@ -81,16 +81,30 @@ pub trait CommitSink: Send + Sync {
     fn flush(&self) -> Result<(), String>;
 }
 
-/// Receives one record: `(seq, stream, receive_time_us, payload)`.
-pub type RecordVisitor<'a> = dyn FnMut(u64, u32, i64, &[u8]) + 'a;
+/// One record read from the log.
+#[derive(Debug, Clone, Copy)]
+pub struct LogRecord<'a> {
+    /// Its sequence number.
+    pub seq: u64,
+    /// The sequence number of the first record of the append it was part of.
+    pub entry_first_seq: u64,
+    /// The stream id (with control bits, see [`crate::control`]).
+    pub stream: u32,
+    /// When the receiver got it (µs since the Unix epoch).
+    pub receive_us: i64,
+    /// The bytes.
+    pub payload: &'a [u8],
+}
+
+/// Receives each record read from the log.
+pub type RecordVisitor<'a> = dyn FnMut(LogRecord<'_>) + 'a;
 
 /// Durable records in sequence order: the write-ahead log.
 pub trait RecordLog: Send + Sync {
     /// One past the highest durable sequence number.
     fn durable_end(&self) -> u64;
 
-    /// Calls `f(seq, stream, receive_time_us, payload)` for every record
-    /// with seq in `range`, in order.
+    /// Calls `f` for every record with seq in `range`, in order.
     ///
     /// # Errors
     ///
@@ -112,7 +126,19 @@ impl RecordLog for crate::wal::Wal {
     }
 
     fn read(&self, range: Range<u64>, f: &mut RecordVisitor<'_>) -> Result<(), String> {
-        self.read_range(range, f).map_err(|e| e.to_string())
+        self.read_entries(
+            range,
+            |seq, entry_first_seq, stream, receive_us, payload| {
+                f(LogRecord {
+                    seq,
+                    entry_first_seq,
+                    stream,
+                    receive_us,
+                    payload,
+                })
+            },
+        )
+        .map_err(|e| e.to_string())
     }
 
     fn truncate_before(&self, seq: u64) -> Result<(), String> {

@@ -9,18 +9,20 @@
 //!   bytes of the record. The micro-batch loop turns it into a dead letter,
 //!   so bad input is kept aside where the user sees it, never dropped
 //!   silently.
-//! - [`IDEMPOTENCY_KEY`]: the `Idempotency-Key` of an HTTP ingest request,
-//!   appended in the same entry as the request's records, so that the key
-//!   is durable exactly when the records are. The micro-batch loop commits
-//!   the key with the records' deltas; a retried request with the same key
-//!   is then answered without appending again, also across a crash.
+//! - [`KEYED`]: an append of an HTTP ingest request that carried an
+//!   `Idempotency-Key`: the first record of the entry is the key, the others
+//!   are the request's data records. One append is one log entry, durable
+//!   as a whole, so the key is durable exactly when the records are. The
+//!   micro-batch loop commits the key with the records' deltas; a retried
+//!   request with the same key is then answered without appending again,
+//!   also across a crash.
 
 /// Set on the stream id of every control record.
 pub const CONTROL: u32 = 1 << 31;
 /// Control kind: a rejected record (see the module docs).
 pub const REJECTED: u32 = CONTROL | (1 << 30);
-/// Control kind: an idempotency key (see the module docs).
-pub const IDEMPOTENCY_KEY: u32 = CONTROL | (1 << 29);
+/// Control kind: a keyed append (see the module docs).
+pub const KEYED: u32 = CONTROL | (1 << 29);
 /// The bits that hold the stream index in a control record's id.
 pub const STREAM_MASK: u32 = (1 << 29) - 1;
 
@@ -44,8 +46,9 @@ pub enum Kind {
     Data(u32),
     /// A rejected record of stream `n`.
     Rejected(u32),
-    /// An idempotency key for stream `n`.
-    IdempotencyKey(u32),
+    /// A record of a keyed append to stream `n`: the key when it is the
+    /// first record of its entry, data otherwise.
+    Keyed(u32),
     /// A control kind this version does not know: skipped.
     Unknown,
 }
@@ -56,8 +59,8 @@ pub fn kind(id: u32) -> Kind {
         Kind::Data(id)
     } else if id & REJECTED == REJECTED {
         Kind::Rejected(id & STREAM_MASK)
-    } else if id & IDEMPOTENCY_KEY == IDEMPOTENCY_KEY {
-        Kind::IdempotencyKey(id & STREAM_MASK)
+    } else if id & KEYED == KEYED {
+        Kind::Keyed(id & STREAM_MASK)
     } else {
         Kind::Unknown
     }
@@ -88,7 +91,7 @@ mod tests {
             (reason.as_str(), prefix.len()),
             ("too long", REJECTED_PREFIX_BYTES)
         );
-        assert_eq!(kind(IDEMPOTENCY_KEY | 5), Kind::IdempotencyKey(5));
+        assert_eq!(kind(KEYED | 5), Kind::Keyed(5));
         assert_eq!(kind(CONTROL | 1), Kind::Unknown);
     }
 }

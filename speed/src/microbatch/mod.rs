@@ -28,6 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lamina::view::ViewSpec;
 
+use crate::commit::LogRecord;
 use crate::commit::idempotency_position;
 use crate::commit::{
     CommitSink, DeadRecord, MicroBatchCommit, RecordLog, WAL_POSITION, epoch_start_position,
@@ -203,32 +204,38 @@ impl MicroBatcher {
             self.log
                 .read(
                     self.next_seq..end,
-                    &mut |seq, id, receive_us, payload| match control::kind(id) {
+                    &mut |r: LogRecord<'_>| match control::kind(r.stream) {
                         // A record of a stream that is no longer configured is
                         // skipped: nothing reads it any more.
                         Kind::Data(stream) => {
                             if let Some(b) = buffers.get_mut(stream as usize) {
-                                b.push(seq, receive_us, payload);
+                                b.push(r.seq, r.receive_us, r.payload);
+                            }
+                        }
+                        // The first record of a keyed append is its key.
+                        Kind::Keyed(stream) if r.seq == r.entry_first_seq => {
+                            if let Some((def, _)) = streams.get(stream as usize) {
+                                let key = String::from_utf8_lossy(r.payload);
+                                commit.positions.push((
+                                    idempotency_position(&def.name, &key),
+                                    r.receive_us.max(0) as u64,
+                                ));
+                            }
+                        }
+                        Kind::Keyed(stream) => {
+                            if let Some(b) = buffers.get_mut(stream as usize) {
+                                b.push(r.seq, r.receive_us, r.payload);
                             }
                         }
                         Kind::Rejected(stream) => {
                             if let Some((def, _)) = streams.get(stream as usize) {
-                                let (reason, record) = control::split_rejected(payload);
+                                let (reason, record) = control::split_rejected(r.payload);
                                 commit.dead_letters.push(DeadRecord {
                                     stream: def.name.clone(),
-                                    seq,
+                                    seq: r.seq,
                                     reason,
                                     record: record.to_vec(),
                                 });
-                            }
-                        }
-                        Kind::IdempotencyKey(stream) => {
-                            if let Some((def, _)) = streams.get(stream as usize) {
-                                let key = String::from_utf8_lossy(payload);
-                                commit.positions.push((
-                                    idempotency_position(&def.name, &key),
-                                    receive_us.max(0) as u64,
-                                ));
                             }
                         }
                         Kind::Unknown => {}

@@ -20,6 +20,7 @@ use arrow::record_batch::RecordBatch;
 use lamina::master::{EpochFile, MasterStore};
 
 use crate::commit::{CommitSink, RecordLog, WAL_POSITION};
+use crate::control::{self, Kind};
 use crate::format::Format;
 use crate::microbatch::buffer::RecordBuffer;
 
@@ -144,9 +145,16 @@ impl Sealer {
         tokio::task::spawn_blocking(move || {
             let mut buffers: Vec<RecordBuffer> =
                 streams.iter().map(|_| RecordBuffer::default()).collect();
-            log.read(range, &mut |seq, stream, receive_us, payload| {
+            log.read(range, &mut |r| {
+                // Data of plain and keyed appends; keys and rejected records
+                // are not data.
+                let stream = match control::kind(r.stream) {
+                    Kind::Data(s) => s,
+                    Kind::Keyed(s) if r.seq != r.entry_first_seq => s,
+                    _ => return,
+                };
                 if let Some(b) = buffers.get_mut(stream as usize) {
-                    b.push(seq, receive_us, payload);
+                    b.push(r.seq, r.receive_us, r.payload);
                 }
             })?;
             Ok(streams

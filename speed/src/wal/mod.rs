@@ -298,7 +298,12 @@ impl Wal {
         group_commit::block_on(self.append(stream, records, receive_time_us))
     }
 
-    /// Calls `f(seq, stream, receive_time_us, payload)` for every record
+    /// Like [`read_range`](Self::read_range), also passing each record's
+    /// entry: `f(seq, entry_first_seq, stream, receive_time_us, payload)`.
+    /// Records of one append share an entry, so a reader can tell where an
+    /// append began even when a range starts inside it.
+    ///
+    /// Calls `f` for every record
     /// with seq in `range`, in seq order. Blocking file I/O: from async
     /// code, run it on a blocking or CPU pool.
     ///
@@ -310,10 +315,10 @@ impl Wal {
     /// does not read back (the disk damaged it after it was fsynced).
     /// `f` may have been called for a prefix of the range when an error is
     /// returned.
-    pub fn read_range(
+    pub fn read_entries(
         &self,
         range: Range<u64>,
-        mut f: impl FnMut(u64, u32, i64, &[u8]),
+        mut f: impl FnMut(u64, u64, u32, i64, &[u8]),
     ) -> Result<()> {
         if range.is_empty() {
             return Ok(());
@@ -336,6 +341,23 @@ impl Wal {
         }
         let dir = &self.inner.shared.dir;
         segment::read(dir, &segments, range.start, range.end, &mut f)
+    }
+
+    /// Calls `f(seq, stream, receive_time_us, payload)` for every record
+    /// with seq in `range`, in seq order. See [`read_entries`](Self::read_entries)
+    /// for errors.
+    ///
+    /// # Errors
+    ///
+    /// As [`read_entries`](Self::read_entries).
+    pub fn read_range(
+        &self,
+        range: Range<u64>,
+        mut f: impl FnMut(u64, u32, i64, &[u8]),
+    ) -> Result<()> {
+        self.read_entries(range, |seq, _, stream, t, payload| {
+            f(seq, stream, t, payload)
+        })
     }
 
     /// Deletes every segment all of whose records have seq < `seq` (and are

@@ -296,7 +296,7 @@ pub(super) fn create(path: &Path) -> Result<File> {
 /// `start` must not be below `segments[0]`; every record below `end` must
 /// be durable (the caller checks both). A segment deleted under our feet by
 /// `truncate_before` is reported as [`WalError::Truncated`].
-pub(super) fn read<F: FnMut(u64, u32, i64, &[u8])>(
+pub(super) fn read<F: FnMut(u64, u64, u32, i64, &[u8])>(
     dir: &Path,
     segments: &[u64],
     start: u64,
@@ -351,7 +351,7 @@ pub(super) fn read<F: FnMut(u64, u32, i64, &[u8])>(
                     .map_err(|reason| corrupt(&r, reason))?;
                 for (seq, payload) in (h.first_seq..).zip(records(&r.body)) {
                     if (start..end).contains(&seq) {
-                        f(seq, h.stream, h.receive_time_us, payload);
+                        f(seq, h.first_seq, h.stream, h.receive_time_us, payload);
                     }
                 }
             }
