@@ -7,7 +7,9 @@
 //! `overloaded` rather than queueing without bound.
 
 pub mod error;
+pub mod ingest;
 pub mod json;
+pub mod streams;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -23,6 +25,9 @@ use warp::reply::{Reply, Response};
 
 use crate::store::ViewStore;
 pub use error::ApiError;
+pub use ingest::IngestState;
+use lamina_speed::microbatch::StatsLog;
+pub use streams::StreamInfo;
 
 /// What the API knows about a configured view.
 #[derive(Debug, Clone)]
@@ -48,6 +53,14 @@ pub struct ApiState {
     pub token: Option<String>,
     /// Requests allowed to run at once.
     pub permits: Semaphore,
+    /// The configured streams.
+    pub streams: Vec<StreamInfo>,
+    /// Micro-batch statistics per stream.
+    pub stats: Arc<StatsLog>,
+    /// HTTP ingest, when the speed layer runs.
+    pub ingest: Option<IngestState>,
+    /// Largest request body accepted.
+    pub max_body_bytes: u64,
 }
 
 type State = Arc<ApiState>;
@@ -57,7 +70,7 @@ fn with_state(state: State) -> impl Filter<Extract = (State,), Error = Infallibl
 }
 
 /// Percent-decodes one path segment (`%2F` → `/`, UTF-8).
-fn decode_segment(raw: &str) -> Result<String, ApiError> {
+pub(crate) fn decode_segment(raw: &str) -> Result<String, ApiError> {
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -89,7 +102,7 @@ fn reply<T: Reply>(result: Result<T, ApiError>) -> Response {
 }
 
 /// Admission: a permit per request, or 503 when all are taken.
-fn admit(state: &ApiState) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+pub(crate) fn admit(state: &ApiState) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
     state.permits.try_acquire().map_err(|_| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -99,7 +112,7 @@ fn admit(state: &ApiState) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError>
     })
 }
 
-fn authorize(state: &ApiState, header: Option<&str>) -> Result<(), ApiError> {
+pub(crate) fn authorize(state: &ApiState, header: Option<&str>) -> Result<(), ApiError> {
     let Some(token) = &state.token else {
         return Ok(());
     };
@@ -294,6 +307,43 @@ pub fn routes(
         .and(warp::get())
         .and(s())
         .map(|id: String, st: State| reply(get_run(&st, &id)));
+    let ingest = warp::path!("v1" / "ingest" / String)
+        .and(warp::post())
+        .and(warp::body::content_length_limit(state.max_body_bytes))
+        .and(auth())
+        .and(warp::header::optional::<String>("idempotency-key"))
+        .and(warp::body::bytes())
+        .and(s())
+        .then(
+            |stream: String,
+             a: Option<String>,
+             key: Option<String>,
+             body: bytes::Bytes,
+             st: State| async move {
+                match ingest::ingest(&st, &stream, a, key, body).await {
+                    Ok(r) => r,
+                    Err(e) => e.into_response(),
+                }
+            },
+        );
+    let streams_list = warp::path!("v1" / "streams")
+        .and(warp::get())
+        .and(s())
+        .map(|st: State| reply(streams::list(&st)));
+    let batches = warp::path!("v1" / "streams" / String / "batches")
+        .and(warp::get())
+        .and(warp::query::<streams::SinceQuery>())
+        .and(s())
+        .map(|name: String, q, st: State| reply(streams::batches(&st, &name, q)));
+    let dead = warp::path!("v1" / "streams" / String / "dead_letters")
+        .and(warp::get())
+        .and(warp::query::<streams::LimitQuery>())
+        .and(s())
+        .map(|name: String, q, st: State| reply(streams::dead_letters(&st, &name, q)));
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(s())
+        .map(|st: State| streams::metrics(&st));
     let run_cancel = warp::path!("v1" / "batch" / "runs" / String / "cancel")
         .and(warp::post())
         .and(auth())
@@ -314,6 +364,16 @@ pub fn routes(
         .or(run_get)
         .unify()
         .or(run_cancel)
+        .unify()
+        .or(ingest)
+        .unify()
+        .or(streams_list)
+        .unify()
+        .or(batches)
+        .unify()
+        .or(dead)
+        .unify()
+        .or(metrics)
         .unify()
         .recover(error::recover)
         .unify()

@@ -7,7 +7,10 @@ use lamina_batch::BatchRuns;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
-use super::{ApiState, ViewInfo, routes};
+use lamina_speed::microbatch::StatsLog;
+use lamina_speed::wal::{Wal, WalConfig};
+
+use super::{ApiState, IngestState, StreamInfo, ViewInfo, routes};
 use crate::store::{MicroBatchCommit, ViewStore};
 
 struct Fixture {
@@ -51,6 +54,20 @@ fn fixture(tag: &str, token: Option<&str>, permits: usize) -> Fixture {
         }],
         token: token.map(String::from),
         permits: Semaphore::new(permits),
+        streams: vec![StreamInfo {
+            name: "lines".into(),
+            format: "text".into(),
+            receivers: vec![],
+        }],
+        stats: Arc::new(StatsLog::new(10, &["lines".to_string()])),
+        ingest: Some(IngestState {
+            wal: Wal::open(WalConfig::new(dir.join("wal"))).unwrap().0,
+            streams: vec![("lines".into(), 16)],
+            idempotency_window_us: 3_600_000_000,
+            in_flight: Default::default(),
+            recent: Default::default(),
+        }),
+        max_body_bytes: 1024,
     };
     Fixture {
         state: Arc::new(state),
@@ -59,9 +76,26 @@ fn fixture(tag: &str, token: Option<&str>, permits: usize) -> Fixture {
 }
 
 async fn call(f: &Fixture, method: &str, path: &str, auth: Option<&str>) -> (u16, Value) {
-    let mut req = warp::test::request().method(method).path(path);
+    send(f, method, path, auth, None, b"").await
+}
+
+async fn send(
+    f: &Fixture,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    key: Option<&str>,
+    body: &[u8],
+) -> (u16, Value) {
+    let mut req = warp::test::request()
+        .method(method)
+        .path(path)
+        .body(body);
     if let Some(a) = auth {
         req = req.header("authorization", a);
+    }
+    if let Some(k) = key {
+        req = req.header("idempotency-key", k);
     }
     let resp = req.reply(&routes(Arc::clone(&f.state))).await;
     let body: Value = serde_json::from_slice(resp.body()).unwrap_or(Value::Null);
@@ -176,5 +210,94 @@ async fn requests_beyond_the_concurrency_cap_get_503() {
     assert_eq!(
         (status, body["error"]["code"].clone()),
         (503, json!("overloaded"))
+    );
+}
+
+#[tokio::test]
+async fn ingest_is_durable_before_it_answers_and_idempotent_with_a_key() {
+    let f = fixture("ingest", None, 8);
+    let (status, body) = send(&f, "POST", "/v1/ingest/lines", None, None, b"a b\nc\n").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (
+            body["records"].clone(),
+            body["first_seq"].clone(),
+            body["last_seq"].clone()
+        ),
+        (json!(2), json!(0), json!(1))
+    );
+    let wal = &f.state.ingest.as_ref().unwrap().wal;
+    assert_eq!(wal.durable_seq(), 2, "answered only once durable");
+
+    let (status, body) = send(&f, "POST", "/v1/ingest/lines", None, Some("k1"), b"x\n").await;
+    assert_eq!((status, body["duplicate"].clone()), (200, json!(false)));
+    let (status, body) = send(&f, "POST", "/v1/ingest/lines", None, Some("k1"), b"x\n").await;
+    assert_eq!(
+        (status, body["duplicate"].clone()),
+        (200, json!(true)),
+        "a retry appends nothing"
+    );
+    assert_eq!(wal.durable_seq(), 4, "the key and one record");
+
+    let (status, body) = send(&f, "POST", "/v1/ingest/nope", None, None, b"x").await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (404, json!("unknown_stream"))
+    );
+    let (status, body) = send(
+        &f,
+        "POST",
+        "/v1/ingest/lines",
+        None,
+        None,
+        b"short\nthis line is longer than sixteen\n",
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (413, json!("record_too_large"))
+    );
+    let (status, body) = send(&f, "POST", "/v1/ingest/lines", None, None, &[b'a'; 2000]).await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (413, json!("body_too_large"))
+    );
+    assert_eq!(wal.durable_seq(), 4, "rejected requests append nothing");
+    let (status, _) = send(&f, "POST", "/v1/ingest/lines", None, Some(""), b"x").await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn streams_batches_dead_letters_and_metrics() {
+    let f = fixture("streams", None, 8);
+    let (status, body) = call(&f, "GET", "/v1/streams", None).await;
+    assert_eq!(
+        (status, body["streams"][0]["name"].clone()),
+        (200, json!("lines"))
+    );
+    let (status, body) = call(&f, "GET", "/v1/streams/lines/batches?since=3", None).await;
+    assert_eq!((status, body["batches"].clone()), (200, json!([])));
+    let (status, _) = call(&f, "GET", "/v1/streams/lines/batches?since=x", None).await;
+    assert_eq!(status, 400);
+    let (status, body) = call(&f, "GET", "/v1/streams/nope/batches", None).await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (404, json!("unknown_stream"))
+    );
+    let (status, body) = call(&f, "GET", "/v1/streams/lines/dead_letters", None).await;
+    assert_eq!((status, body["total"].clone()), (200, json!(0)));
+    let resp = warp::test::request()
+        .path("/metrics")
+        .reply(&routes(Arc::clone(&f.state)))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let text = String::from_utf8(resp.body().to_vec()).unwrap();
+    assert!(
+        text.contains("lamina_view_keys{view=\"word_counts\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE lamina_wal_fsyncs_total counter"),
+        "{text}"
     );
 }

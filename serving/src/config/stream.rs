@@ -107,7 +107,9 @@ pub struct StreamConfig {
     /// Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<Vec<FieldConfig>>,
-    /// Largest record accepted, in bytes; larger records are dead letters.
+    /// Largest record accepted, in bytes. A larger record sent over HTTP
+    /// fails its request (413, nothing appended); one arriving over a
+    /// socket is kept as a dead letter.
     /// At most `server.max_body_bytes`. Default 1048576 (1 MiB).
     #[serde(default = "default_max_record_bytes")]
     pub max_record_bytes: u64,

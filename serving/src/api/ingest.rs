@@ -1,0 +1,233 @@
+//! `POST /v1/ingest/{stream}`: newline-delimited records, answered 2xx only
+//! once they are in the write-ahead log and fsynced.
+//!
+//! With an `Idempotency-Key` header the records are appended as one keyed
+//! entry (the key first, see `lamina_speed::control`), so the key is durable
+//! exactly when the records are; a retry with the same key is answered
+//! without appending again — also after a crash, because the key commits
+//! with the records' deltas.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use lamina_speed::commit::idempotency_position;
+use lamina_speed::control;
+use lamina_speed::wal::Wal;
+use serde_json::json;
+use warp::http::StatusCode;
+use warp::reply::{Reply, Response};
+
+use super::{ApiError, ApiState, authorize};
+
+/// Longest accepted idempotency key.
+pub const MAX_KEY_BYTES: usize = 256;
+
+/// What the ingest endpoint needs.
+#[derive(Debug)]
+pub struct IngestState {
+    /// The write-ahead log.
+    pub wal: Wal,
+    /// Per stream (index = WAL stream id): name and largest record.
+    pub streams: Vec<(String, usize)>,
+    /// How long an idempotency key is remembered.
+    pub idempotency_window_us: i64,
+    /// Keys whose request is being appended right now. A std mutex: set
+    /// operations only, never held across an `.await`.
+    pub in_flight: Mutex<HashSet<(usize, String)>>,
+    /// Keys this process appended lately: `(stream, key)` → receive time.
+    pub recent: Mutex<HashMap<(String, String), i64>>,
+}
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// Removes a key from the in-flight set when the request ends, however it
+/// ends (including the client going away mid-append).
+struct InFlight<'a> {
+    set: &'a Mutex<HashSet<(usize, String)>>,
+    entry: (usize, String),
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.entry);
+    }
+}
+
+/// Splits a body into records: one per line, a trailing `\n` ends the last
+/// one (an empty final segment is not a record).
+fn records(body: &[u8]) -> Vec<&[u8]> {
+    let mut lines: Vec<&[u8]> = body.split(|&b| b == b'\n').collect();
+    if lines.last().is_some_and(|l| l.is_empty()) {
+        lines.pop();
+    }
+    lines
+}
+
+/// Handles one ingest request.
+pub async fn ingest(
+    state: &ApiState,
+    stream: &str,
+    auth: Option<String>,
+    key: Option<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let _permit = super::admit(state)?;
+    authorize(state, auth.as_deref())?;
+    let ingest = state.ingest.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ingest_unavailable",
+            "ingest is not running",
+        )
+    })?;
+    let stream = super::decode_segment(stream)?;
+    let (id, (name, max_record_bytes)) = ingest
+        .streams
+        .iter()
+        .enumerate()
+        .find(|(_, (n, _))| *n == stream)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_stream",
+                format!("no stream named `{stream}`"),
+            )
+        })?;
+    let lines = records(&body);
+    if let Some((i, line)) = lines
+        .iter()
+        .enumerate()
+        .find(|(_, l)| l.len() > *max_record_bytes)
+    {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "record_too_large",
+            format!(
+                "record {} of the body has {} bytes; stream `{name}` accepts at most {max_record_bytes} (nothing was ingested)",
+                i + 1,
+                line.len()
+            ),
+        ));
+    }
+    let receive_us = now_us();
+    let Some(key) = key else {
+        if lines.is_empty() {
+            return Ok(accepted(name, 0, None));
+        }
+        let range = ingest
+            .wal
+            .append(id as u32, &lines, receive_us)
+            .await
+            .map_err(|e| {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "wal_failed", e.to_string())
+            })?;
+        return Ok(accepted(name, lines.len(), Some(range)));
+    };
+    if key.is_empty() || key.len() > MAX_KEY_BYTES || key.contains('/') {
+        return Err(ApiError::bad_parameter(format!(
+            "Idempotency-Key must be 1 to {MAX_KEY_BYTES} bytes without `/`"
+        )));
+    }
+    // Committed already (by an earlier request, possibly before a restart)?
+    let position = idempotency_position(name, &key);
+    let seen = state
+        .store
+        .position(&position)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    if seen.is_some_and(|t| receive_us - (t as i64) < ingest.idempotency_window_us) {
+        return Ok(duplicate(name, &key));
+    }
+    let _guard = {
+        let mut set = ingest.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        if !set.insert((id, key.clone())) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_key_in_use",
+                format!(
+                    "a request with Idempotency-Key `{key}` is still being ingested; retry shortly"
+                ),
+            ));
+        }
+        InFlight {
+            set: &ingest.in_flight,
+            entry: (id, key.clone()),
+        }
+    };
+    // Appended but not committed yet: the previous request with this key
+    // succeeded moments ago and its micro-batch has not run.
+    if ingest.recently_appended(name, &key) {
+        return Ok(duplicate(name, &key));
+    }
+    let mut entry: Vec<&[u8]> = Vec::with_capacity(lines.len() + 1);
+    entry.push(key.as_bytes());
+    entry.extend_from_slice(&lines);
+    let range = ingest
+        .wal
+        .append(control::KEYED | id as u32, &entry, receive_us)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "wal_failed", e.to_string()))?;
+    ingest.remember(name, &key, receive_us);
+    Ok(accepted(
+        name,
+        lines.len(),
+        Some(range.start + 1..range.end),
+    ))
+}
+
+/// How long a key appended by this process is remembered in memory: far
+/// longer than the micro-batch that commits it takes. After that the
+/// store's committed position answers. (A restart loses the memory, but
+/// the server replays the whole log before it answers requests again.)
+const RECENT_US: i64 = 60_000_000;
+
+impl IngestState {
+    fn recently_appended(&self, stream: &str, key: &str) -> bool {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.contains_key(&(stream.to_owned(), key.to_owned()))
+    }
+
+    fn remember(&self, stream: &str, key: &str, at_us: i64) {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.retain(|_, t| at_us - *t < RECENT_US);
+        recent.insert((stream.to_owned(), key.to_owned()), at_us);
+    }
+}
+
+fn accepted(stream: &str, records: usize, seqs: Option<std::ops::Range<u64>>) -> Response {
+    let body = json!({
+        "stream": stream,
+        "records": records,
+        "first_seq": seqs.as_ref().filter(|r| !r.is_empty()).map(|r| r.start),
+        "last_seq": seqs.as_ref().filter(|r| !r.is_empty()).map(|r| r.end - 1),
+        "duplicate": false,
+    });
+    warp::reply::with_status(warp::reply::json(&body), StatusCode::OK).into_response()
+}
+
+fn duplicate(stream: &str, key: &str) -> Response {
+    let body = json!({"stream": stream, "records": 0, "duplicate": true, "idempotency_key": key});
+    warp::reply::with_status(warp::reply::json(&body), StatusCode::OK).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::records;
+
+    #[test]
+    fn bodies_split_into_records() {
+        assert_eq!(records(b"a\nb\n"), vec![&b"a"[..], b"b"]);
+        assert_eq!(records(b"a\nb"), vec![&b"a"[..], b"b"]);
+        assert_eq!(records(b"a\n\nb\n"), vec![&b"a"[..], b"", b"b"]);
+        assert!(records(b"").is_empty());
+        assert_eq!(records(b"\n"), vec![&b""[..]]);
+    }
+}

@@ -1,0 +1,233 @@
+//! `GET /v1/streams`, the per-micro-batch statistics of a stream, its dead
+//! letters, and `GET /metrics`.
+
+use std::fmt::Write as _;
+
+use serde::Deserialize;
+use serde_json::json;
+use warp::http::StatusCode;
+use warp::reply::{Reply, Response};
+
+use super::{ApiError, ApiState};
+
+/// What the API knows about a configured stream.
+#[derive(Debug, Clone)]
+pub struct StreamInfo {
+    /// Its name.
+    pub name: String,
+    /// `text`, `json` or `csv`.
+    pub format: String,
+    /// Its receivers, described (e.g. `tcp_listen 127.0.0.1:9999`).
+    pub receivers: Vec<String>,
+}
+
+fn find<'a>(state: &'a ApiState, raw: &str) -> Result<&'a StreamInfo, ApiError> {
+    let name = super::decode_segment(raw)?;
+    state
+        .streams
+        .iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_stream",
+                format!("no stream named `{name}`"),
+            )
+        })
+}
+
+/// `GET /v1/streams`.
+pub fn list(state: &ApiState) -> Result<Response, ApiError> {
+    let _permit = super::admit(state)?;
+    let streams: Vec<_> = state
+        .streams
+        .iter()
+        .map(|s| {
+            json!({
+                "name": s.name,
+                "format": s.format,
+                "receivers": s.receivers,
+                "records_total": state.stats.total_records(&s.name).unwrap_or(0),
+                "dead_letters_total": state.store.dead_letter_count(&s.name).unwrap_or(0),
+            })
+        })
+        .collect();
+    Ok(warp::reply::json(&json!({"streams": streams})).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinceQuery {
+    since: Option<String>,
+}
+
+/// `GET /v1/streams/{stream}/batches?since=ID`.
+pub fn batches(state: &ApiState, stream: &str, q: SinceQuery) -> Result<Response, ApiError> {
+    let _permit = super::admit(state)?;
+    let info = find(state, stream)?;
+    let since = match q.since.as_deref() {
+        None => None,
+        Some(raw) => Some(raw.parse::<u64>().map_err(|_| {
+            ApiError::bad_parameter(format!("since must be a batch id, got `{raw}`"))
+        })?),
+    };
+    let batches = state.stats.since(&info.name, since).unwrap_or_default();
+    Ok(warp::reply::json(&json!({"stream": info.name, "batches": batches})).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitQuery {
+    limit: Option<String>,
+}
+
+/// `GET /v1/streams/{stream}/dead_letters?limit=N`: the newest first.
+pub fn dead_letters(state: &ApiState, stream: &str, q: LimitQuery) -> Result<Response, ApiError> {
+    let _permit = super::admit(state)?;
+    let info = find(state, stream)?;
+    let limit = match q.limit.as_deref() {
+        None => 100,
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_parameter(format!("limit must be 1 to 10000, got `{raw}`"))
+            })?,
+    };
+    let items: Vec<_> = state
+        .store
+        .dead_letters(&info.name, limit)
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .into_iter()
+        .map(|d| {
+            json!({
+                "seq": d.seq,
+                "reason": d.reason,
+                "record": String::from_utf8_lossy(&d.record),
+            })
+        })
+        .collect();
+    Ok(warp::reply::json(&json!({
+        "stream": info.name,
+        "total": state.store.dead_letter_count(&info.name).unwrap_or(0),
+        "items": items,
+    }))
+    .into_response())
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub fn metrics(state: &ApiState) -> Response {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, v) in samples {
+            let _ = writeln!(out, "{name}{labels} {v}");
+        }
+    };
+    let per_stream = |f: &dyn Fn(&str) -> f64| -> Vec<(String, f64)> {
+        state
+            .streams
+            .iter()
+            .map(|s| (format!("{{stream=\"{}\"}}", s.name), f(&s.name)))
+            .collect()
+    };
+    metric(
+        "lamina_stream_records_total",
+        "counter",
+        "Records taken into micro-batches since start.",
+        per_stream(&|s| state.stats.total_records(s).unwrap_or(0) as f64),
+    );
+    metric(
+        "lamina_stream_dead_letters_total",
+        "counter",
+        "Records that did not parse, ever.",
+        per_stream(&|s| state.store.dead_letter_count(s).unwrap_or(0) as f64),
+    );
+    metric(
+        "lamina_stream_last_batch_processing_ms",
+        "gauge",
+        "Processing time of the stream's last micro-batch.",
+        per_stream(&|s| {
+            state
+                .stats
+                .since(s, None)
+                .and_then(|b| b.last().map(|b| b.processing_ms))
+                .unwrap_or(0.0)
+        }),
+    );
+    metric(
+        "lamina_view_keys",
+        "gauge",
+        "Keys with data per view.",
+        state
+            .views
+            .iter()
+            .map(|v| {
+                (
+                    format!("{{view=\"{}\"}}", v.name),
+                    state.store.key_count(&v.name).unwrap_or(0) as f64,
+                )
+            })
+            .collect(),
+    );
+    metric(
+        "lamina_watermark_epoch",
+        "gauge",
+        "Epoch through which the served batch generation is complete (-1: none).",
+        vec![(
+            String::new(),
+            state.store.watermark().map_or(-1.0, |w| w as f64),
+        )],
+    );
+    let runs = state.runs.list();
+    metric(
+        "lamina_batch_runs",
+        "gauge",
+        "Batch runs in the history, by state.",
+        ["queued", "running", "succeeded", "failed", "cancelled"]
+            .iter()
+            .map(|st| {
+                let n = runs
+                    .iter()
+                    .filter(|r| {
+                        serde_json::to_value(r.state)
+                            .ok()
+                            .and_then(|v| v.as_str().map(String::from))
+                            .as_deref()
+                            == Some(st)
+                    })
+                    .count();
+                (format!("{{state=\"{st}\"}}"), n as f64)
+            })
+            .collect(),
+    );
+    if let Some(ingest) = &state.ingest {
+        let w = ingest.wal.stats();
+        metric(
+            "lamina_wal_appends_total",
+            "counter",
+            "Appends to the write-ahead log.",
+            vec![(String::new(), w.appends as f64)],
+        );
+        metric(
+            "lamina_wal_records_total",
+            "counter",
+            "Records appended to the write-ahead log.",
+            vec![(String::new(), w.records as f64)],
+        );
+        metric(
+            "lamina_wal_fsyncs_total",
+            "counter",
+            "fsyncs of the write-ahead log (group commits).",
+            vec![(String::new(), w.fsyncs as f64)],
+        );
+        metric(
+            "lamina_wal_segments",
+            "gauge",
+            "Segment files of the write-ahead log.",
+            vec![(String::new(), w.segments as f64)],
+        );
+    }
+    warp::reply::with_header(out, "content-type", "text/plain; version=0.0.4").into_response()
+}
