@@ -1,41 +1,360 @@
 //! The command line.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+
+use crate::client::{Client, encode_segment};
 
 /// Lamina: one binary for batch views, streaming views and serving their
 /// exact merge over REST.
 #[derive(Debug, Parser)]
 #[command(name = "lamina", version)]
 pub struct Cli {
-    /// Number of worker threads for CPU work (default: one per core).
-    #[arg(long, global = true, value_name = "N")]
-    pub threads: Option<usize>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server: receivers, micro-batches, batch runs and the REST API.
+    /// Without --config it runs the embedded default (REST on
+    /// 127.0.0.1:8080, a TCP line listener on 127.0.0.1:9999 feeding stream
+    /// `lines`, view `word_counts`, data under ./lamina-data).
+    Serve {
+        /// The TOML configuration file (see deploy/lamina.toml).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Check a configuration file and print every problem, without starting.
+    CheckConfig {
+        /// The TOML configuration file.
+        #[arg(value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Print the merged value of one key of a view.
+    Query {
+        /// The view.
+        view: String,
+        /// The key.
+        key: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Print the keys with the largest values of a view.
+    Top {
+        /// The view.
+        view: String,
+        /// How many keys.
+        #[arg(short, long, default_value_t = 10)]
+        k: usize,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Send newline-delimited records from FILE (or standard input) to a
+    /// stream; returns once the server has them durably.
+    Ingest {
+        /// The stream.
+        stream: String,
+        /// The file; standard input when absent.
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Batch runs.
+    Batch {
+        #[command(subcommand)]
+        command: BatchCommand,
+    },
+    /// Print the server's health, views, streams and latest batch run.
+    Status {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+/// `lamina batch ...`
+#[derive(Debug, Subcommand)]
+pub enum BatchCommand {
+    /// Start a batch run now (or join the one already waiting).
+    Run {
+        /// Wait until the run ends; exit 1 if it failed or was cancelled.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+/// Where the server is.
+#[derive(Debug, clap::Args)]
+pub struct ServerArgs {
+    /// The server's REST address.
+    #[arg(long, env = "LAMINA_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// Bearer token for write and admin endpoints.
+    #[arg(long, env = "LAMINA_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 /// Parses the process's arguments and runs the command. Exit code 0 on
-/// success, 2 on a usage error (clap's convention).
+/// success, 1 when the command failed, 2 on a usage or configuration error.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let ctx = match cli.threads {
-        Some(n) => lamina::Context::builder().threads(n).build(),
-        None => lamina::Context::builder().build(),
+    match cli.command {
+        Command::Serve { config } => serve(config),
+        Command::Query { view, key, server } => client_command(&server, |c| query(c, &view, &key)),
+        Command::Top { view, k, server } => client_command(&server, |c| top(c, &view, k)),
+        Command::Ingest {
+            stream,
+            file,
+            server,
+        } => client_command(&server, |c| ingest(c, &stream, file.as_deref())),
+        Command::Batch {
+            command: BatchCommand::Run { wait, server },
+        } => client_command(&server, |c| batch_run(c, wait)),
+        Command::Status { server } => client_command(&server, status),
+        Command::CheckConfig { config } => match crate::config::Config::load(&config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+fn serve(path: Option<PathBuf>) -> ExitCode {
+    let config = match &path {
+        Some(p) => crate::config::Config::load(p),
+        None => Ok(crate::config::Config::default()),
     };
-    match ctx {
-        Ok(ctx) => {
-            println!(
-                "lamina {}: engine ready with {} worker threads; the server arrives with the serving layer (see `lamina --help`)",
-                env!("CARGO_PKG_VERSION"),
-                ctx.default_parallelism()
-            );
-            ExitCode::SUCCESS
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
         }
+    };
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("lamina-io")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("lamina: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crate::server::serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("lamina: {e}");
-            ExitCode::from(2)
+            ExitCode::FAILURE
         }
     }
+}
+
+fn client_command(args: &ServerArgs, run: impl FnOnce(&Client) -> Result<(), String>) -> ExitCode {
+    let client = match Client::new(&args.server, args.token.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("lamina: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&client) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lamina: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The JSON body of a 2xx answer, or the server's error message.
+fn ok_json(resp: crate::client::Response) -> Result<serde_json::Value, String> {
+    let body = resp.json();
+    if (200..300).contains(&resp.status) {
+        return body;
+    }
+    let detail = body
+        .ok()
+        .and_then(|b| {
+            let e = &b["error"];
+            Some(format!(
+                "{} ({})",
+                e["message"].as_str()?,
+                e["code"].as_str()?
+            ))
+        })
+        .unwrap_or_else(|| String::from_utf8_lossy(&resp.body).into_owned());
+    Err(format!("server answered {}: {detail}", resp.status))
+}
+
+fn query(c: &Client, view: &str, key: &str) -> Result<(), String> {
+    let path = format!(
+        "/v1/views/{}/keys/{}",
+        encode_segment(view),
+        encode_segment(key)
+    );
+    let v = ok_json(c.get(&path)?)?;
+    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    Ok(())
+}
+
+fn top(c: &Client, view: &str, k: usize) -> Result<(), String> {
+    let v = ok_json(c.get(&format!("/v1/views/{}/top?k={k}", encode_segment(view)))?)?;
+    for item in v["items"].as_array().into_iter().flatten() {
+        println!(
+            "{:>12}  {}",
+            item["value"],
+            item["key"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// Bodies sent per request: well under the default 16 MiB limit.
+const INGEST_CHUNK_BYTES: usize = 4 << 20;
+
+fn ingest(c: &Client, stream: &str, file: Option<&std::path::Path>) -> Result<(), String> {
+    let data = match file {
+        Some(p) => std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?,
+        None => {
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+                .map_err(|e| format!("standard input: {e}"))?;
+            buf
+        }
+    };
+    // Each chunk carries its own idempotency key, so a retry after a lost
+    // answer is not counted twice.
+    let run_id = format!(
+        "cli-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    );
+    let path = format!("/v1/ingest/{}", encode_segment(stream));
+    let mut total = 0u64;
+    let mut rest = &data[..];
+    let mut index = 0;
+    while !rest.is_empty() {
+        let mut end = rest.len().min(INGEST_CHUNK_BYTES);
+        if end < rest.len() {
+            // Cut after a newline so that no record is split.
+            end = rest[..end]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(end, |p| p + 1);
+        }
+        let (chunk, tail) = rest.split_at(end);
+        let key = format!("{run_id}-{index}");
+        let mut attempt = 0;
+        let answer = loop {
+            attempt += 1;
+            match c.post(&path, chunk, &[("Idempotency-Key", &key)]) {
+                Ok(r) if r.status >= 500 && attempt < 4 => {}
+                Ok(r) => break ok_json(r)?,
+                Err(e) if attempt < 4 => eprintln!("lamina: {e}; retrying"),
+                Err(e) => return Err(e),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200 * attempt));
+        };
+        total += answer["records"].as_u64().unwrap_or(0);
+        rest = tail;
+        index += 1;
+    }
+    println!("{total} records ingested into `{stream}`");
+    Ok(())
+}
+
+fn batch_run(c: &Client, wait: bool) -> Result<(), String> {
+    let v = ok_json(c.post("/v1/batch/runs", b"", &[])?)?;
+    let id = v["id"]
+        .as_u64()
+        .ok_or("the server's answer has no run id")?;
+    println!("batch run {id}: {}", v["state"].as_str().unwrap_or("?"));
+    if !wait {
+        return Ok(());
+    }
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let run = ok_json(c.get(&format!("/v1/batch/runs/{id}"))?)?;
+        let state = run["state"].as_str().unwrap_or("?");
+        match state {
+            "succeeded" => {
+                println!(
+                    "batch run {id}: succeeded (generation through epoch {}, {} files, {} rows, {} keys)",
+                    run["epoch"], run["files"], run["rows"], run["keys"]
+                );
+                return Ok(());
+            }
+            "failed" | "cancelled" => {
+                return Err(format!(
+                    "batch run {id}: {state}: {}",
+                    run["error"].as_str().unwrap_or("")
+                ));
+            }
+            _ => {}
+        }
+    }
+}
+
+fn status(c: &Client) -> Result<(), String> {
+    let health = ok_json(c.get("/healthz")?)?;
+    println!("server: {}", health["status"].as_str().unwrap_or("?"));
+    let views = ok_json(c.get("/v1/views")?)?;
+    println!("watermark epoch: {}", views["watermark_epoch"]);
+    for v in views["views"].as_array().into_iter().flatten() {
+        println!(
+            "view {}: {} keys ({} of stream {})",
+            v["name"].as_str().unwrap_or("?"),
+            v["keys"],
+            v["aggregate"],
+            v["stream"].as_str().unwrap_or("?")
+        );
+    }
+    let streams = ok_json(c.get("/v1/streams")?)?;
+    for s in streams["streams"].as_array().into_iter().flatten() {
+        println!(
+            "stream {}: {} records, {} dead letters",
+            s["name"].as_str().unwrap_or("?"),
+            s["records_total"],
+            s["dead_letters_total"]
+        );
+    }
+    let runs = ok_json(c.get("/v1/batch/runs")?)?;
+    if let Some(r) = runs["runs"].as_array().and_then(|r| r.first()) {
+        println!(
+            "latest batch run {}: {} (epoch {})",
+            r["id"],
+            r["state"].as_str().unwrap_or("?"),
+            r["epoch"]
+        );
+    }
+    Ok(())
+}
+
+/// Logs to stderr; `RUST_LOG` filters (default `info`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
 }
 
 #[cfg(test)]

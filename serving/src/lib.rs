@@ -2,11 +2,19 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the command line (`lamina --help`). The server itself and the
-//!   client subcommands (`serve`, `query`, `top`, `ingest`, `batch run`,
-//!   `status`) arrive with the serving layer; see `docs/architecture.md`.
+//! - [`config`]: the TOML configuration and its embedded default.
+//! - [`store`]: batch generations and real-time deltas in sled, merged in
+//!   memory for queries (the exact merge).
+//! - [`api`]: the REST API on warp.
+//! - [`server`]: `lamina serve`, wiring the layers into one process.
+//! - [`receivers`]: configured receivers to the speed layer's specs.
+//! - [`cli`]: the command line; [`client`] is the small HTTP client its
+//!   client subcommands use.
 
 pub mod api;
 pub mod cli;
+pub mod client;
 pub mod config;
+pub mod receivers;
+pub mod server;
 pub mod store;

@@ -23,10 +23,13 @@
 //!   committed with the log position; closed epochs are sealed into the
 //!   master dataset.
 //!
-//! Receivers come next (see `docs/architecture.md`).
+//! - [`receivers`]: sources of records (a TCP listener, a TCP client), one
+//!   file each, registered in [`receivers::build`]; they append to the log
+//!   and apply backpressure instead of dropping.
 
 pub mod commit;
 pub mod control;
 pub mod format;
 pub mod microbatch;
+pub mod receivers;
 pub mod wal;

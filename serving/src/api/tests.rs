@@ -87,10 +87,7 @@ async fn send(
     key: Option<&str>,
     body: &[u8],
 ) -> (u16, Value) {
-    let mut req = warp::test::request()
-        .method(method)
-        .path(path)
-        .body(body);
+    let mut req = warp::test::request().method(method).path(path).body(body);
     if let Some(a) = auth {
         req = req.header("authorization", a);
     }

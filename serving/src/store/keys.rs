@@ -29,6 +29,10 @@ pub(super) fn batch_row(generation: u64, view: &str, key: &str) -> Vec<u8> {
     k
 }
 
+pub(super) fn blob(name: &str) -> Vec<u8> {
+    [b"blob/".as_slice(), name.as_bytes()].concat()
+}
+
 pub(super) fn dead_count(stream: &str) -> Vec<u8> {
     [b"dead_count/".as_slice(), stream.as_bytes()].concat()
 }

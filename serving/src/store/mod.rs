@@ -463,6 +463,25 @@ impl ViewStore {
         Ok(out)
     }
 
+    /// Stores a small named document (e.g. the batch-run history).
+    ///
+    /// # Errors
+    ///
+    /// sled errors.
+    pub fn save_blob(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        self.meta.insert(keys::blob(name), bytes)?;
+        Ok(())
+    }
+
+    /// A document stored with [`save_blob`](Self::save_blob).
+    ///
+    /// # Errors
+    ///
+    /// sled errors.
+    pub fn load_blob(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.meta.get(keys::blob(name))?.map(|v| v.to_vec()))
+    }
+
     /// Makes everything committed so far durable.
     ///
     /// # Errors

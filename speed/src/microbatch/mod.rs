@@ -23,7 +23,7 @@ pub mod seal;
 pub mod stats;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lamina::view::ViewSpec;
@@ -110,6 +110,11 @@ pub struct MicroBatcher {
     /// The epoch whose start is already recorded (the last epoch that got
     /// records).
     started_epoch: Option<u64>,
+    /// No micro-batch gets an epoch below this. It only grows: it keeps
+    /// epochs monotonic when the wall clock steps back or after a restart,
+    /// and raising it ends the current epoch early (a batch run requested
+    /// now should include what was ingested until now).
+    epoch_floor: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for MicroBatcher {
@@ -138,6 +143,15 @@ impl MicroBatcher {
         let fail = |message: String| LoopError::Batch { batch: 0, message };
         let next_seq = sink.position(WAL_POSITION).map_err(fail)?.unwrap_or(0);
         let next_batch = sink.last_batch_id().map_err(fail)?.map_or(1, |b| b + 1);
+        // The last epoch that received records may still be open; none
+        // before it may receive any more.
+        let last_started = sink
+            .positions_with_prefix("epoch_start/")
+            .map_err(fail)?
+            .iter()
+            .filter_map(|(name, _)| name.strip_prefix("epoch_start/")?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0);
         if log.durable_end() < next_seq {
             return Err(LoopError::LogBehindState {
                 log_end: log.durable_end(),
@@ -162,12 +176,25 @@ impl MicroBatcher {
             next_seq,
             next_batch,
             started_epoch: None,
+            epoch_floor: Arc::new(AtomicU64::new(last_started)),
         })
     }
 
     /// The next sequence number to process.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
+    }
+
+    /// The floor under the epochs of micro-batches (see the field's docs).
+    /// Raise it with `fetch_max`, never lower it: e.g. to `sealed + 1` at
+    /// start, or to `current + 1` to close the current epoch now.
+    pub fn epoch_floor(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.epoch_floor)
+    }
+
+    /// Whether every durable record has been processed.
+    pub fn caught_up(&self) -> bool {
+        self.next_seq >= self.log.durable_end()
     }
 
     /// Runs one micro-batch scheduled at `scheduled_us`: takes the durable
@@ -181,7 +208,11 @@ impl MicroBatcher {
     pub fn run_once(&mut self, scheduled_us: i64) -> Result<u64, LoopError> {
         let start_us = now_us();
         let batch = self.next_batch;
-        let epoch = self.clock.epoch_of(scheduled_us);
+        let epoch = self
+            .clock
+            .epoch_of(scheduled_us)
+            .max(self.epoch_floor.load(Ordering::Acquire));
+        self.epoch_floor.fetch_max(epoch, Ordering::AcqRel);
         let fail = |message: String| LoopError::Batch { batch, message };
         for b in &mut self.buffers {
             b.clear();

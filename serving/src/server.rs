@@ -1,0 +1,564 @@
+//! `lamina serve`: wires the layers into one process.
+//!
+//! Start-up order matters for exactness: the write-ahead log and the state
+//! store open first, and every record the log holds beyond the committed
+//! position is processed *before* any receiver or the REST API starts, so
+//! that a retried request finds its idempotency key committed.
+//!
+//! Running, the process has:
+//! - the micro-batch thread (`lamina-microbatch`): CPU work off the runtime;
+//! - the sealer task: seals closed epochs into the master dataset;
+//! - the batch worker task and the cron task: batch runs, one at a time;
+//! - the receivers' tasks and the REST server.
+//!
+//! Shutdown (SIGINT or SIGTERM): the REST server and the receivers stop
+//! taking input, the micro-batch thread runs one last micro-batch so that
+//! everything acknowledged is committed, the store is flushed, exit 0.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lamina::Context;
+use lamina::master::MasterStore;
+use lamina_batch::{BatchRuns, Outcome, RunRecord, ViewInput, compute_generation};
+use lamina_speed::commit::{CommitSink, RecordLog};
+use lamina_speed::format::{ColumnDef, ColumnType, Format, FormatKind};
+use lamina_speed::microbatch::seal::Sealer;
+use lamina_speed::microbatch::{Clock, MicroBatcher, StatsLog, StreamDef, run_loop};
+use lamina_speed::wal::{Wal, WalConfig};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
+
+use crate::api::{self, ApiState, IngestState, StreamInfo, ViewInfo};
+use crate::config::{self, Config, StreamFormat};
+use crate::store::ViewStore;
+
+/// Why the server could not start (or stopped abnormally).
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration is not valid.
+    #[error("{0}")]
+    Config(#[from] config::ConfigErrors),
+    /// Something named could not be opened or bound.
+    #[error("{what}: {detail}")]
+    Startup {
+        /// What failed.
+        what: String,
+        /// Why.
+        detail: String,
+    },
+}
+
+fn startup(what: impl Into<String>, detail: impl std::fmt::Display) -> ServeError {
+    ServeError::Startup {
+        what: what.into(),
+        detail: detail.to_string(),
+    }
+}
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// The speed layer's record format of a configured stream.
+fn format_of(stream: &config::StreamConfig) -> Result<Format, ServeError> {
+    let columns: Vec<ColumnDef> = stream
+        .columns()
+        .iter()
+        .map(|f| ColumnDef {
+            name: f.name.clone(),
+            ty: match f.ty {
+                config::ColumnType::String => ColumnType::String,
+                config::ColumnType::Int64 => ColumnType::Int64,
+                config::ColumnType::Float64 => ColumnType::Float64,
+                config::ColumnType::Bool => ColumnType::Bool,
+                config::ColumnType::Timestamp => ColumnType::Timestamp,
+            },
+            nullable: f.nullable,
+        })
+        .collect();
+    let (kind, columns) = match stream.format {
+        // A text stream's one column is implied by the format.
+        StreamFormat::Text => (FormatKind::Text, Vec::new()),
+        StreamFormat::Json => (FormatKind::Json, columns),
+        StreamFormat::Csv => (FormatKind::Csv, columns),
+    };
+    Format::new(kind, columns).map_err(|e| startup(format!("stream `{}`", stream.name), e))
+}
+
+/// The saved batch-run history (see [`save_runs`]).
+fn load_runs(store: &ViewStore) -> Vec<RunRecord> {
+    match store.load_blob(RUNS_BLOB) {
+        Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            warn!("the saved batch-run history is unreadable ({e}); starting a new one");
+            Vec::new()
+        }),
+        Ok(None) => Vec::new(),
+        Err(e) => {
+            warn!("cannot read the batch-run history: {e}");
+            Vec::new()
+        }
+    }
+}
+
+fn save_runs(store: &ViewStore, runs: &[RunRecord]) {
+    let bytes = serde_json::to_vec(runs).expect("run records serialize");
+    if let Err(e) = store.save_blob(RUNS_BLOB, &bytes) {
+        warn!("cannot save the batch-run history: {e}");
+    }
+}
+
+const RUNS_BLOB: &str = "batch_runs";
+
+/// Runs the server until SIGINT or SIGTERM.
+///
+/// # Errors
+///
+/// [`ServeError`] naming what could not start.
+pub async fn serve(config: Config) -> Result<(), ServeError> {
+    let listen: SocketAddr = config
+        .server
+        .listen_addr()
+        .map_err(|e| startup("server.listen", e))?;
+    let token = config.auth.bearer_token().map_err(|e| startup("auth", e))?;
+    let schedule = config
+        .batch
+        .build_schedule()
+        .map_err(|e| startup("batch.schedule", e))?;
+    let views = config.view_specs().map_err(|e| startup("view", e))?;
+    let view_names: Vec<String> = views.iter().map(|(_, v)| v.name.clone()).collect();
+
+    let state_dir = PathBuf::from(&config.storage.state_dir);
+    std::fs::create_dir_all(&state_dir)
+        .map_err(|e| startup(format!("storage.state_dir {}", state_dir.display()), e))?;
+    let mut wal_config = WalConfig::new(state_dir.join("wal"));
+    wal_config.segment_bytes = config.speed.wal_segment_bytes;
+    let (wal, recovery) = Wal::open(wal_config).map_err(|e| startup("write-ahead log", e))?;
+    if let Some(torn) = &recovery.torn {
+        warn!(
+            path = %torn.path.display(),
+            discarded_bytes = recovery.discarded_bytes,
+            "write-ahead log: cut an incomplete entry left by a crash ({}); it was never acknowledged",
+            torn.reason
+        );
+    }
+    let store = Arc::new(
+        ViewStore::open(&state_dir.join("views"), &view_names)
+            .map_err(|e| startup("state store", e))?,
+    );
+    let master = MasterStore::open(&config.storage.master_url)
+        .map_err(|e| startup("storage.master_url", e))?;
+    let ctx = Context::new();
+
+    let mut streams = Vec::new();
+    for s in &config.streams {
+        streams.push(StreamDef {
+            name: s.name.clone(),
+            format: format_of(s)?,
+            views: views
+                .iter()
+                .filter(|(stream, _)| *stream == s.name)
+                .map(|(_, v)| v.clone())
+                .collect(),
+        });
+    }
+    let stream_names: Vec<String> = streams.iter().map(|s| s.name.clone()).collect();
+    let stats = Arc::new(StatsLog::new(config.speed.batch_history, &stream_names));
+    let clock = Clock {
+        interval: config.speed.batch_interval(),
+        epoch: config.speed.epoch(),
+        max_records: 2_000_000,
+    };
+    let log: Arc<dyn RecordLog> = Arc::new(wal.clone());
+    let sink: Arc<dyn CommitSink> = Arc::clone(&store) as Arc<dyn CommitSink>;
+    let formats: Vec<(String, Format)> = streams
+        .iter()
+        .map(|s| (s.name.clone(), s.format.clone()))
+        .collect();
+    let mut batcher = MicroBatcher::resume(
+        streams,
+        Arc::clone(&log),
+        Arc::clone(&sink),
+        Arc::clone(&stats),
+        clock,
+    )
+    .map_err(|e| startup("speed layer", e))?;
+
+    // Replay what the log holds beyond the committed position before
+    // anything can ingest: keys of retried requests must be committed.
+    let backlog = wal.durable_seq().saturating_sub(batcher.next_seq());
+    let batcher = tokio::task::spawn_blocking(move || {
+        while !batcher.caught_up() {
+            batcher.run_once(now_us())?;
+        }
+        Ok::<_, lamina_speed::microbatch::LoopError>(batcher)
+    })
+    .await
+    .map_err(|e| startup("replay", e))?
+    .map_err(|e| startup("replaying the write-ahead log", e))?;
+    if backlog > 0 {
+        info!(
+            records = backlog,
+            "replayed records that were acknowledged but not yet processed"
+        );
+    }
+    // A sealed epoch never takes records again, whatever the clock says.
+    let sealed = master
+        .manifest()
+        .await
+        .map_err(|e| startup("master dataset manifest", e))?
+        .sealed_through;
+    let epoch_floor = batcher.epoch_floor();
+    if let Some(s) = sealed {
+        epoch_floor.fetch_max(s + 1, Ordering::AcqRel);
+    }
+    let (sealed_tx, sealed_rx) = watch::channel(sealed);
+
+    // Background work.
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    let current_epoch = clock.epoch_of(now_us());
+    let (epoch_tx, epoch_rx) = watch::channel(current_epoch);
+    let sealer = Sealer::new(master.clone(), Arc::clone(&log), Arc::clone(&sink), formats);
+    tasks.spawn(seal_loop(sealer, epoch_rx, sealed_tx, shutdown_rx.clone()));
+
+    let history = load_runs(&store);
+    let runs = Arc::new(BatchRuns::new(config.batch.history, history));
+    let view_inputs: Vec<ViewInput> = views
+        .iter()
+        .map(|(stream, spec)| ViewInput {
+            stream: stream.clone(),
+            spec: spec.clone(),
+        })
+        .collect();
+    tasks.spawn(batch_worker(
+        BatchWorker {
+            ctx: ctx.clone(),
+            master: master.clone(),
+            views: view_inputs,
+            store: Arc::clone(&store),
+            runs: Arc::clone(&runs),
+            clock,
+            epoch_floor: Arc::clone(&epoch_floor),
+            sealed: sealed_rx,
+        },
+        shutdown_rx.clone(),
+    ));
+    if let Some(schedule) = schedule {
+        tasks.spawn(cron_loop(schedule, Arc::clone(&runs), shutdown_rx.clone()));
+    }
+
+    // The micro-batch thread.
+    let stop = Arc::new(AtomicBool::new(false));
+    let microbatch = {
+        let stop = Arc::clone(&stop);
+        std::thread::Builder::new()
+            .name("lamina-microbatch".into())
+            .spawn(move || {
+                run_loop(
+                    batcher,
+                    &stop,
+                    |epoch| {
+                        epoch_tx.send_if_modified(|e| {
+                            let changed = *e != epoch;
+                            *e = epoch;
+                            changed
+                        });
+                    },
+                    |e| error!("{e}; retrying at the next tick"),
+                )
+            })
+            .map_err(|e| startup("micro-batch thread", e))?
+    };
+
+    // Receivers.
+    let ingest_streams: Vec<(String, usize)> = config
+        .streams
+        .iter()
+        .map(|s| (s.name.clone(), s.max_record_bytes as usize))
+        .collect();
+    let mut stream_infos = Vec::new();
+    for (id, s) in config.streams.iter().enumerate() {
+        let mut described = Vec::new();
+        for r in &s.receivers {
+            let spec = crate::receivers::spec_of(r)
+                .map_err(|e| startup(format!("stream `{}` receiver", s.name), e))?;
+            let receiver = lamina_speed::receivers::build(&spec).await.map_err(|e| {
+                startup(format!("stream `{}` receiver {}", s.name, r.type_name()), e)
+            })?;
+            described.push(receiver.describe());
+            info!(stream = %s.name, receiver = %receiver.describe(), "receiver started");
+            let ingest = lamina_speed::receivers::StreamIngest::new(
+                wal.clone(),
+                id as u32,
+                s.name.as_str(),
+                s.max_record_bytes as usize,
+            );
+            let rx = shutdown_rx.clone();
+            tasks.spawn(async move {
+                if let Err(e) = receiver.run(ingest, rx).await {
+                    error!("receiver stopped: {e}");
+                }
+            });
+        }
+        stream_infos.push(StreamInfo {
+            name: s.name.clone(),
+            format: format!("{:?}", s.format).to_lowercase(),
+            receivers: described,
+        });
+    }
+
+    // REST.
+    let state = Arc::new(ApiState {
+        store: Arc::clone(&store),
+        runs: Arc::clone(&runs),
+        views: views
+            .iter()
+            .map(|(stream, v)| ViewInfo {
+                name: v.name.clone(),
+                stream: stream.clone(),
+                aggregate: v.aggregate.clone(),
+            })
+            .collect(),
+        token,
+        permits: Semaphore::new(config.server.max_concurrent_requests),
+        streams: stream_infos,
+        stats,
+        ingest: Some(IngestState {
+            wal: wal.clone(),
+            streams: ingest_streams,
+            idempotency_window_us: config.speed.idempotency_window().as_micros() as i64,
+            in_flight: Default::default(),
+            recent: Default::default(),
+        }),
+        max_body_bytes: config.server.max_body_bytes,
+    });
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| startup(format!("server.listen {listen}"), e))?;
+    info!(
+        address = %listener.local_addr().map_or(listen, |a| a),
+        views = view_names.len(),
+        "lamina is serving; send SIGINT or SIGTERM to stop"
+    );
+    let mut rest_shutdown = shutdown_rx.clone();
+    let rest = tokio::spawn(
+        warp::serve(api::routes(state))
+            .incoming(listener)
+            .graceful(async move {
+                let _ = rest_shutdown.wait_for(|s| *s).await;
+            })
+            .run(),
+    );
+
+    wait_for_signal().await;
+    info!("shutting down: finishing the current micro-batch");
+    let _ = shutdown_tx.send(true);
+    // Input has stopped once the receivers and the REST server have.
+    let grace = config.server.shutdown_timeout();
+    if tokio::time::timeout(grace, rest).await.is_err() {
+        warn!("requests still in flight after {grace:?}; closing them");
+    }
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(grace, drain).await.is_err() {
+        warn!("background tasks still running after {grace:?}; stopping them");
+        tasks.abort_all();
+    }
+    stop.store(true, Ordering::Release);
+    tokio::task::spawn_blocking(move || microbatch.join())
+        .await
+        .ok();
+    store
+        .flush()
+        .map_err(|e| startup("flushing the state store", e))?;
+    save_runs(&store, &runs.list());
+    info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!("cannot listen for SIGTERM ({e}); stop with SIGINT");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Seals every closed epoch whenever the micro-batch clock enters a new one
+/// (and once at start, for epochs a restart left unsealed).
+async fn seal_loop(
+    sealer: Sealer,
+    mut epochs: watch::Receiver<u64>,
+    sealed: watch::Sender<Option<u64>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let current = *epochs.borrow_and_update();
+        match sealer.seal_before(current).await {
+            Ok(Some(report)) => {
+                if !report.files.is_empty() {
+                    info!(
+                        sealed_through = report.sealed_through,
+                        files = report.files.len(),
+                        "sealed epochs into the master dataset"
+                    );
+                }
+                sealed.send_replace(Some(report.sealed_through));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                error!("sealing epochs before {current} failed: {e}; retrying at the next epoch")
+            }
+        }
+        tokio::select! {
+            changed = epochs.changed() => if changed.is_err() { return },
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// What the batch worker needs.
+struct BatchWorker {
+    ctx: Context,
+    master: MasterStore,
+    views: Vec<ViewInput>,
+    store: Arc<ViewStore>,
+    runs: Arc<BatchRuns>,
+    clock: Clock,
+    epoch_floor: Arc<std::sync::atomic::AtomicU64>,
+    sealed: watch::Receiver<Option<u64>>,
+}
+
+/// Longest wait for the current epoch to be sealed before a run.
+const SEAL_WAIT: Duration = Duration::from_secs(120);
+
+impl BatchWorker {
+    /// Ends the current epoch now and waits until it is sealed, so that a
+    /// run includes everything ingested before it was requested.
+    async fn close_current_epoch(&mut self, cancel: &watch::Receiver<bool>) -> Result<(), String> {
+        let current = self
+            .clock
+            .epoch_of(now_us())
+            .max(self.epoch_floor.load(Ordering::Acquire));
+        self.epoch_floor.fetch_max(current + 1, Ordering::AcqRel);
+        let mut cancel = cancel.clone();
+        tokio::select! {
+            sealed = tokio::time::timeout(SEAL_WAIT, self.sealed.wait_for(|s| s.is_some_and(|s| s >= current))) => match sealed {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(_)) => Err("the sealer stopped".into()),
+                Err(_) => Err(format!("epoch {current} was not sealed within {SEAL_WAIT:?}")),
+            },
+            _ = cancel.wait_for(|c| *c) => Err("cancelled".into()),
+        }
+    }
+}
+
+/// Runs queued batch runs one at a time and publishes their generations.
+async fn batch_worker(mut w: BatchWorker, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let (run, cancel) = tokio::select! {
+            next = w.runs.next() => next,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        info!(run = run.id, trigger = %run.trigger, "batch run started");
+        if let Err(e) = w.close_current_epoch(&cancel).await {
+            let outcome = if *cancel.borrow() {
+                Outcome::Cancelled
+            } else {
+                Outcome::Failed(e)
+            };
+            w.runs.finish(run.id, outcome);
+            save_runs(&w.store, &w.runs.list());
+            continue;
+        }
+        let BatchWorker {
+            ctx,
+            master,
+            views,
+            store,
+            runs,
+            ..
+        } = &w;
+        let outcome = match compute_generation(ctx, master, views, cancel.clone()).await {
+            Ok(_) if *cancel.borrow() => Outcome::Cancelled,
+            Ok(None) => Outcome::Published {
+                epoch: None,
+                stats: Default::default(),
+                keys: 0,
+            },
+            Ok(Some(generation)) => {
+                let (epoch, stats, keys) = (
+                    generation.epoch,
+                    generation.stats.clone(),
+                    generation.rows.len() as u64,
+                );
+                let store = Arc::clone(store);
+                match tokio::task::spawn_blocking(move || store.publish(epoch, generation.rows))
+                    .await
+                {
+                    Ok(Ok(())) => Outcome::Published {
+                        epoch: Some(epoch),
+                        stats,
+                        keys,
+                    },
+                    Ok(Err(e)) => Outcome::Failed(format!("publishing generation {epoch}: {e}")),
+                    Err(e) => Outcome::Failed(format!("publishing generation {epoch}: {e}")),
+                }
+            }
+            Err(_) if *cancel.borrow() => Outcome::Cancelled,
+            Err(e) => Outcome::Failed(e.to_string()),
+        };
+        if let Some(done) = runs.finish(run.id, outcome) {
+            match &done.error {
+                None => {
+                    info!(run = done.id, epoch = ?done.epoch, keys = done.keys, "batch run succeeded")
+                }
+                Some(e) => {
+                    warn!(run = done.id, state = ?done.state, "batch run did not publish: {e}")
+                }
+            }
+        }
+        save_runs(store, &runs.list());
+    }
+}
+
+/// Requests a batch run at every time the schedule names.
+async fn cron_loop(
+    schedule: config::BatchSchedule,
+    runs: Arc<BatchRuns>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let now = SystemTime::now();
+        let Some(next) = schedule.next_run_after(now) else {
+            return;
+        };
+        let wait = next.duration_since(now).unwrap_or(Duration::ZERO);
+        tokio::select! {
+            () = tokio::time::sleep(wait) => { runs.request("schedule"); }
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}

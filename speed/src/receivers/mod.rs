@@ -1,0 +1,618 @@
+//! Receivers: the push sources that feed a stream's records into the
+//! write-ahead log.
+//!
+//! A receiver owns its sockets and nothing else. Everything it takes in
+//! goes through a [`StreamIngest`], the handle of one stream: one WAL
+//! append per batch of lines, durable when the append returns, so a
+//! receiver that waits for its append before reading more passes a slow
+//! disk back to its sender as TCP backpressure instead of buffering or
+//! dropping. A line it cannot accept (longer than `max_record_bytes`) is
+//! logged as a rejected control record ([`crate::control::rejected`]) and
+//! becomes a dead letter: kept aside where the user sees it, never dropped
+//! silently.
+//!
+//! # Layout
+//!
+//! - `mod.rs`: [`Receiver`], [`ReceiverSpec`] and the registry [`build`],
+//!   [`StreamIngest`] and its [`IngestCounters`], [`ReceiverError`].
+//! - `lines.rs`: [`LineFramer`], newline-delimited records out of any
+//!   `AsyncRead`, bounded in memory whatever the input.
+//! - `tcp_listen.rs`: [`TcpListenReceiver`], a listener taking many
+//!   connections of lines.
+//! - `tcp_connect.rs`: [`TcpConnectReceiver`], a client reading lines from
+//!   a server and reconnecting with backoff (Spark's `socketTextStream`).
+//!
+//! # Rules every receiver follows
+//!
+//! - It binds or validates in [`build`], so a bad address is a startup
+//!   error that names it.
+//! - It appends a batch and waits for the append before it reads more.
+//! - It owns every task it starts (a `JoinSet`), so dropping its `run`
+//!   future stops them all.
+//! - On shutdown it stops reading new input, appends the complete lines it
+//!   already read, closes its connections and returns.
+//! - A failed WAL append is fatal: the WAL accepts nothing more until it is
+//!   reopened, so `run` returns [`ReceiverError::Wal`].
+
+mod lines;
+mod tcp_connect;
+mod tcp_listen;
+
+use std::{
+    fmt, io,
+    net::SocketAddr,
+    ops::Range,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use tokio::{io::AsyncRead, sync::watch};
+
+use crate::{
+    control,
+    wal::{Wal, WalError},
+};
+
+pub use lines::{
+    Frame, LineBatch, LineFramer, MAX_BATCH_BYTES, MAX_BATCH_LINES, READ_BUFFER_BYTES,
+};
+pub use tcp_connect::TcpConnectReceiver;
+pub use tcp_listen::TcpListenReceiver;
+
+/// Result of receiver operations.
+pub type Result<T, E = ReceiverError> = std::result::Result<T, E>;
+
+/// A source of records for one stream.
+///
+/// Built by [`build`] from a [`ReceiverSpec`]; the server then calls `run`
+/// once, on the tokio runtime.
+pub trait Receiver: Send + 'static {
+    /// What this receiver is, for logs and errors, e.g.
+    /// `tcp_listen 127.0.0.1:9999` (the bound address, so a port 0 in the
+    /// config shows as the real port).
+    fn describe(&self) -> String;
+
+    /// The address a listening receiver is bound to (a port 0 in the
+    /// config resolved), for the startup log and tests; `None` for
+    /// receivers that do not listen.
+    fn local_addr(&self) -> Option<SocketAddr> {
+        None
+    }
+
+    /// Runs until `shutdown` turns true, then stops taking new input,
+    /// finishes in-flight appends and returns. A dropped `shutdown` sender
+    /// counts as shutdown.
+    ///
+    /// # Errors
+    ///
+    /// [`ReceiverError::Wal`] once an append fails: the WAL accepts nothing
+    /// more, so neither can the receiver. Errors of single connections
+    /// (resets, refusals) are logged and counted, never returned.
+    ///
+    /// # Cancellation
+    ///
+    /// Dropping the future aborts every task of the receiver and closes its
+    /// sockets. An append that was waiting for durability may still become
+    /// durable (see [`Wal::append`]); its sender was never told either way.
+    fn run(
+        self: Box<Self>,
+        ingest: StreamIngest,
+        shutdown: watch::Receiver<bool>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), ReceiverError>> + Send>>;
+}
+
+/// Which receiver to build, and its settings (the `receivers` of a
+/// `[[stream]]` in the config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReceiverSpec {
+    /// Listen for TCP connections of newline-delimited records.
+    TcpListen {
+        /// Address to bind, e.g. `127.0.0.1:9999`.
+        listen: SocketAddr,
+        /// Connections served at once; one more is accepted and closed
+        /// right away. Must be > 0.
+        max_connections: usize,
+    },
+    /// Connect to a TCP server and read newline-delimited records from it.
+    TcpConnect {
+        /// `host:port` to connect to; the host is resolved on every
+        /// attempt.
+        address: String,
+        /// First delay before reconnecting, in milliseconds. Must be > 0.
+        reconnect_min_ms: u64,
+        /// Longest delay before reconnecting, in milliseconds. Must be >=
+        /// `reconnect_min_ms`.
+        reconnect_max_ms: u64,
+    },
+}
+
+/// Builds the receiver `spec` describes: the registry of receivers, the one
+/// place that knows them all.
+///
+/// Listeners are bound here, not in `run`, so that "address in use" is an
+/// error at startup that names the address.
+///
+/// # Errors
+///
+/// [`ReceiverError::Config`] for settings that cannot work,
+/// [`ReceiverError::Bind`] if a listener cannot bind.
+pub async fn build(spec: &ReceiverSpec) -> Result<Box<dyn Receiver>, ReceiverError> {
+    Ok(match spec {
+        ReceiverSpec::TcpListen {
+            listen,
+            max_connections,
+        } => Box::new(TcpListenReceiver::bind(*listen, *max_connections).await?),
+        ReceiverSpec::TcpConnect {
+            address,
+            reconnect_min_ms,
+            reconnect_max_ms,
+        } => Box::new(TcpConnectReceiver::new(
+            address,
+            Duration::from_millis(*reconnect_min_ms),
+            Duration::from_millis(*reconnect_max_ms),
+        )?),
+    })
+}
+
+/// What can stop a receiver from starting or running.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReceiverError {
+    /// The settings cannot work. Not retryable: fix the config.
+    #[error("invalid {receiver} receiver config: {reason}")]
+    Config {
+        /// The receiver kind, e.g. `tcp_listen`.
+        receiver: &'static str,
+        reason: String,
+    },
+    /// A listener could not bind. Retryable: the address may be released.
+    #[error("{receiver}: cannot listen on {address}: {source}")]
+    Bind {
+        receiver: &'static str,
+        address: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    /// An append to the write-ahead log failed. Not retryable by the
+    /// receiver: the WAL has to be reopened first.
+    #[error("{receiver}: write-ahead log append failed: {source}")]
+    Wal {
+        /// The receiver, as [`Receiver::describe`] puts it.
+        receiver: String,
+        #[source]
+        source: WalError,
+    },
+}
+
+impl ReceiverError {
+    /// Whether trying the same thing again later can succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ReceiverError::Bind { .. } => true,
+            ReceiverError::Config { .. } | ReceiverError::Wal { .. } => false,
+        }
+    }
+}
+
+/// The handle through which receivers feed one stream. Cheap to clone: the
+/// clones share the WAL and the counters.
+#[derive(Debug, Clone)]
+pub struct StreamIngest {
+    wal: Wal,
+    /// The stream's index: its id in the WAL.
+    stream: u32,
+    name: Arc<str>,
+    max_record_bytes: usize,
+    counters: Arc<IngestCounters>,
+}
+
+impl StreamIngest {
+    /// The handle of stream number `stream` (its index in the config),
+    /// with counters at zero.
+    ///
+    /// # Panics
+    ///
+    /// If `stream` does not fit [`control::STREAM_MASK`]: its records would
+    /// read back as control records.
+    pub fn new(
+        wal: Wal,
+        stream: u32,
+        name: impl Into<Arc<str>>,
+        max_record_bytes: usize,
+    ) -> StreamIngest {
+        assert!(
+            stream <= control::STREAM_MASK,
+            "stream index {stream} does not fit a WAL stream id"
+        );
+        StreamIngest {
+            wal,
+            stream,
+            name: name.into(),
+            max_record_bytes,
+            counters: Arc::default(),
+        }
+    }
+
+    /// The stream's index (its id in the WAL).
+    pub fn stream(&self) -> u32 {
+        self.stream
+    }
+
+    /// The stream's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Longest record accepted, in bytes (the newline not counted).
+    pub fn max_record_bytes(&self) -> usize {
+        self.max_record_bytes
+    }
+
+    /// The counters of this stream, shared by all its receivers.
+    pub fn counters(&self) -> &IngestCounters {
+        &self.counters
+    }
+
+    /// Appends `lines` as one WAL append and returns once they are durable,
+    /// with the seqs they got.
+    ///
+    /// # Errors
+    ///
+    /// As [`Wal::append`]; the lines are then not acknowledged.
+    pub async fn append_lines(
+        &self,
+        lines: &[&[u8]],
+        receive_time_us: i64,
+    ) -> Result<Range<u64>, WalError> {
+        // `Wal::append` copies the lines before it returns its future.
+        let appended = self.wal.append(self.stream, lines, receive_time_us);
+        match appended.await {
+            Ok(seqs) => {
+                let bytes: usize = lines.iter().map(|l| l.len()).sum();
+                let c = &self.counters;
+                c.records.fetch_add(lines.len() as u64, Ordering::Relaxed);
+                c.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+                Ok(seqs)
+            }
+            Err(e) => {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    /// Appends a rejected record (`reason` and the first bytes of the
+    /// record; see [`control::rejected`]) and returns once it is durable.
+    ///
+    /// # Errors
+    ///
+    /// As [`Wal::append`]. The rejection is then lost like any record whose
+    /// append failed, and the receiver stops.
+    pub async fn reject(
+        &self,
+        reason: &str,
+        record_prefix: &[u8],
+        receive_time_us: i64,
+    ) -> Result<(), WalError> {
+        let (id, payload) = control::rejected(self.stream, reason, record_prefix);
+        match self.wal.append(id, &[payload], receive_time_us).await {
+            Ok(_) => {
+                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(stream = %self.name, reason, "rejected a record");
+                Ok(())
+            }
+            Err(e) => {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    /// Appends one frame of a [`LineFramer`]: its lines, or the rejection of
+    /// an oversized line.
+    ///
+    /// # Errors
+    ///
+    /// As [`Wal::append`].
+    pub async fn append_frame(
+        &self,
+        frame: Frame<'_>,
+        receive_time_us: i64,
+    ) -> Result<(), WalError> {
+        match frame {
+            Frame::Lines(batch) => {
+                // One Vec per batch (of up to MAX_BATCH_LINES slices), none
+                // per line.
+                let lines: Vec<&[u8]> = batch.iter().collect();
+                self.append_lines(&lines, receive_time_us).await?;
+            }
+            Frame::Oversized { prefix, total_len } => {
+                let reason = format!(
+                    "record of {total_len} bytes exceeds max_record_bytes ({})",
+                    self.max_record_bytes
+                );
+                self.reject(&reason, prefix, receive_time_us).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Counters of one stream's receivers, for `/metrics`. Monotonic except
+/// `connections_active`.
+#[derive(Debug, Default)]
+pub struct IngestCounters {
+    connections_accepted: AtomicU64,
+    connections_active: AtomicU64,
+    connections_refused: AtomicU64,
+    records: AtomicU64,
+    bytes: AtomicU64,
+    rejected: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// A copy of [`IngestCounters`] at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IngestSnapshot {
+    /// Connections accepted (listeners) or established (clients).
+    pub connections_accepted: u64,
+    /// Connections open now.
+    pub connections_active: u64,
+    /// Connections closed right away because `max_connections` were open.
+    pub connections_refused: u64,
+    /// Records made durable.
+    pub records: u64,
+    /// Bytes of those records (newlines not counted).
+    pub bytes: u64,
+    /// Records rejected (made durable as dead letters).
+    pub rejected: u64,
+    /// Connection errors, failed connects and failed appends.
+    pub errors: u64,
+}
+
+impl IngestCounters {
+    /// The current values. Each is read on its own, so they need not be
+    /// from exactly the same instant.
+    pub fn snapshot(&self) -> IngestSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        IngestSnapshot {
+            connections_accepted: get(&self.connections_accepted),
+            connections_active: get(&self.connections_active),
+            connections_refused: get(&self.connections_refused),
+            records: get(&self.records),
+            bytes: get(&self.bytes),
+            rejected: get(&self.rejected),
+            errors: get(&self.errors),
+        }
+    }
+
+    fn error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn refused(&self) {
+        self.connections_refused.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Counts a connection as active until dropped, however its task ends.
+#[derive(Debug)]
+struct ActiveConnection(Arc<IngestCounters>);
+
+impl ActiveConnection {
+    fn open(counters: &Arc<IngestCounters>) -> ActiveConnection {
+        counters
+            .connections_accepted
+            .fetch_add(1, Ordering::Relaxed);
+        counters.connections_active.fetch_add(1, Ordering::Relaxed);
+        ActiveConnection(Arc::clone(counters))
+    }
+}
+
+impl Drop for ActiveConnection {
+    fn drop(&mut self) {
+        self.0.connections_active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How reading a connection ended.
+#[derive(Debug)]
+enum PumpEnd {
+    /// The peer closed it.
+    Eof,
+    /// Shutdown: the complete lines already read were appended.
+    Stopped,
+    /// Reading failed.
+    Failed(io::Error),
+}
+
+impl fmt::Display for PumpEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PumpEnd::Eof => f.write_str("closed by peer"),
+            PumpEnd::Stopped => f.write_str("shutting down"),
+            PumpEnd::Failed(e) => write!(f, "read failed: {e}"),
+        }
+    }
+}
+
+/// Reads `reader` line batch by line batch and appends each batch, waiting
+/// for the append before reading on (that wait is the backpressure), until
+/// the peer closes, a read fails or `stop` turns true. Returns how it ended
+/// and how many frames it appended.
+///
+/// # Errors
+///
+/// A failed append.
+async fn pump<R: AsyncRead + Unpin>(
+    reader: R,
+    ingest: &StreamIngest,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(PumpEnd, u64), WalError> {
+    let mut framer = LineFramer::new(reader, ingest.max_record_bytes);
+    let mut frames = 0;
+    let end = loop {
+        // Biased: once stopping, read nothing more even if data is waiting.
+        // Only the read is raced; an append, once started, is awaited.
+        let next = tokio::select! {
+            biased;
+            () = stopped(stop) => break PumpEnd::Stopped,
+            next = framer.next() => next,
+        };
+        match next {
+            Ok(Some(frame)) => {
+                ingest.append_frame(frame, now_us()).await?;
+                frames += 1;
+            }
+            Ok(None) => break PumpEnd::Eof,
+            Err(e) => break PumpEnd::Failed(e),
+        }
+    };
+    if let PumpEnd::Stopped = end {
+        // These bytes left the sender's socket buffer already: append what
+        // forms whole lines rather than drop it.
+        while let Some(frame) = framer.next_buffered() {
+            ingest.append_frame(frame, now_us()).await?;
+            frames += 1;
+        }
+    }
+    Ok((end, frames))
+}
+
+/// Resolves once `shutdown` is true or its sender is gone (nobody could
+/// ever send the signal any more).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|&stop| stop).await;
+}
+
+/// Now, in microseconds since the Unix epoch: the receive time of records.
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// Lets one log line through per period and counts the ones held back, so
+/// a flood of failing connections cannot flood the log. Lock-free: shared
+/// by the tasks of a receiver.
+#[derive(Debug)]
+struct LogLimit {
+    origin: Instant,
+    period_ms: u64,
+    /// Milliseconds since `origin` from which the next line may go out.
+    next_ms: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl LogLimit {
+    fn new(period: Duration) -> LogLimit {
+        LogLimit {
+            origin: Instant::now(),
+            period_ms: u64::try_from(period.as_millis()).unwrap_or(u64::MAX),
+            next_ms: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(n)`: log now, and say that `n` were left out since the last
+    /// line. `None`: leave this one out.
+    fn check(&self) -> Option<u64> {
+        let now = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let next = self.next_ms.load(Ordering::Relaxed);
+        let due = now >= next
+            && self
+                .next_ms
+                .compare_exchange(
+                    next,
+                    now.saturating_add(self.period_ms),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok();
+        if due {
+            Some(self.suppressed.swap(0, Ordering::Relaxed))
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod testkit;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_limit_lets_one_line_through_per_period() {
+        let limit = LogLimit::new(Duration::from_secs(3600));
+        assert_eq!(limit.check(), Some(0));
+        assert_eq!(limit.check(), None);
+        assert_eq!(limit.check(), None);
+        let limit = LogLimit::new(Duration::ZERO);
+        assert_eq!(limit.check(), Some(0));
+        assert_eq!(limit.check(), Some(0));
+    }
+
+    #[test]
+    fn only_bind_errors_are_retryable() {
+        let bind = ReceiverError::Bind {
+            receiver: "tcp_listen",
+            address: "127.0.0.1:1".parse().unwrap(),
+            source: io::ErrorKind::AddrInUse.into(),
+        };
+        assert!(bind.is_retryable());
+        let config = ReceiverError::Config {
+            receiver: "tcp_connect",
+            reason: "x".into(),
+        };
+        assert!(!config.is_retryable());
+        let wal = ReceiverError::Wal {
+            receiver: "tcp_listen 127.0.0.1:1".into(),
+            source: WalError::Closed,
+        };
+        assert!(!wal.is_retryable());
+    }
+
+    #[tokio::test]
+    async fn append_frame_appends_lines_and_rejections_in_order() {
+        let (_dir, wal) = testkit::open_wal(1 << 20);
+        let ingest = StreamIngest::new(wal.clone(), 3, "lines", 10);
+        let input: &[u8] = b"one\r\ntwo\n0123456789abc\n\nthree";
+        let mut framer = LineFramer::new(input, ingest.max_record_bytes());
+        while let Some(frame) = framer.next().await.unwrap() {
+            ingest.append_frame(frame, 42).await.unwrap();
+        }
+        let got = testkit::read_all(&wal);
+        let want: Vec<(control::Kind, Vec<u8>)> = vec![
+            (control::Kind::Data(3), b"one\r".to_vec()),
+            (control::Kind::Data(3), b"two".to_vec()),
+            (
+                control::Kind::Rejected(3),
+                b"record of 13 bytes exceeds max_record_bytes (10)\x000123456789abc".to_vec(),
+            ),
+            (control::Kind::Data(3), b"".to_vec()),
+            (control::Kind::Data(3), b"three".to_vec()),
+        ];
+        assert_eq!(got, want);
+        let c = ingest.counters().snapshot();
+        assert_eq!((c.records, c.bytes, c.rejected, c.errors), (4, 12, 1, 0));
+    }
+
+    #[tokio::test]
+    async fn a_failed_append_is_counted_and_returned() {
+        let (_dir, wal) = testkit::open_wal(1 << 20);
+        let ingest = StreamIngest::new(wal.clone(), 0, "lines", 10);
+        wal.close().unwrap();
+        let err = ingest.append_lines(&[b"x"], 1).await.unwrap_err();
+        assert!(matches!(err, WalError::Closed), "{err}");
+        assert!(ingest.reject("r", b"y", 1).await.is_err());
+        assert_eq!(ingest.counters().snapshot().errors, 2);
+    }
+}

@@ -1,0 +1,471 @@
+//! `tcp_listen`: a TCP listener taking many connections of
+//! newline-delimited records (the default receiver, on `127.0.0.1:9999`).
+//!
+//! Each connection is read by its own task, owned by the receiver's
+//! `JoinSet`. A task appends each batch of lines and waits for it to be
+//! durable before it reads on, so a slow disk fills the socket buffers and
+//! TCP slows the sender down: nothing is buffered without bound, nothing is
+//! dropped. There is no acknowledgement on the wire: a sender knows its
+//! lines are durable once the receiver closed the connection after its own
+//! close (it read EOF only after appending everything before it).
+//!
+//! Past `max_connections` open connections, a new one is accepted and
+//! closed at once (counted in `connections_refused`) rather than left in
+//! the kernel's backlog, where its sender could not tell it is not served.
+
+use std::{net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
+
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::watch,
+    task::{JoinError, JoinSet},
+};
+
+use super::{
+    ActiveConnection, LogLimit, PumpEnd, Receiver, ReceiverError, Result, StreamIngest, pump,
+    stopped,
+};
+use crate::wal::WalError;
+
+const KIND: &str = "tcp_listen";
+/// Pause after a failed `accept` (out of file descriptors, say), so the
+/// loop does not spin while the cause lasts.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// At most one log line per this period for each kind of failure.
+const LOG_PERIOD: Duration = Duration::from_secs(1);
+
+/// A bound TCP listener; see the module docs.
+#[derive(Debug)]
+pub struct TcpListenReceiver {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    max_connections: usize,
+}
+
+impl TcpListenReceiver {
+    /// Binds `listen` (port 0: any free port, see
+    /// [`local_addr`](Self::local_addr)).
+    ///
+    /// # Errors
+    ///
+    /// [`ReceiverError::Config`] if `max_connections` is 0,
+    /// [`ReceiverError::Bind`] naming the address if it cannot be bound.
+    pub async fn bind(listen: SocketAddr, max_connections: usize) -> Result<TcpListenReceiver> {
+        if max_connections == 0 {
+            return Err(ReceiverError::Config {
+                receiver: KIND,
+                reason: format!("`max_connections` of {listen} must be > 0"),
+            });
+        }
+        let bind_error = |source| ReceiverError::Bind {
+            receiver: KIND,
+            address: listen,
+            source,
+        };
+        let listener = TcpListener::bind(listen).await.map_err(bind_error)?;
+        let local_addr = listener.local_addr().map_err(bind_error)?;
+        Ok(TcpListenReceiver {
+            listener,
+            local_addr,
+            max_connections,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    async fn serve(self, ingest: StreamIngest, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+        let name = self.describe();
+        tracing::info!(receiver = %name, stream = ingest.name(), "listening");
+        // Tells the connection tasks to stop, on shutdown and on failure.
+        let (stop, stop_rx) = watch::channel(false);
+        let mut connections = JoinSet::new();
+        let refusals = LogLimit::new(LOG_PERIOD);
+        let accept_errors = LogLimit::new(LOG_PERIOD);
+        let read_errors = Arc::new(LogLimit::new(LOG_PERIOD));
+        let mut failure = None;
+
+        'accept: loop {
+            tokio::select! {
+                biased;
+                () = stopped(&mut shutdown) => break,
+                Some(joined) = connections.join_next() => {
+                    failure = ended(&name, joined);
+                    if failure.is_some() {
+                        break;
+                    }
+                }
+                accepted = self.listener.accept() => match accepted {
+                    Ok((socket, peer)) => {
+                        // Reap the connections that ended, so that `len`
+                        // counts open ones.
+                        while let Some(joined) = connections.try_join_next() {
+                            failure = ended(&name, joined);
+                            if failure.is_some() {
+                                break 'accept;
+                            }
+                        }
+                        if connections.len() >= self.max_connections {
+                            ingest.counters.refused();
+                            drop(socket);
+                            if let Some(suppressed) = refusals.check() {
+                                tracing::warn!(
+                                    receiver = %name, %peer, suppressed,
+                                    "refused a connection: {} connections are open already",
+                                    self.max_connections
+                                );
+                            }
+                            continue;
+                        }
+                        let active = ActiveConnection::open(&ingest.counters);
+                        connections.spawn(connection(
+                            socket,
+                            peer,
+                            ingest.clone(),
+                            stop_rx.clone(),
+                            active,
+                            Arc::clone(&read_errors),
+                        ));
+                    }
+                    Err(e) => {
+                        ingest.counters.error();
+                        if let Some(suppressed) = accept_errors.check() {
+                            tracing::warn!(receiver = %name, error = %e, suppressed, "accept failed");
+                        }
+                        tokio::select! {
+                            biased;
+                            () = stopped(&mut shutdown) => break 'accept,
+                            () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => {}
+                        }
+                    }
+                },
+            }
+        }
+
+        // Stop accepting: from here the kernel refuses new connections.
+        drop(self.listener);
+        // Receivers of `stop_rx` only ever wait for `true`, so a send that
+        // finds none left is fine.
+        let _ = stop.send(true);
+        while let Some(joined) = connections.join_next().await {
+            let failed = ended(&name, joined);
+            failure = failure.or(failed);
+        }
+        tracing::info!(receiver = %name, "stopped");
+        match failure {
+            Some(source) => Err(ReceiverError::Wal {
+                receiver: name,
+                source,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Receiver for TcpListenReceiver {
+    fn describe(&self) -> String {
+        format!("{KIND} {}", self.local_addr)
+    }
+
+    fn local_addr(&self) -> Option<SocketAddr> {
+        Some(self.local_addr)
+    }
+
+    fn run(
+        self: Box<Self>,
+        ingest: StreamIngest,
+        shutdown: watch::Receiver<bool>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), ReceiverError>> + Send>> {
+        Box::pin(self.serve(ingest, shutdown))
+    }
+}
+
+/// Reads one connection until its peer closes it, it fails or `stop`.
+///
+/// # Errors
+///
+/// A failed append, which stops the whole receiver.
+async fn connection(
+    socket: TcpStream,
+    peer: SocketAddr,
+    ingest: StreamIngest,
+    mut stop: watch::Receiver<bool>,
+    _active: ActiveConnection,
+    read_errors: Arc<LogLimit>,
+) -> Result<(), WalError> {
+    let (end, frames) = pump(socket, &ingest, &mut stop).await?;
+    if let PumpEnd::Failed(e) = &end {
+        // One connection's trouble: it ends, the others go on.
+        ingest.counters.error();
+        if let Some(suppressed) = read_errors.check() {
+            tracing::warn!(stream = ingest.name(), %peer, error = %e, suppressed, "connection failed");
+        }
+    } else {
+        tracing::debug!(stream = ingest.name(), %peer, frames, "connection {end}");
+    }
+    Ok(())
+}
+
+/// What an ended connection task means for the receiver: the WAL error that
+/// stops it, if any.
+fn ended(receiver: &str, joined: Result<Result<(), WalError>, JoinError>) -> Option<WalError> {
+    match joined {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => {
+            tracing::error!(receiver, error = %e, "append failed; stopping the receiver");
+            Some(e)
+        }
+        // A bug in the connection task; the other connections go on.
+        Err(e) if e.is_panic() => {
+            tracing::error!(receiver, error = %e, "a connection task panicked");
+            None
+        }
+        // Aborted: only when the receiver itself is dropped.
+        Err(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        task::JoinHandle,
+    };
+
+    use super::{super::testkit, *};
+    use crate::control::{self, Kind};
+
+    const LIMIT: Duration = Duration::from_secs(5);
+
+    struct Running {
+        addr: SocketAddr,
+        ingest: StreamIngest,
+        shutdown: watch::Sender<bool>,
+        task: JoinHandle<Result<()>>,
+    }
+
+    async fn start(
+        wal: &crate::wal::Wal,
+        max_connections: usize,
+        max_record_bytes: usize,
+    ) -> Running {
+        let receiver = TcpListenReceiver::bind("127.0.0.1:0".parse().unwrap(), max_connections)
+            .await
+            .unwrap();
+        let addr = receiver.local_addr();
+        let ingest = StreamIngest::new(wal.clone(), 0, "lines", max_record_bytes);
+        let (shutdown, rx) = watch::channel(false);
+        let task = tokio::spawn(Box::new(receiver).run(ingest.clone(), rx));
+        Running {
+            addr,
+            ingest,
+            shutdown,
+            task,
+        }
+    }
+
+    impl Running {
+        async fn stop(self) -> Result<()> {
+            self.shutdown.send(true).unwrap();
+            tokio::time::timeout(LIMIT, self.task)
+                .await
+                .expect("receiver stops")
+                .unwrap()
+        }
+    }
+
+    /// Sends `data`, closes the sending side and waits for the receiver to
+    /// close the connection: by then every line is durable.
+    async fn send(addr: SocketAddr, data: &[u8]) {
+        let mut socket = TcpStream::connect(addr).await.unwrap();
+        socket.write_all(data).await.unwrap();
+        socket.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        let n = tokio::time::timeout(LIMIT, socket.read_to_end(&mut rest))
+            .await
+            .expect("receiver closes the connection")
+            .unwrap();
+        assert_eq!(n, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_over_max_connections_is_refused_and_counted() {
+        let (_dir, wal) = testkit::open_wal(1 << 20);
+        let running = start(&wal, 2, 1000).await;
+        let ingest = running.ingest.clone();
+        let counters = || ingest.counters().snapshot();
+        let mut open = Vec::new();
+        for i in 0..2 {
+            let mut s = TcpStream::connect(running.addr).await.unwrap();
+            s.write_all(format!("open {i}\n").as_bytes()).await.unwrap();
+            open.push(s);
+        }
+        testkit::wait_until("2 connections active", LIMIT, || {
+            counters().connections_active == 2
+        })
+        .await;
+
+        let mut extra = TcpStream::connect(running.addr).await.unwrap();
+        let mut buf = [0; 16];
+        // Closed by the receiver: EOF, or a reset if it raced our write.
+        let read = tokio::time::timeout(LIMIT, extra.read(&mut buf))
+            .await
+            .expect("the extra connection is closed");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        testkit::wait_until("refusal counted", LIMIT, || {
+            counters().connections_refused == 1
+        })
+        .await;
+
+        // The two open connections are still served.
+        for (i, mut s) in open.into_iter().enumerate() {
+            s.write_all(format!("more {i}\n").as_bytes()).await.unwrap();
+            s.shutdown().await.unwrap();
+            let mut rest = Vec::new();
+            s.read_to_end(&mut rest).await.unwrap();
+        }
+        running.stop().await.unwrap();
+        let mut got: Vec<Vec<u8>> = testkit::read_all(&wal)
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect();
+        got.sort();
+        assert_eq!(got, [&b"more 0"[..], b"more 1", b"open 0", b"open 1"]);
+        let c = counters();
+        assert_eq!(
+            (c.connections_accepted, c.connections_active),
+            (2, 0),
+            "{c:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_oversized_line_is_rejected_once_and_nothing_around_it_is_lost() {
+        let (_dir, wal) = testkit::open_wal(1 << 20);
+        let running = start(&wal, 4, 1000).await;
+        let mut data = Vec::new();
+        for i in 0..100 {
+            data.extend_from_slice(format!("before {i}\n").as_bytes());
+        }
+        data.extend(std::iter::repeat_n(b'x', 5000));
+        data.push(b'\n');
+        for i in 0..100 {
+            data.extend_from_slice(format!("after {i}\n").as_bytes());
+        }
+        send(running.addr, &data).await;
+        let c = running.ingest.counters().snapshot();
+        running.stop().await.unwrap();
+
+        let got = testkit::read_all(&wal);
+        let rejected: Vec<usize> = (0..got.len())
+            .filter(|&i| got[i].0 == Kind::Rejected(0))
+            .collect();
+        assert_eq!(rejected, [100], "exactly one rejection, in place");
+        let (reason, prefix) = control::split_rejected(&got[100].1);
+        assert_eq!(
+            reason,
+            "record of 5000 bytes exceeds max_record_bytes (1000)"
+        );
+        assert_eq!(prefix, &[b'x'; control::REJECTED_PREFIX_BYTES][..]);
+        let data_lines: Vec<Vec<u8>> = got
+            .iter()
+            .filter(|(k, _)| *k == Kind::Data(0))
+            .map(|(_, p)| p.clone())
+            .collect();
+        let want: Vec<Vec<u8>> = (0..100)
+            .map(|i| format!("before {i}").into_bytes())
+            .chain((0..100).map(|i| format!("after {i}").into_bytes()))
+            .collect();
+        assert_eq!(data_lines, want);
+        assert_eq!((c.records, c.rejected, c.errors), (200, 1, 0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reset_connection_ends_alone() {
+        let (_dir, wal) = testkit::open_wal(1 << 20);
+        let running = start(&wal, 4, 1000).await;
+        let ingest = running.ingest.clone();
+        let counters = || ingest.counters().snapshot();
+        let mut doomed = TcpStream::connect(running.addr).await.unwrap();
+        let mut other = TcpStream::connect(running.addr).await.unwrap();
+        doomed.write_all(b"doomed\n").await.unwrap();
+        other.write_all(b"other 1\n").await.unwrap();
+        testkit::wait_until("2 lines", LIMIT, || counters().records == 2).await;
+
+        // Closing with a zero linger sends a reset instead of a FIN.
+        doomed.set_zero_linger().unwrap();
+        drop(doomed);
+        testkit::wait_until("reset counted", LIMIT, || {
+            counters().errors == 1 && counters().connections_active == 1
+        })
+        .await;
+        other.write_all(b"other 2\n").await.unwrap();
+        other.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        other.read_to_end(&mut rest).await.unwrap();
+        running.stop().await.unwrap();
+
+        let mut got: Vec<Vec<u8>> = testkit::read_all(&wal)
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect();
+        got.sort();
+        assert_eq!(got, [&b"doomed"[..], b"other 1", b"other 2"]);
+        assert_eq!(counters().errors, 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_returns_within_a_second_with_connections_open() {
+        let (_dir, wal) = testkit::open_wal(1 << 20);
+        let running = start(&wal, 16, 1000).await;
+        let mut open = Vec::new();
+        for i in 0..8 {
+            let mut s = TcpStream::connect(running.addr).await.unwrap();
+            // A complete line and an unfinished one.
+            s.write_all(format!("line {i}\nunfinished").as_bytes())
+                .await
+                .unwrap();
+            open.push(s);
+        }
+        let ingest = running.ingest.clone();
+        testkit::wait_until("lines appended", LIMIT, || {
+            ingest.counters().snapshot().records == 8
+        })
+        .await;
+        let addr = running.addr;
+        let started = Instant::now();
+        running.stop().await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        for mut s in open {
+            let mut rest = Vec::new();
+            let read = tokio::time::timeout(LIMIT, s.read_to_end(&mut rest)).await;
+            assert!(matches!(read, Ok(Ok(0) | Err(_))), "closed: {read:?}");
+        }
+        assert!(TcpStream::connect(addr).await.is_err(), "not listening");
+        assert_eq!(ingest.counters().snapshot().connections_active, 0);
+        assert_eq!(testkit::read_all(&wal).len(), 8, "unfinished lines dropped");
+    }
+
+    #[tokio::test]
+    async fn binding_a_busy_address_is_an_error_naming_it() {
+        let first = TcpListenReceiver::bind("127.0.0.1:0".parse().unwrap(), 1)
+            .await
+            .unwrap();
+        let addr = first.local_addr();
+        let err = TcpListenReceiver::bind(addr, 1).await.unwrap_err();
+        assert!(matches!(err, ReceiverError::Bind { .. }), "{err:?}");
+        assert!(err.to_string().contains(&addr.to_string()), "{err}");
+        assert!(err.is_retryable());
+        let err = TcpListenReceiver::bind(addr, 0).await.unwrap_err();
+        assert!(matches!(err, ReceiverError::Config { .. }), "{err:?}");
+        assert_eq!(first.describe(), format!("tcp_listen {addr}"));
+    }
+}

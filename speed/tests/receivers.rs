@@ -1,0 +1,191 @@
+//! The receivers through their public API ([`build`] and the [`Receiver`]
+//! trait), against real sockets: many concurrent senders, and a WAL slow
+//! enough to push back.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use lamina_speed::{
+    control::{self, Kind},
+    receivers::{self, ReceiverSpec, StreamIngest},
+    wal::{Wal, WalConfig},
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    sync::watch,
+    task::JoinSet,
+};
+
+const LIMIT: Duration = Duration::from_secs(15);
+
+/// A directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let path =
+            std::env::temp_dir().join(format!("lamina-receivers-it-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn open_wal(dir: &TempDir, max_pending_bytes: u64) -> Wal {
+    let mut cfg = WalConfig::new(dir.0.join("wal"));
+    cfg.max_pending_bytes = max_pending_bytes;
+    Wal::open(cfg).unwrap().0
+}
+
+/// Runs a `tcp_listen` receiver built from its spec while `clients`
+/// connections each send `lines` numbered lines, all at once; checks that
+/// the WAL holds every line exactly once, in order per connection.
+async fn every_line_arrives_once_in_order(wal: Wal, clients: usize, lines: usize) {
+    let spec = ReceiverSpec::TcpListen {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        max_connections: clients,
+    };
+    let receiver = receivers::build(&spec).await.unwrap();
+    let addr: SocketAddr = receiver.local_addr().unwrap();
+    assert_eq!(receiver.describe(), format!("tcp_listen {addr}"));
+    let ingest = StreamIngest::new(wal.clone(), 2, "numbers", 1 << 20);
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let run = tokio::spawn(receiver.run(ingest.clone(), shutdown_rx));
+
+    let mut senders = JoinSet::new();
+    for client in 0..clients {
+        senders.spawn(async move {
+            let mut socket = TcpStream::connect(addr).await.unwrap();
+            let data: String = (0..lines)
+                .map(|i| format!("c{client:02}-{i:06}\n"))
+                .collect();
+            socket.write_all(data.as_bytes()).await.unwrap();
+            socket.shutdown().await.unwrap();
+            // The receiver closes after appending everything it read.
+            let mut rest = Vec::new();
+            assert_eq!(socket.read_to_end(&mut rest).await.unwrap(), 0);
+        });
+    }
+    tokio::time::timeout(LIMIT, async {
+        while let Some(sent) = senders.join_next().await {
+            sent.unwrap();
+        }
+    })
+    .await
+    .expect("all senders done");
+    shutdown.send(true).unwrap();
+    tokio::time::timeout(LIMIT, run)
+        .await
+        .expect("receiver stops")
+        .unwrap()
+        .unwrap();
+
+    let reader = wal.clone();
+    let next_per_client = tokio::task::spawn_blocking(move || {
+        let mut next: HashMap<String, usize> = HashMap::new();
+        reader
+            .read_range(
+                reader.first_seq()..reader.durable_seq(),
+                |_, id, _, payload| {
+                    assert_eq!(control::kind(id), Kind::Data(2));
+                    let line = std::str::from_utf8(payload).unwrap();
+                    let (client, i) = line.split_once('-').unwrap();
+                    let expected = next.entry(client.to_string()).or_default();
+                    assert_eq!(
+                        i.parse::<usize>().unwrap(),
+                        *expected,
+                        "{line}: out of order"
+                    );
+                    *expected += 1;
+                },
+            )
+            .unwrap();
+        next
+    })
+    .await
+    .unwrap();
+    assert_eq!(next_per_client.len(), clients);
+    assert!(
+        next_per_client.values().all(|&n| n == lines),
+        "{next_per_client:?}"
+    );
+
+    let c = ingest.counters().snapshot();
+    let total = (clients * lines) as u64;
+    assert_eq!(c.records, total);
+    assert_eq!(c.bytes, total * 10);
+    assert_eq!(c.connections_accepted, clients as u64);
+    assert_eq!(
+        (
+            c.connections_active,
+            c.connections_refused,
+            c.rejected,
+            c.errors
+        ),
+        (0, 0, 0, 0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_concurrent_connections_lose_and_reorder_nothing() {
+    let dir = TempDir::new("concurrent");
+    let started = Instant::now();
+    every_line_arrives_once_in_order(open_wal(&dir, 64 << 20), 20, 5000).await;
+    eprintln!("20 x 5000 lines in {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wal_that_pushes_back_slows_senders_down_and_drops_nothing() {
+    let dir = TempDir::new("backpressure");
+    // Smaller than one batch: appends go one at a time across all
+    // connections, each waiting for the one before to be durable, and a
+    // connection reads nothing while its append waits; what the senders
+    // write meanwhile waits in the socket buffers, then in TCP flow control.
+    let wal = open_wal(&dir, 256);
+    let started = Instant::now();
+    every_line_arrives_once_in_order(wal.clone(), 4, 50_000).await;
+    eprintln!(
+        "4 x 50000 lines in {:?}, {:?}",
+        started.elapsed(),
+        wal.stats()
+    );
+}
+
+#[tokio::test]
+async fn build_rejects_bad_specs_naming_them() {
+    let busy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = busy.local_addr().unwrap();
+    let spec = ReceiverSpec::TcpListen {
+        listen: addr,
+        max_connections: 8,
+    };
+    let err = receivers::build(&spec).await.err().expect("address in use");
+    assert!(err.to_string().contains(&addr.to_string()), "{err}");
+
+    let spec = ReceiverSpec::TcpConnect {
+        address: "localhost".into(),
+        reconnect_min_ms: 100,
+        reconnect_max_ms: 5000,
+    };
+    let err = receivers::build(&spec).await.err().expect("no port");
+    assert!(err.to_string().contains("\"localhost\""), "{err}");
+
+    let spec = ReceiverSpec::TcpConnect {
+        address: "localhost:9999".into(),
+        reconnect_min_ms: 100,
+        reconnect_max_ms: 5000,
+    };
+    let receiver = receivers::build(&spec).await.unwrap();
+    assert_eq!(receiver.describe(), "tcp_connect localhost:9999");
+    assert_eq!(receiver.local_addr(), None);
+}
