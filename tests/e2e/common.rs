@@ -1,0 +1,226 @@
+//! Shared helpers of the end-to-end tests: start the real `lamina` binary as
+//! a user would, wait for it, talk to it, stop it by its PID.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use lamina_serving::client::Client;
+use serde_json::Value;
+
+/// The binary under test.
+pub fn lamina() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_lamina"))
+}
+
+/// A fresh working directory, removed on drop.
+pub struct WorkDir(pub PathBuf);
+
+impl WorkDir {
+    pub fn new(tag: &str) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "lamina-e2e-{tag}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        WorkDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A free port on 127.0.0.1 (bound and released; good enough for tests that
+/// start one server at a time per port).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running server, killed on drop if still running.
+pub struct Server {
+    pub child: Child,
+    pub http: u16,
+    pub log: PathBuf,
+}
+
+impl Server {
+    /// Starts `lamina serve` in `dir` with `args`, logging to `dir/serve-N.log`,
+    /// and waits until `/healthz` answers on `http` (at most 20 s).
+    pub fn start(dir: &Path, http: u16, args: &[&str]) -> Server {
+        static RUN: AtomicU64 = AtomicU64::new(0);
+        let log = dir.join(format!("serve-{}.log", RUN.fetch_add(1, Ordering::Relaxed)));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = lamina()
+            .arg("serve")
+            .args(args)
+            .current_dir(dir)
+            .env("RUST_LOG", "info")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("the lamina binary starts");
+        let mut server = Server { child, http, log };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = server.client().get("/healthz")
+                && r.status == 200
+            {
+                return server;
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!(
+                    "lamina serve exited with {status} during start-up:\n{}",
+                    server.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "lamina serve did not answer within 20 s:\n{}",
+                server.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(&format!("http://127.0.0.1:{}", self.http), None)
+            .unwrap()
+            .with_timeout(Duration::from_secs(10))
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.client().get(path).unwrap();
+        (r.status, r.json().unwrap_or(Value::Null))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM by PID; waits for the exit (at most 30 s).
+    pub fn terminate(mut self) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "lamina did not stop within 30 s of SIGTERM:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL by PID: the process gets no chance to clean up.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Sends lines over one TCP connection and closes it.
+pub fn send_tcp(port: u16, lines: &[String]) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut body = lines.join("\n");
+    body.push('\n');
+    s.write_all(body.as_bytes()).unwrap();
+}
+
+/// The merged count of a key (0 when absent).
+pub fn count(server: &Server, view: &str, key: &str) -> i64 {
+    let (status, v) = server.get(&format!("/v1/views/{view}/keys/{key}"));
+    assert_eq!(status, 200, "{v}");
+    v["value"].as_i64().unwrap_or(0)
+}
+
+/// Polls `f` until it returns true, at most `limit`; returns the time it took.
+pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+/// A config file with the given ports and a JSON stream besides the default
+/// text one, written to `dir/lamina.toml`.
+pub fn write_config(dir: &Path, http: u16, tcp: u16, extra: &str) -> PathBuf {
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:{http}"
+
+[speed]
+batch_interval_ms = 50
+epoch_ms = 1000
+
+[[stream]]
+name = "lines"
+format = "text"
+  [[stream.receiver]]
+  type = "tcp_listen"
+  listen = "127.0.0.1:{tcp}"
+
+[[stream]]
+name = "events"
+format = "json"
+schema = [ {{ name = "user", type = "string" }}, {{ name = "amount", type = "int64", nullable = true }} ]
+
+[[view]]
+name = "word_counts"
+stream = "lines"
+key = {{ words = "line" }}
+aggregate = "count"
+
+[[view]]
+name = "amount_by_user"
+stream = "events"
+key = {{ column = "user" }}
+aggregate = "sum"
+column = "amount"
+
+[batch]
+schedule = "off"
+{extra}
+"#
+    );
+    let path = dir.join("lamina.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
