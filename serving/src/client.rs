@@ -124,11 +124,25 @@ impl Client {
             head.push_str(&format!("{k}: {v}\r\n"));
         }
         head.push_str("\r\n");
-        stream.write_all(head.as_bytes()).map_err(fail)?;
-        stream.write_all(body).map_err(fail)?;
+        // A server may answer before it has read the whole body (413 for a
+        // body over its limit) and close the connection: keep the write
+        // error and still read the answer.
+        let written = stream
+            .write_all(head.as_bytes())
+            .and_then(|()| stream.write_all(body));
         let mut reader = BufReader::new(stream);
         let mut status_line = String::new();
-        reader.read_line(&mut status_line).map_err(fail)?;
+        match (reader.read_line(&mut status_line), written) {
+            (Ok(n), _) if n > 0 => {}
+            (_, Err(e)) => return Err(fail(e)),
+            (Err(e), Ok(())) => return Err(fail(e)),
+            (Ok(_), Ok(())) => {
+                return Err(format!(
+                    "{method} http://{}{path}: connection closed without an answer",
+                    self.host
+                ));
+            }
+        }
         let status: u16 = status_line
             .split_whitespace()
             .nth(1)
