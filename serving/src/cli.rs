@@ -74,6 +74,19 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Benchmarks (run them from a release build).
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+/// `lamina bench ...`
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Sustained TCP ingest into `word_counts` and end-to-end latency, against
+    /// a real server this command starts.
+    Stream(crate::bench::StreamBench),
 }
 
 /// `lamina batch ...`
@@ -117,6 +130,15 @@ pub fn main() -> ExitCode {
             command: BatchCommand::Run { wait, server },
         } => client_command(&server, |c| batch_run(c, wait)),
         Command::Status { server } => client_command(&server, status),
+        Command::Bench {
+            command: BenchCommand::Stream(args),
+        } => match crate::bench::stream(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lamina bench: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::CheckConfig { config } => match crate::config::Config::load(&config) {
             Ok(_) => {
                 println!("{}: ok", config.display());

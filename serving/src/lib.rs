@@ -8,10 +8,12 @@
 //! - [`api`]: the REST API on warp.
 //! - [`server`]: `lamina serve`, wiring the layers into one process.
 //! - [`receivers`]: configured receivers to the speed layer's specs.
+//! - [`bench`]: `lamina bench stream`, the speed layer measured from outside.
 //! - [`cli`]: the command line; [`client`] is the small HTTP client its
 //!   client subcommands use.
 
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;
