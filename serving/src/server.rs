@@ -92,29 +92,20 @@ fn format_of(stream: &config::StreamConfig) -> Result<Format, ServeError> {
     Format::new(kind, columns).map_err(|e| startup(format!("stream `{}`", stream.name), e))
 }
 
-/// The saved batch-run history (see [`save_runs`]).
+/// The saved batch-run history.
 fn load_runs(store: &ViewStore) -> Vec<RunRecord> {
-    match store.load_blob(RUNS_BLOB) {
-        Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-            warn!("the saved batch-run history is unreadable ({e}); starting a new one");
-            Vec::new()
-        }),
-        Ok(None) => Vec::new(),
-        Err(e) => {
-            warn!("cannot read the batch-run history: {e}");
-            Vec::new()
-        }
-    }
+    store.load_runs().unwrap_or_else(|e| {
+        warn!("{e}; starting a new batch-run history");
+        Vec::new()
+    })
 }
 
-fn save_runs(store: &ViewStore, runs: &[RunRecord]) {
-    let bytes = serde_json::to_vec(runs).expect("run records serialize");
-    if let Err(e) = store.save_blob(RUNS_BLOB, &bytes) {
+/// Saves the batch-run history (durably).
+pub(crate) fn save_runs(store: &ViewStore, runs: &[RunRecord]) {
+    if let Err(e) = store.save_runs(runs) {
         warn!("cannot save the batch-run history: {e}");
     }
 }
-
-const RUNS_BLOB: &str = "batch_runs";
 
 /// Runs the server until SIGINT or SIGTERM.
 ///
@@ -190,6 +181,16 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     )
     .map_err(|e| startup("speed layer", e))?;
 
+    // A sealed epoch never takes records again, whatever the clock says.
+    let sealed = master
+        .manifest()
+        .await
+        .map_err(|e| startup("master dataset manifest", e))?
+        .sealed_through;
+    let epoch_floor = batcher.epoch_floor();
+    if let Some(s) = sealed {
+        epoch_floor.fetch_max(s + 1, Ordering::AcqRel);
+    }
     // Replay what the log holds beyond the committed position before
     // anything can ingest: keys of retried requests must be committed.
     let backlog = wal.durable_seq().saturating_sub(batcher.next_seq());
@@ -207,16 +208,6 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             records = backlog,
             "replayed records that were acknowledged but not yet processed"
         );
-    }
-    // A sealed epoch never takes records again, whatever the clock says.
-    let sealed = master
-        .manifest()
-        .await
-        .map_err(|e| startup("master dataset manifest", e))?
-        .sealed_through;
-    let epoch_floor = batcher.epoch_floor();
-    if let Some(s) = sealed {
-        epoch_floor.fetch_max(s + 1, Ordering::AcqRel);
     }
     let (sealed_tx, sealed_rx) = watch::channel(sealed);
 

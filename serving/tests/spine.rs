@@ -324,3 +324,53 @@ fn rejected_records_become_dead_letters_and_idempotency_keys_commit_with_their_r
         "a key is not data"
     );
 }
+
+/// Regression: a restart inside an epoch recorded the epoch's start again,
+/// at the current position, so the records committed before the crash fell
+/// out of the epoch and never reached the master dataset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn restart_within_an_epoch_keeps_the_records_committed_before_it() {
+    let dir = Dir::new("restart-epoch");
+    {
+        let mut n = start(&dir.0).unwrap();
+        n.wal.append_blocking(LINES, &["a", "b"], 1).unwrap();
+        n.batcher.run_once(at(0)).unwrap();
+        n.store.flush().unwrap();
+    }
+    let mut n = start(&dir.0).unwrap();
+    n.wal.append_blocking(LINES, &["c"], 2).unwrap();
+    n.batcher.run_once(at(0)).unwrap();
+    let master = MasterStore::open(&format!("file://{}", dir.0.join("master").display())).unwrap();
+    let formats = streams().into_iter().map(|s| (s.name, s.format)).collect();
+    let log: Arc<dyn RecordLog> = Arc::new(n.wal.clone());
+    let sealer = Sealer::new(
+        master,
+        log,
+        Arc::clone(&n.store) as Arc<dyn CommitSink>,
+        formats,
+    );
+    let report = sealer.seal_before(1).await.unwrap().unwrap();
+    let rows: u64 = report.files.iter().map(|f| f.rows).sum();
+    assert_eq!(rows, 3, "all three records of epoch 0 are sealed");
+}
+
+/// Regression: records replayed after a crash could land in an epoch a
+/// batch run had already sealed; the store now refuses such a commit.
+#[test]
+fn the_store_refuses_deltas_of_an_epoch_the_served_generation_covers() {
+    let dir = Dir::new("covered");
+    let n = start(&dir.0).unwrap();
+    n.store.publish(5, Vec::new()).unwrap();
+    let err = n
+        .store
+        .commit(lamina_serving::store::MicroBatchCommit {
+            batch_id: 1,
+            epoch: 5,
+            positions: vec![],
+            deltas: vec![("word_counts".into(), vec![("x".into(), AggValue::Count(1))])],
+            dead_letters: vec![],
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("already covers"), "{err}");
+    assert_eq!(count(&n.store, "word_counts", "x"), 0);
+}

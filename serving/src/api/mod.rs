@@ -228,10 +228,11 @@ fn list_views(state: &ApiState) -> Result<Response, ApiError> {
     )
 }
 
-fn request_run(state: &ApiState, auth: Option<String>) -> Result<Response, ApiError> {
-    let _permit = admit(state)?;
-    authorize(state, auth.as_deref())?;
+async fn request_run(state: Arc<ApiState>, auth: Option<String>) -> Result<Response, ApiError> {
+    let _permit = admit(&state)?;
+    authorize(&state, auth.as_deref())?;
     let run = state.runs.request("api");
+    persist_runs(&state).await;
     Ok(warp::reply::with_status(
         warp::reply::json(&json!({"id": run.id, "state": run.state})),
         StatusCode::ACCEPTED,
@@ -257,9 +258,23 @@ fn get_run(state: &ApiState, id: &str) -> Result<Response, ApiError> {
     Ok(warp::reply::json(&run).into_response())
 }
 
-fn cancel_run(state: &ApiState, id: &str, auth: Option<String>) -> Result<Response, ApiError> {
-    let _permit = admit(state)?;
-    authorize(state, auth.as_deref())?;
+/// Saves the run history before answering, so that an acknowledged run
+/// keeps its id across a crash (a flush: off the async workers).
+async fn persist_runs(state: &Arc<ApiState>) {
+    let st = Arc::clone(state);
+    let _ =
+        tokio::task::spawn_blocking(move || crate::server::save_runs(&st.store, &st.runs.list()))
+            .await;
+}
+
+async fn cancel_run(
+    state: Arc<ApiState>,
+    id: String,
+    auth: Option<String>,
+) -> Result<Response, ApiError> {
+    let _permit = admit(&state)?;
+    authorize(&state, auth.as_deref())?;
+    let id: &str = &id;
     let id = run_id(id)?;
     let run = state.runs.cancel(id).ok_or_else(|| {
         ApiError::new(
@@ -268,6 +283,7 @@ fn cancel_run(state: &ApiState, id: &str, auth: Option<String>) -> Result<Respon
             format!("no batch run {id}"),
         )
     })?;
+    persist_runs(&state).await;
     Ok(warp::reply::with_status(warp::reply::json(&run), StatusCode::ACCEPTED).into_response())
 }
 
@@ -298,7 +314,7 @@ pub fn routes(
         .and(warp::post())
         .and(auth())
         .and(s())
-        .map(|a: Option<String>, st: State| reply(request_run(&st, a)));
+        .then(|a: Option<String>, st: State| async move { reply(request_run(st, a).await) });
     let runs_list = warp::path!("v1" / "batch" / "runs")
         .and(warp::get())
         .and(s())
@@ -348,7 +364,9 @@ pub fn routes(
         .and(warp::post())
         .and(auth())
         .and(s())
-        .map(|id: String, a: Option<String>, st: State| reply(cancel_run(&st, &id, a)));
+        .then(|id: String, a: Option<String>, st: State| async move {
+            reply(cancel_run(st, id, a).await)
+        });
 
     healthz
         .or(views)

@@ -237,6 +237,20 @@ impl ViewStore {
         // interleave. Readers wait for the sled transaction too, which is
         // short: it writes to sled's page cache and never fsyncs.
         let mut index = self.write();
+        // A micro-batch in an epoch the served generation covers would be
+        // dropped at the next publish or counted twice: a bug upstream.
+        // Refusing keeps its records in the log, and the error says why.
+        if index.watermark.is_some_and(|w| commit.epoch <= w) {
+            return Err(StoreError::Mismatch {
+                view: "*".into(),
+                detail: format!(
+                    "micro-batch {} is in epoch {}, which the served generation {} already covers",
+                    commit.batch_id,
+                    commit.epoch,
+                    index.watermark.unwrap_or_default()
+                ),
+            });
+        }
         let mut staged: Vec<(String, Arc<str>, AggValue)> = Vec::new();
         let mut rows: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         for (view, pairs) in &commit.deltas {
@@ -482,6 +496,38 @@ impl ViewStore {
         Ok(self.meta.get(keys::blob(name))?.map(|v| v.to_vec()))
     }
 
+    /// Saves the batch-run history durably (flushed before returning), so
+    /// that a run acknowledged to a client keeps its id across a crash.
+    ///
+    /// # Errors
+    ///
+    /// sled errors.
+    pub fn save_runs(&self, runs: &[lamina_batch::RunRecord]) -> Result<()> {
+        let bytes = serde_json::to_vec(runs).map_err(|e| StoreError::Corrupt {
+            what: "the batch-run history".into(),
+            detail: e.to_string(),
+        })?;
+        self.save_blob(RUNS_BLOB, &bytes)?;
+        self.meta.flush()?;
+        Ok(())
+    }
+
+    /// The saved batch-run history (empty when none, or unreadable — which
+    /// is reported in the error).
+    ///
+    /// # Errors
+    ///
+    /// sled errors or an undecodable history.
+    pub fn load_runs(&self) -> Result<Vec<lamina_batch::RunRecord>> {
+        match self.load_blob(RUNS_BLOB)? {
+            None => Ok(Vec::new()),
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                what: "the batch-run history".into(),
+                detail: e.to_string(),
+            }),
+        }
+    }
+
     /// Makes everything committed so far durable.
     ///
     /// # Errors
@@ -492,6 +538,8 @@ impl ViewStore {
         Ok(())
     }
 }
+
+const RUNS_BLOB: &str = "batch_runs";
 
 fn tx_error(e: sled::transaction::TransactionError<()>) -> StoreError {
     match e {

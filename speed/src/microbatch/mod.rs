@@ -150,8 +150,9 @@ impl MicroBatcher {
             .map_err(fail)?
             .iter()
             .filter_map(|(name, _)| name.strip_prefix("epoch_start/")?.parse::<u64>().ok())
-            .max()
-            .unwrap_or(0);
+            .max();
+        let has_started = last_started.is_some();
+        let last_started = last_started.unwrap_or(0);
         if log.durable_end() < next_seq {
             return Err(LoopError::LogBehindState {
                 log_end: log.durable_end(),
@@ -175,7 +176,10 @@ impl MicroBatcher {
             clock,
             next_seq,
             next_batch,
-            started_epoch: None,
+            // The last epoch with records may still be open (a restart
+            // within it): its start is recorded already and must not move,
+            // or the records before the crash would fall out of it.
+            started_epoch: has_started.then_some(last_started),
             epoch_floor: Arc::new(AtomicU64::new(last_started)),
         })
     }
