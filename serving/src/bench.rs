@@ -10,7 +10,8 @@
 //! - **Sustained rate**: a rate is sustained when the generator actually sent
 //!   it (≥ 95 %) and the records taken into micro-batches kept up: the lag
 //!   (sent − processed) at the end stays under two intervals' worth plus
-//!   0.5 s, and does not grow from the first to the last third of the run.
+//!   0.5 s of input, and the average lag of the last third of the run is at
+//!   most 1.25 × that of the first third plus one interval's input.
 //!   Without `--rate`, rates double from 50k lines/s until one fails, then
 //!   the best is confirmed for the full duration.
 //! - **Latency**: a line with a unique marker word is sent on its own
@@ -332,10 +333,12 @@ fn run_at(
     let lag_last_third = avg(&lags[lags.len().saturating_sub(third)..]);
     let lag_end = total_sent.saturating_sub(processed_at_end);
     let sent_rate = total_sent as f64 / elapsed;
-    let interval_lines = rate as f64 * 0.5; // 0.5 s of input
+    // Input of one interval, and of two intervals plus half a second.
+    let interval_lines = rate as f64 * interval_ms as f64 / 1e3;
+    let allowed_lag = rate as f64 * (2.0 * interval_ms as f64 / 1e3 + 0.5);
     let sustained = sent_rate >= 0.95 * rate as f64
-        && (lag_end as f64) <= interval_lines + 2.0 * rate as f64 * 0.2
-        && (lag_last_third as f64) <= 2.0 * lag_first_third as f64 + interval_lines;
+        && (lag_end as f64) <= allowed_lag
+        && (lag_last_third as f64) <= 1.25 * lag_first_third as f64 + interval_lines;
     RunResult {
         target: rate,
         sent_rate,

@@ -164,7 +164,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let clock = Clock {
         interval: config.speed.batch_interval(),
         epoch: config.speed.epoch(),
-        max_records: 2_000_000,
+        max_records: 1_000_000,
     };
     let log: Arc<dyn RecordLog> = Arc::new(wal.clone());
     let sink: Arc<dyn CommitSink> = Arc::clone(&store) as Arc<dyn CommitSink>;

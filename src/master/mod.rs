@@ -43,6 +43,81 @@ pub struct MasterStore {
     url: String,
 }
 
+/// A Parquet file being written: see [`MasterStore::epoch_writer`].
+pub struct EpochWriter {
+    master: MasterStore,
+    writer: AsyncArrowWriter<object_store::buffered::BufWriter>,
+    schema: arrow::datatypes::SchemaRef,
+    stream: String,
+    epoch: u64,
+    path: String,
+    rows: u64,
+}
+
+impl std::fmt::Debug for EpochWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EpochWriter")
+            .field("path", &self.path)
+            .field("rows", &self.rows)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EpochWriter {
+    /// Appends a batch.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Plan`] for a batch of another schema; [`Error::Execution`]
+    /// for store or encoding failures.
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.schema() != self.schema {
+            return Err(Error::plan(format!(
+                "stream `{}` epoch {}: batches have different schemas",
+                self.stream, self.epoch
+            )));
+        }
+        self.rows += batch.num_rows() as u64;
+        self.writer
+            .write(batch)
+            .await
+            .map_err(|e| Error::execution(format!("{}/{}: {e}", self.master.url, self.path)))
+    }
+
+    /// Finishes the file and returns its manifest entry.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Execution`] for store or encoding failures.
+    pub async fn finish(self) -> Result<EpochFile> {
+        let EpochWriter {
+            master,
+            writer,
+            stream,
+            epoch,
+            path,
+            rows,
+            ..
+        } = self;
+        writer
+            .close()
+            .await
+            .map_err(|e| Error::execution(format!("{}/{path}: {e}", master.url)))?;
+        let meta = master
+            .store
+            .head(&Path::from(path.as_str()))
+            .await
+            .map_err(|e| master.io_error(&format!("stat {path}"), e))?;
+        Ok(EpochFile {
+            stream,
+            epoch,
+            path,
+            rows,
+            bytes: meta.size,
+        })
+    }
+}
+
 impl std::fmt::Debug for MasterStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MasterStore")
@@ -134,10 +209,8 @@ impl MasterStore {
         Ok(())
     }
 
-    /// Writes the records of one stream in one epoch as one Parquet file
-    /// (zstd, row groups of up to 1M rows). The name depends only on the
-    /// stream and the epoch, so writing it again after a crash replaces the
-    /// same object. Does not touch the manifest.
+    /// Writes the records of one stream in one epoch as one Parquet file;
+    /// see [`epoch_writer`](Self::epoch_writer).
     ///
     /// # Errors
     ///
@@ -154,6 +227,28 @@ impl MasterStore {
                 "stream `{stream}` epoch {epoch}: no batches to write"
             ))
         })?;
+        let mut writer = self.epoch_writer(stream, epoch, first.schema())?;
+        for batch in batches {
+            writer.write(batch).await?;
+        }
+        writer.finish().await
+    }
+
+    /// A streaming writer of one stream's file for one epoch (zstd, row
+    /// groups of up to 1M rows, so memory stays bounded by one row group
+    /// whatever the epoch's size). The name depends only on the stream and
+    /// the epoch, so writing it again after a crash replaces the same
+    /// object. Does not touch the manifest.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Execution`] when the encoder cannot start.
+    pub fn epoch_writer(
+        &self,
+        stream: &str,
+        epoch: u64,
+        schema: arrow::datatypes::SchemaRef,
+    ) -> Result<EpochWriter> {
         let path = EpochFile::path_for(stream, epoch);
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
@@ -163,36 +258,16 @@ impl MasterStore {
             Arc::clone(&self.store),
             Path::from(path.as_str()),
         );
-        let mut writer = AsyncArrowWriter::try_new(sink, first.schema(), Some(props))
-            .map_err(|e| Error::execution(format!("{path}: {e}")))?;
-        let mut rows = 0u64;
-        for batch in batches {
-            if batch.schema() != first.schema() {
-                return Err(Error::plan(format!(
-                    "stream `{stream}` epoch {epoch}: batches have different schemas"
-                )));
-            }
-            rows += batch.num_rows() as u64;
-            writer
-                .write(batch)
-                .await
-                .map_err(|e| Error::execution(format!("{}/{path}: {e}", self.url)))?;
-        }
-        writer
-            .close()
-            .await
+        let writer = AsyncArrowWriter::try_new(sink, Arc::clone(&schema), Some(props))
             .map_err(|e| Error::execution(format!("{}/{path}: {e}", self.url)))?;
-        let meta = self
-            .store
-            .head(&Path::from(path.as_str()))
-            .await
-            .map_err(|e| self.io_error(&format!("stat {path}"), e))?;
-        Ok(EpochFile {
+        Ok(EpochWriter {
+            master: self.clone(),
+            writer,
+            schema,
             stream: stream.to_owned(),
             epoch,
             path,
-            rows,
-            bytes: meta.size,
+            rows: 0,
         })
     }
 

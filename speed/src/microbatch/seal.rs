@@ -26,6 +26,9 @@ use crate::microbatch::buffer::RecordBuffer;
 
 const EPOCH_START_PREFIX: &str = "epoch_start/";
 
+/// Log records read and parsed at a time while sealing.
+const SEAL_CHUNK_RECORDS: u64 = 262_144;
+
 /// Seals epochs of the configured streams.
 pub struct Sealer {
     master: MasterStore,
@@ -106,17 +109,33 @@ impl Sealer {
                 continue;
             }
             let end = end_of(epoch);
-            // 2. One file per stream with records in the epoch.
-            for (stream, batch) in self.read_epoch(start..end).await? {
-                if batch.num_rows() == 0 {
-                    continue;
+            // 2. One file per stream with records in the epoch, written in
+            // chunks of the log so that memory stays bounded however long
+            // the epoch is.
+            let mut writers: BTreeMap<String, lamina::master::EpochWriter> = BTreeMap::new();
+            let mut from = start;
+            while from < end {
+                let to = end.min(from.saturating_add(SEAL_CHUNK_RECORDS));
+                for (stream, batch) in self.read_epoch(from..to).await? {
+                    if batch.num_rows() == 0 {
+                        continue;
+                    }
+                    let writer = match writers.entry(stream) {
+                        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::btree_map::Entry::Vacant(e) => {
+                            let w = self
+                                .master
+                                .epoch_writer(e.key(), epoch, batch.schema())
+                                .map_err(|e| e.to_string())?;
+                            e.insert(w)
+                        }
+                    };
+                    writer.write(&batch).await.map_err(|e| e.to_string())?;
                 }
-                let file = self
-                    .master
-                    .write_epoch_file(&stream, epoch, &[batch])
-                    .await
-                    .map_err(|e| e.to_string())?;
-                files.push(file);
+                from = to;
+            }
+            for writer in writers.into_values() {
+                files.push(writer.finish().await.map_err(|e| e.to_string())?);
             }
         }
         // 3. The commit point.
