@@ -66,6 +66,10 @@ struct RunResult {
     lag_end: u64,
     latencies_ms: Vec<f64>,
     sustained: bool,
+    /// Per micro-batch during the run: processing time and the wait from
+    /// the first record's arrival to the start of processing (ms, sorted).
+    processing_ms: Vec<f64>,
+    waiting_ms: Vec<f64>,
 }
 
 fn free_port() -> u16 {
@@ -160,6 +164,45 @@ impl ServerProcess {
             .unwrap_or(0)
     }
 
+    fn last_batch_id(&self) -> Option<u64> {
+        let v = self
+            .client
+            .get("/v1/streams/lines/batches")
+            .ok()?
+            .json()
+            .ok()?;
+        v["batches"].as_array()?.last()?["id"].as_u64()
+    }
+
+    /// Processing times and arrival-to-processing waits of the kept
+    /// micro-batches after `since` that had records, sorted.
+    fn batch_times(&self, since: Option<u64>) -> (Vec<f64>, Vec<f64>) {
+        let path = match since {
+            Some(id) => format!("/v1/streams/lines/batches?since={id}"),
+            None => "/v1/streams/lines/batches".to_owned(),
+        };
+        let Some(v) = self.client.get(&path).ok().and_then(|r| r.json().ok()) else {
+            return (Vec::new(), Vec::new());
+        };
+        let mut processing = Vec::new();
+        let mut waiting = Vec::new();
+        for b in v["batches"].as_array().into_iter().flatten() {
+            if b["records"].as_u64().unwrap_or(0) == 0 {
+                continue;
+            }
+            processing.push(b["processing_ms"].as_f64().unwrap_or(0.0));
+            if let (Some(start), Some(first)) = (
+                b["processing_start_us"].as_i64(),
+                b["first_receive_us"].as_i64(),
+            ) {
+                waiting.push((start - first) as f64 / 1e3);
+            }
+        }
+        processing.sort_by(f64::total_cmp);
+        waiting.sort_by(f64::total_cmp);
+        (processing, waiting)
+    }
+
     fn peak_rss_mib(&self) -> Option<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         let kb: f64 = status
@@ -211,6 +254,7 @@ fn run_at(
     let sent = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let before = server.processed();
+    let first_batch = server.last_batch_id();
     let start = Instant::now();
     let per_conn = rate as f64 / connections as f64;
     let senders: Vec<_> = (0..connections)
@@ -320,6 +364,7 @@ fn run_at(
     }
     let mut latencies_ms = latencies.join().unwrap_or_default();
     latencies_ms.sort_by(f64::total_cmp);
+    let (processing_ms, waiting_ms) = server.batch_times(first_batch);
     // Let the server drain before the next run.
     let drain = Instant::now();
     while server.processed().saturating_sub(before) < sent.load(Ordering::Relaxed)
@@ -348,6 +393,8 @@ fn run_at(
         lag_end,
         latencies_ms,
         sustained,
+        processing_ms,
+        waiting_ms,
     }
 }
 
@@ -371,6 +418,14 @@ fn report(label: &str, r: &RunResult) {
         percentile(&r.latencies_ms, 0.5),
         percentile(&r.latencies_ms, 0.99),
         r.latencies_ms.len()
+    );
+    println!(
+        "             micro-batches: processing p50 {:.1} ms p99 {:.1} ms; first record's wait for processing p50 {:.1} ms p99 {:.1} ms ({} batches kept)",
+        percentile(&r.processing_ms, 0.5),
+        percentile(&r.processing_ms, 0.99),
+        percentile(&r.waiting_ms, 0.5),
+        percentile(&r.waiting_ms, 0.99),
+        r.processing_ms.len()
     );
 }
 

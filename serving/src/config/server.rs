@@ -20,7 +20,8 @@ pub struct ServerConfig {
     /// Largest accepted request body, in bytes; larger bodies get 413.
     /// Default 16777216 (16 MiB); 1..=1073741824.
     pub max_body_bytes: u64,
-    /// Requests served at once; further requests wait for a slot.
+    /// Requests served at once; further requests are answered 503
+    /// `overloaded` at once (retry shortly) rather than queued.
     /// Default 256; 1..=65536.
     pub max_concurrent_requests: usize,
     /// How long a graceful shutdown waits for requests in flight, in
