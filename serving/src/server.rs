@@ -25,7 +25,7 @@ use lamina::Context;
 use lamina::master::MasterStore;
 use lamina_batch::{BatchRuns, Outcome, RunRecord, ViewInput, compute_generation};
 use lamina_speed::commit::{CommitSink, RecordLog};
-use lamina_speed::format::{ColumnDef, ColumnType, Format, FormatKind};
+use lamina_speed::format::{ColumnDef, Format, FormatKind};
 use lamina_speed::microbatch::seal::Sealer;
 use lamina_speed::microbatch::{Clock, MicroBatcher, StatsLog, StreamDef, run_loop};
 use lamina_speed::wal::{Wal, WalConfig};
@@ -73,13 +73,7 @@ fn format_of(stream: &config::StreamConfig) -> Result<Format, ServeError> {
         .iter()
         .map(|f| ColumnDef {
             name: f.name.clone(),
-            ty: match f.ty {
-                config::ColumnType::String => ColumnType::String,
-                config::ColumnType::Int64 => ColumnType::Int64,
-                config::ColumnType::Float64 => ColumnType::Float64,
-                config::ColumnType::Bool => ColumnType::Bool,
-                config::ColumnType::Timestamp => ColumnType::Timestamp,
-            },
+            ty: f.ty,
             nullable: f.nullable,
         })
         .collect();

@@ -35,47 +35,10 @@ impl fmt::Display for StreamFormat {
     }
 }
 
-/// The type of a schema column. The speed layer stores them as Arrow
-/// `Utf8`, `Int64`, `Float64`, `Boolean` and `Timestamp(Millisecond, UTC)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ColumnType {
-    /// UTF-8 text.
-    String,
-    /// 64-bit signed integer.
-    Int64,
-    /// 64-bit float.
-    Float64,
-    /// `true` or `false`.
-    Bool,
-    /// A point in time: integer milliseconds since the epoch or RFC 3339
-    /// text in the input.
-    Timestamp,
-}
-
-impl ColumnType {
-    /// The name used in the config (`int64`).
-    pub fn name(self) -> &'static str {
-        match self {
-            ColumnType::String => "string",
-            ColumnType::Int64 => "int64",
-            ColumnType::Float64 => "float64",
-            ColumnType::Bool => "bool",
-            ColumnType::Timestamp => "timestamp",
-        }
-    }
-
-    /// Whether numeric aggregates (sum, min, max, mean, top_k) can read it.
-    pub fn is_numeric(self) -> bool {
-        matches!(self, ColumnType::Int64 | ColumnType::Float64)
-    }
-}
-
-impl fmt::Display for ColumnType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+/// The type of a schema column: the speed layer's own type, so the config
+/// and the runtime cannot disagree (`string`, `int64`, `float64`, `bool`,
+/// `timestamp`).
+pub use lamina_speed::format::ColumnType;
 
 /// One column of a stream's schema.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

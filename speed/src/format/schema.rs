@@ -37,7 +37,12 @@ impl ColumnType {
         }
     }
 
-    /// The Arrow type of a column of this type.
+    /// Whether numeric aggregates (sum, min, max, mean, top_k) can read it.
+    pub fn is_numeric(self) -> bool {
+        matches!(self, ColumnType::Int64 | ColumnType::Float64)
+    }
+
+    /// The Arrow type the column is stored as.
     pub fn data_type(self) -> DataType {
         match self {
             ColumnType::String => DataType::Utf8,
