@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Server, WorkDir, eventually, free_port, write_config};
+use common::{Rng, Server, WorkDir, eventually, free_port, write_config};
 use lamina_serving::client::Client;
 use serde_json::Value;
 
@@ -41,28 +41,6 @@ const USERS: u64 = 5;
 const EPOCH_US: i64 = 1_000_000;
 /// Longest any one request may take to be acknowledged, restarts included.
 const ACK_DEADLINE: Duration = Duration::from_secs(40);
-
-/// SplitMix64: small, seeded, good enough to pick moments and words.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-
-    fn millis(&mut self, lo: u64, hi: u64) -> Duration {
-        Duration::from_millis(self.range(lo, hi))
-    }
-}
 
 fn seed() -> u64 {
     std::env::var("LAMINA_E2E_SEED")

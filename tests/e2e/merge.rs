@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Server, WorkDir, eventually, free_port, write_config};
+use common::{Rng, Server, WorkDir, eventually, free_port, write_config};
 use lamina_serving::client::Client;
 use serde_json::Value;
 
@@ -40,24 +40,6 @@ const LINES: usize = 10;
 const READERS: usize = 2;
 /// Nothing in this test runs longer.
 const TEST_LIMIT: Duration = Duration::from_secs(50);
-
-/// SplitMix64 with a fixed seed: the same lines every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-}
 
 /// What the writer has done, shared with the readers and the test.
 #[derive(Debug)]
