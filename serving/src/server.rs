@@ -232,6 +232,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             clock,
             epoch_floor: Arc::clone(&epoch_floor),
             sealed: sealed_rx,
+            wal: wal.clone(),
         },
         shutdown_rx.clone(),
     ));
@@ -434,6 +435,7 @@ struct BatchWorker {
     clock: Clock,
     epoch_floor: Arc<std::sync::atomic::AtomicU64>,
     sealed: watch::Receiver<Option<u64>>,
+    wal: Wal,
 }
 
 /// Longest wait for the current epoch to be sealed before a run.
@@ -443,6 +445,29 @@ impl BatchWorker {
     /// Ends the current epoch now and waits until it is sealed, so that a
     /// run includes everything ingested before it was requested.
     async fn close_current_epoch(&mut self, cancel: &watch::Receiver<bool>) -> Result<(), String> {
+        // Everything acknowledged before the request must be in a micro-batch
+        // first: only then is it in an epoch this run can seal.
+        let acknowledged = self.wal.durable_seq();
+        let deadline = tokio::time::Instant::now() + SEAL_WAIT;
+        loop {
+            let committed = self
+                .store
+                .position(lamina_speed::commit::WAL_POSITION)
+                .map_err(|e| e.to_string())?
+                .unwrap_or(0);
+            if committed >= acknowledged {
+                break;
+            }
+            if *cancel.borrow() {
+                return Err("cancelled".into());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(format!(
+                    "the speed layer did not process the records acknowledged before the run within {SEAL_WAIT:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let current = self
             .clock
             .epoch_of(now_us())
