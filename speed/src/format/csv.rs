@@ -549,22 +549,7 @@ mod tests {
                     Some(kind) => corrupt(v, *kind),
                 })
                 .collect();
-            let parsed = format().parse(&records);
-
-            let valid: Vec<&Values> = rows.iter().filter(|(_, bad)| bad.is_none()).map(|(v, _)| v).collect();
-            prop_assert_eq!(&parsed.batch, &testkit::expected_batch(valid));
-            let valid_only = format().parse(records.iter().zip(&rows).filter(|(_, (_, bad))| bad.is_none()).map(|(r, _)| r));
-            prop_assert_eq!(&parsed.batch, &valid_only.batch);
-
-            let want_accepted: Vec<usize> = rows.iter().enumerate().filter(|(_, (_, bad))| bad.is_none()).map(|(i, _)| i).collect();
-            let want_dead: Vec<usize> = rows.iter().enumerate().filter(|(_, (_, bad))| bad.is_some()).map(|(i, _)| i).collect();
-            let dead: Vec<usize> = parsed.dead_letters.iter().map(|d| d.index).collect();
-            prop_assert_eq!(parsed.accepted, want_accepted);
-            prop_assert_eq!(dead, want_dead);
-            for d in &parsed.dead_letters {
-                prop_assert_eq!(&d.record[..], &records[d.index][..]);
-                prop_assert!(!d.reason.is_empty() && !d.reason.contains('\n'));
-            }
+            testkit::check_mixed(&format(), &rows, &records)?;
         }
 
         /// Arbitrary bytes, and bytes drawn from CSV's special characters,

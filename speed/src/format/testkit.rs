@@ -145,3 +145,45 @@ pub fn expected_batch<'a>(rows: impl IntoIterator<Item = &'a Values>) -> RecordB
     ];
     RecordBatch::try_new(arrow_schema(&schema()), columns).expect("expected batch")
 }
+
+/// The property both the json and the csv parser must hold on a mix of
+/// valid records and corrupted ones (`rows[i].1` is `Some` for a corrupted
+/// record): the batch is exactly the valid rows, the same as parsing only
+/// the valid records, and the dead letters are exactly the corrupted
+/// indices, each keeping its record and a one-line reason.
+pub fn check_mixed(
+    format: &super::Format,
+    rows: &[(Values, Option<u8>)],
+    records: &[Vec<u8>],
+) -> Result<(), TestCaseError> {
+    let parsed = format.parse(records);
+    let valid: Vec<&Values> = rows
+        .iter()
+        .filter(|(_, bad)| bad.is_none())
+        .map(|(v, _)| v)
+        .collect();
+    prop_assert_eq!(&parsed.batch, &expected_batch(valid));
+    let valid_only = format.parse(
+        records
+            .iter()
+            .zip(rows)
+            .filter(|(_, (_, bad))| bad.is_none())
+            .map(|(r, _)| r),
+    );
+    prop_assert_eq!(&parsed.batch, &valid_only.batch);
+    let indices = |corrupted: bool| -> Vec<usize> {
+        rows.iter()
+            .enumerate()
+            .filter(|(_, (_, bad))| bad.is_some() == corrupted)
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let dead: Vec<usize> = parsed.dead_letters.iter().map(|d| d.index).collect();
+    prop_assert_eq!(&parsed.accepted, &indices(false));
+    prop_assert_eq!(dead, indices(true));
+    for d in &parsed.dead_letters {
+        prop_assert_eq!(&d.record[..], &records[d.index][..]);
+        prop_assert!(!d.reason.is_empty() && !d.reason.contains('\n'));
+    }
+    Ok(())
+}

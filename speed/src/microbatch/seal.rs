@@ -87,7 +87,8 @@ impl Sealer {
             return Ok(None);
         }
         // 1. Everything committed so far, durable.
-        self.sink.flush()?;
+        let sink = Arc::clone(&self.sink);
+        blocking(move || sink.flush()).await?;
         let committed_end = self.sink.position(WAL_POSITION)?.unwrap_or(0);
         let starts: BTreeMap<u64, u64> = self
             .sink
@@ -145,7 +146,8 @@ impl Sealer {
             .await
             .map_err(|e| e.to_string())?;
         // 4. The sealed records are in the dataset now.
-        self.log.truncate_before(end_of(target))?;
+        let (log, before) = (Arc::clone(&self.log), end_of(target));
+        blocking(move || log.truncate_before(before)).await?;
         Ok(Some(SealReport {
             sealed_through: target,
             files,
@@ -187,4 +189,12 @@ impl Sealer {
         .await
         .map_err(|e| format!("sealing task failed: {e}"))?
     }
+}
+
+/// Runs fsync-bound work (a state flush, deleting log segments) off the
+/// async runtime's workers.
+async fn blocking(f: impl FnOnce() -> Result<(), String> + Send + 'static) -> Result<(), String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("sealing task failed: {e}"))?
 }

@@ -329,11 +329,7 @@ mod tests {
             s.read_to_end(&mut rest).await.unwrap();
         }
         running.stop().await.unwrap();
-        let mut got: Vec<Vec<u8>> = testkit::read_all(&wal)
-            .into_iter()
-            .map(|(_, p)| p)
-            .collect();
-        got.sort();
+        let got = testkit::sorted_payloads(&wal);
         assert_eq!(got, [&b"more 0"[..], b"more 1", b"open 0", b"open 1"]);
         let c = counters();
         assert_eq!(
@@ -409,11 +405,7 @@ mod tests {
         other.read_to_end(&mut rest).await.unwrap();
         running.stop().await.unwrap();
 
-        let mut got: Vec<Vec<u8>> = testkit::read_all(&wal)
-            .into_iter()
-            .map(|(_, p)| p)
-            .collect();
-        got.sort();
+        let got = testkit::sorted_payloads(&wal);
         assert_eq!(got, [&b"doomed"[..], b"other 1", b"other 2"]);
         assert_eq!(counters().errors, 1);
     }

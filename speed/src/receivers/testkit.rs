@@ -67,3 +67,11 @@ pub(super) async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// Every payload in the log, sorted: what arrived, whatever the order of
+/// the connections.
+pub(super) fn sorted_payloads(wal: &Wal) -> Vec<Vec<u8>> {
+    let mut got: Vec<Vec<u8>> = read_all(wal).into_iter().map(|(_, p)| p).collect();
+    got.sort();
+    got
+}
