@@ -117,7 +117,10 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         .build_schedule()
         .map_err(|e| startup("batch.schedule", e))?;
     let views = config.view_specs().map_err(|e| startup("view", e))?;
-    let view_names: Vec<String> = views.iter().map(|(_, v)| v.name.clone()).collect();
+    let view_kinds: Vec<(String, lamina::view::AggregateKind)> = views
+        .iter()
+        .map(|(_, v)| (v.name.clone(), v.aggregate.clone()))
+        .collect();
 
     let state_dir = PathBuf::from(&config.storage.state_dir);
     std::fs::create_dir_all(&state_dir)
@@ -134,7 +137,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         );
     }
     let store = Arc::new(
-        ViewStore::open(&state_dir.join("views"), &view_names)
+        ViewStore::open(&state_dir.join("views"), &view_kinds)
             .map_err(|e| startup("state store", e))?,
     );
     let master = MasterStore::open(&config.storage.master_url)
@@ -158,7 +161,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let clock = Clock {
         interval: config.speed.batch_interval(),
         epoch: config.speed.epoch(),
-        max_records: 1_000_000,
+        max_records: config.speed.max_batch_records,
+        max_bytes: config.speed.max_batch_bytes,
     };
     let log: Arc<dyn RecordLog> = Arc::new(wal.clone());
     let sink: Arc<dyn CommitSink> = Arc::clone(&store) as Arc<dyn CommitSink>;
@@ -330,7 +334,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         .map_err(|e| startup(format!("server.listen {listen}"), e))?;
     info!(
         address = %listener.local_addr().map_or(listen, |a| a),
-        views = view_names.len(),
+        views = view_kinds.len(),
         "lamina is serving; send SIGINT or SIGTERM to stop"
     );
     let mut rest_shutdown = shutdown_rx.clone();

@@ -66,8 +66,12 @@ fn streams() -> Vec<StreamDef> {
     ]
 }
 
-fn view_names() -> Vec<String> {
-    vec!["word_counts".into(), "amount_by_user".into()]
+fn view_names() -> Vec<(String, AggregateKind)> {
+    streams()
+        .into_iter()
+        .flat_map(|s| s.views)
+        .map(|v| (v.name, v.aggregate))
+        .collect()
 }
 
 fn clock() -> Clock {
@@ -75,6 +79,7 @@ fn clock() -> Clock {
         interval: Duration::from_millis(10),
         epoch: Duration::from_millis(100),
         max_records: 1_000_000,
+        max_bytes: 64 << 20,
     }
 }
 
@@ -90,6 +95,10 @@ struct Node {
 }
 
 fn start(dir: &Path) -> Result<Node, LoopError> {
+    start_with(dir, clock())
+}
+
+fn start_with(dir: &Path, clock: Clock) -> Result<Node, LoopError> {
     // Tiny segments: every append gets its own, so truncation is visible.
     let mut config = WalConfig::new(dir.join("wal"));
     config.segment_bytes = 1;
@@ -98,7 +107,7 @@ fn start(dir: &Path) -> Result<Node, LoopError> {
     let stats = Arc::new(StatsLog::new(100, &["lines".into(), "events".into()]));
     let log: Arc<dyn RecordLog> = Arc::new(wal.clone());
     let sink: Arc<dyn CommitSink> = Arc::clone(&store) as Arc<dyn CommitSink>;
-    let batcher = MicroBatcher::resume(streams(), log, sink, stats, clock())?;
+    let batcher = MicroBatcher::resume(streams(), log, sink, stats, clock)?;
     Ok(Node {
         wal,
         store,
@@ -116,6 +125,34 @@ fn count(store: &ViewStore, view: &str, key: &str) -> i64 {
         },
         Some(other) => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn a_backlog_is_taken_in_micro_batches_bounded_by_bytes() {
+    let dir = Dir::new("bytes");
+    let mut n = start_with(
+        &dir.0,
+        Clock {
+            max_bytes: 1000,
+            ..clock()
+        },
+    )
+    .unwrap();
+    let word = "x".repeat(99);
+    for i in 0..10 {
+        n.wal
+            .append_blocking(LINES, &[word.as_str(); 10], i + 1)
+            .unwrap();
+    }
+    // 99-byte records and a 1000-byte budget: ten records a micro-batch.
+    let mut batches = 0;
+    while !n.batcher.caught_up() {
+        n.batcher.run_once(at(1)).unwrap();
+        batches += 1;
+        assert!(batches <= 20, "the backlog was not worked off");
+        assert_eq!(count(&n.store, "word_counts", &word), 10 * batches);
+    }
+    assert_eq!(batches, 10);
 }
 
 #[test]

@@ -27,7 +27,14 @@ impl Drop for Fixture {
 fn fixture(tag: &str, token: Option<&str>, permits: usize) -> Fixture {
     let dir = std::env::temp_dir().join(format!("lamina-api-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let store = ViewStore::open(&dir, &["word_counts".to_string()]).unwrap();
+    let store = ViewStore::open(
+        &dir,
+        &[(
+            "word_counts".to_string(),
+            lamina::view::AggregateKind::Count,
+        )],
+    )
+    .unwrap();
     store
         .commit(MicroBatchCommit {
             dead_letters: vec![],

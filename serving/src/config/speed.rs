@@ -32,6 +32,13 @@ pub struct SpeedConfig {
     /// Size at which a write-ahead-log segment is closed and a new one
     /// started, in bytes. Default 67108864 (64 MiB); 1048576..=4294967296.
     pub wal_segment_bytes: u64,
+    /// Most records one micro-batch takes; the rest wait for the next, so
+    /// a backlog (after a restart, or a burst) is worked off in batches of
+    /// bounded time and memory. Default 1000000; 1000..=100000000.
+    pub max_batch_records: u64,
+    /// Most record bytes one micro-batch takes (a batch always takes at
+    /// least one record). Default 67108864 (64 MiB); 65536..=4294967296.
+    pub max_batch_bytes: u64,
 }
 
 impl Default for SpeedConfig {
@@ -42,6 +49,8 @@ impl Default for SpeedConfig {
             batch_history: 1000,
             idempotency_window_secs: 86_400,
             wal_segment_bytes: 64 << 20,
+            max_batch_records: 1_000_000,
+            max_batch_bytes: 64 << 20,
         }
     }
 }
@@ -98,6 +107,16 @@ impl SpeedConfig {
             "speed.wal_segment_bytes",
             self.wal_segment_bytes,
             1 << 20..=4 << 30,
+        );
+        report.range(
+            "speed.max_batch_records",
+            self.max_batch_records,
+            1000..=100_000_000,
+        );
+        report.range(
+            "speed.max_batch_bytes",
+            self.max_batch_bytes,
+            1 << 16..=4 << 30,
         );
     }
 }

@@ -4,29 +4,63 @@ use super::{Result, StoreError};
 
 pub(super) const WATERMARK: &[u8] = b"watermark";
 pub(super) const BATCH_ID: &[u8] = b"batch_id";
+/// The layout version of the state directory.
+pub(super) const LAYOUT: &[u8] = b"layout";
+pub(super) const LAYOUT_VERSION: u64 = 2;
+pub(super) const COMPACTED_PREFIX: &[u8] = b"compacted/";
 
 pub(super) fn position(source: &str) -> Vec<u8> {
     [b"pos/".as_slice(), source.as_bytes()].concat()
 }
 
-/// `view 0x00 epoch(BE) key`
-pub(super) fn delta(view: &str, epoch: u64, key: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(view.len() + 9 + key.len());
-    k.extend_from_slice(view.as_bytes());
-    k.push(0);
-    k.extend_from_slice(&epoch.to_be_bytes());
-    k.extend_from_slice(key.as_bytes());
+/// `compacted/ epoch(BE)`: the epoch's deltas are in the `epochs` tree.
+pub(super) fn compacted(epoch: u64) -> Vec<u8> {
+    [COMPACTED_PREFIX, &epoch.to_be_bytes()].concat()
+}
+
+/// The epoch of a `compacted/` key.
+pub(super) fn compacted_epoch(raw: &[u8]) -> Result<u64> {
+    raw.strip_prefix(COMPACTED_PREFIX)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| corrupt("a compaction marker", raw))
+}
+
+/// `epoch(BE) batch(BE)`: one micro-batch's deltas.
+pub(super) fn batch(epoch: u64, batch_id: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&epoch.to_be_bytes());
+    k[8..].copy_from_slice(&batch_id.to_be_bytes());
     k
 }
 
-/// `generation(BE) view 0x00 key`
-pub(super) fn batch_row(generation: u64, view: &str, key: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(9 + view.len() + key.len());
-    k.extend_from_slice(&generation.to_be_bytes());
+/// `prefix(BE) view 0x00 chunk(BE u32)`: a chunk of a generation (prefix =
+/// generation) or of a compacted epoch (prefix = epoch).
+pub(super) fn chunk(prefix: u64, view: &str, chunk: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(13 + view.len());
+    k.extend_from_slice(&prefix.to_be_bytes());
     k.extend_from_slice(view.as_bytes());
     k.push(0);
-    k.extend_from_slice(key.as_bytes());
+    k.extend_from_slice(&chunk.to_be_bytes());
     k
+}
+
+/// The leading big-endian `u64` of a key (generation or epoch); 0 for a
+/// malformed key, which is then treated as stale and deleted.
+pub(super) fn leading_u64(raw: &[u8]) -> u64 {
+    raw.get(..8)
+        .map_or(0, |b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+}
+
+/// The view of a [`chunk`] key.
+pub(super) fn chunk_view(raw: &[u8]) -> Result<&str> {
+    let rest = raw
+        .get(8..raw.len().saturating_sub(4))
+        .ok_or_else(|| corrupt("a chunk key", raw))?;
+    let view = rest
+        .strip_suffix(&[0])
+        .ok_or_else(|| corrupt("a chunk key", raw))?;
+    std::str::from_utf8(view).map_err(|_| corrupt("a chunk key", raw))
 }
 
 pub(super) fn blob(name: &str) -> Vec<u8> {
@@ -65,58 +99,26 @@ fn corrupt(what: &str, raw: &[u8]) -> StoreError {
     }
 }
 
-pub(super) fn split_delta(raw: &[u8]) -> Result<(&str, u64, &str)> {
-    let nul = raw
-        .iter()
-        .position(|&b| b == 0)
-        .ok_or_else(|| corrupt("a delta key", raw))?;
-    let view = std::str::from_utf8(&raw[..nul]).map_err(|_| corrupt("a delta key", raw))?;
-    let rest = &raw[nul + 1..];
-    if rest.len() < 8 {
-        return Err(corrupt("a delta key", raw));
-    }
-    let epoch = u64::from_be_bytes(rest[..8].try_into().expect("8 bytes"));
-    let key = std::str::from_utf8(&rest[8..]).map_err(|_| corrupt("a delta key", raw))?;
-    Ok((view, epoch, key))
-}
-
-/// The generation a `gen` key belongs to (0 for a malformed key, which is
-/// then treated as stale and deleted).
-pub(super) fn gen_of(raw: &[u8]) -> u64 {
-    raw.get(..8)
-        .map_or(0, |b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
-}
-
-pub(super) fn split_gen(raw: &[u8]) -> Result<(&str, &str)> {
-    let rest = raw.get(8..).ok_or_else(|| corrupt("a batch key", raw))?;
-    let nul = rest
-        .iter()
-        .position(|&b| b == 0)
-        .ok_or_else(|| corrupt("a batch key", raw))?;
-    let view = std::str::from_utf8(&rest[..nul]).map_err(|_| corrupt("a batch key", raw))?;
-    let key = std::str::from_utf8(&rest[nul + 1..]).map_err(|_| corrupt("a batch key", raw))?;
-    Ok((view, key))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn keys_round_trip() {
-        let d = delta("word_counts", 7, "a\0b|c");
-        assert_eq!(split_delta(&d).unwrap(), ("word_counts", 7, "a\0b|c"));
-        let g = batch_row(3, "v", "");
-        assert_eq!(gen_of(&g), 3);
-        assert_eq!(split_gen(&g).unwrap(), ("v", ""));
-        assert!(split_delta(b"no-separator").is_err());
-        assert!(split_gen(b"short").is_err());
+        let c = chunk(7, "word_counts", 3);
+        assert_eq!(leading_u64(&c), 7);
+        assert_eq!(chunk_view(&c).unwrap(), "word_counts");
+        assert!(chunk_view(b"short").is_err());
+        assert_eq!(compacted_epoch(&compacted(42)).unwrap(), 42);
+        assert!(compacted_epoch(b"compacted/x").is_err());
+        assert_eq!(leading_u64(&batch(5, 9)), 5);
+        assert_eq!(leading_u64(b"x"), 0);
     }
 
     #[test]
-    fn epochs_sort_numerically_within_a_view() {
-        let a = delta("v", 2, "zzz");
-        let b = delta("v", 10, "a");
-        assert!(a < b);
+    fn rows_sort_by_epoch_then_batch() {
+        assert!(batch(2, 100) < batch(10, 1));
+        assert!(batch(2, 1) < batch(2, 2));
+        assert!(chunk(2, "v", 9) < chunk(10, "a", 0));
     }
 }

@@ -5,48 +5,68 @@
 //!
 //! | tree | key | value |
 //! |---|---|---|
-//! | `meta` | `watermark`, `batch_id`, `pos/{source}` | big-endian `u64` |
-//! | `deltas` | view, `0x00`, epoch (BE `u64`), key | CBOR [`AggValue`]: the sum of the epoch's micro-batches for that key |
-//! | `gen` | generation (BE `u64`), view, `0x00`, key | CBOR [`AggValue`]: the batch view |
+//! | `meta` | `watermark`, `batch_id`, `layout`, `pos/{source}` | big-endian `u64` |
+//! | `log` | epoch (BE `u64`), micro-batch id (BE `u64`) | one micro-batch's deltas of every view ([`codec`]) |
+//! | `epochs` | epoch, view, `0x00`, chunk (BE `u32`) | a compacted epoch's deltas, in chunks |
+//! | `meta` | `compacted/{epoch}` | empty: that epoch's deltas are in `epochs`, not `log` |
+//! | `gen` | generation, view, `0x00`, chunk | the batch view, in chunks |
 //! | `dead` | stream, `0x00`, seq (BE `u64`) | CBOR `(reason, record)`: records that did not parse |
 //! | `meta` | `dead_count/{stream}` | big-endian `u64`: dead letters ever recorded |
 //!
 //! View names never contain `0x00` (config validation allows
-//! `[A-Za-z0-9_.-]`), so a view's rows are one prefix.
+//! `[A-Za-z0-9_.-]`), so a view's chunks are one prefix.
+//!
+//! # The cost of a micro-batch
+//!
+//! A commit is one sled transaction holding one row — the micro-batch's
+//! deltas as one blob — plus its id, source positions and dead letters:
+//! its cost is the bytes of its deltas, not a sled write per key. Values
+//! are combined in memory ([`table`]). Once an epoch is closed (a later
+//! epoch has committed), [`flush`](ViewStore::flush) compacts its
+//! micro-batch rows into chunks of the epoch's per-key totals, off the
+//! micro-batch's path, so that the rows kept between two batch runs grow
+//! with the keys, not with the micro-batches.
 //!
 //! # The merge
 //!
 //! A query answers `batch[key]` (generation `E`, covering epochs `<= E`) ⊕ the
-//! deltas of epochs `> E`. The in-memory [`index`] holds exactly that per key,
-//! behind one lock: a micro-batch commit adds its deltas, a publish replaces
-//! the batch values and drops the deltas of epochs `<= E` in the same critical
-//! section, so a reader sees either the old generation with its deltas or the
-//! new one with its deltas — never a gap, never a double count.
+//! deltas of epochs `> E`. Each key lives in one shard of its view's
+//! [`table`], and every change to it happens under that shard's lock: a
+//! micro-batch adds its deltas, a publish replaces the batch values and
+//! drops the deltas of epochs `<= E` together with the shard's watermark.
+//! A reader sees either the old generation with its deltas or the new one
+//! with its deltas — never a gap, never a double count — and waits at most
+//! for one shard's slice of a micro-batch, never for sled.
 //!
 //! # Crash safety
 //!
 //! sled applies a transaction atomically, also across a crash. A micro-batch
 //! commit writes its deltas, its id and its source positions in one
-//! transaction. A publish writes the generation's rows first (invisible: the
-//! watermark still names the old generation), then moves the watermark in one
-//! transaction, and only then deletes what the new watermark makes obsolete.
-//! [`ViewStore::open`] finishes whatever a crash interrupted: rows of
-//! unpublished generations and deltas of epochs `<= E` are ignored and
-//! deleted.
+//! transaction. A publish writes the generation's chunks first (invisible:
+//! the watermark still names the old generation), then moves the watermark,
+//! and only then deletes what the new watermark makes obsolete. Compacting
+//! an epoch writes its chunks, then the marker, then deletes its micro-batch
+//! rows. [`ViewStore::open`] finishes whatever a crash interrupted: chunks
+//! of unpublished generations, unmarked epoch chunks, rows of marked epochs
+//! and anything of epochs `<= E` are ignored and deleted.
 
-mod index;
+mod codec;
 mod keys;
+mod table;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, MutexGuard, RwLock};
+use std::time::Instant;
 
-use lamina::view::AggValue;
+use lamina::view::{AggValue, AggregateKind};
 use sled::Transactional;
+use tracing::info;
 
-pub use index::{Answer, RankedItem};
-use index::{Index, ViewIndex};
+use codec::PairList;
 pub use lamina_speed::commit::{DeadRecord, MicroBatchCommit};
+pub use table::{Answer, RankedItem};
+use table::{GenBuilder, SHARDS, Table, ViewTable, hash_key, shard_of, with_table};
 
 /// Errors of the view store.
 #[derive(Debug, thiserror::Error)]
@@ -76,21 +96,62 @@ pub enum StoreError {
         /// What did not fit.
         detail: String,
     },
+    /// The state directory was written by an earlier layout of the store.
+    #[error(
+        "state store {dir}: written by an earlier version of Lamina (layout {found}, this build reads layout {expected}); stop the server, delete that directory and start again: the views are rebuilt from the master dataset by the next batch run (`lamina batch run`), and records not yet sealed are replayed from the write-ahead log"
+    )]
+    OldLayout {
+        /// The directory.
+        dir: String,
+        /// The layout found (1: before layouts were recorded).
+        found: u64,
+        /// The layout this build reads.
+        expected: u64,
+    },
+    /// A shard of a view holds 4 GiB of key bytes or 2^32 keys.
+    #[error("view `{0}`: a shard of the view is full (4 GiB of keys)")]
+    Full(String),
 }
 
 /// A `Result` with [`StoreError`].
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Pairs per chunk of a generation or a compacted epoch.
+const CHUNK_PAIRS: u64 = 65_536;
+/// Bytes per chunk, at most about.
+const CHUNK_BYTES: usize = 4 << 20;
+/// sled's page cache: the store keeps its rows few and large and serves
+/// queries from memory, so sled needs little cache.
+const SLED_CACHE_BYTES: u64 = 64 << 20;
+
+/// What the writers (commits, publishes, compaction) share.
+#[derive(Debug, Default)]
+struct Epochs {
+    /// Epochs after the watermark that received deltas.
+    open: BTreeSet<u64>,
+    /// Of those, the ones compacted into the `epochs` tree.
+    compacted: BTreeSet<u64>,
+    /// The epoch of the last commit: every epoch before it is closed.
+    last: Option<u64>,
+}
+
 /// Batch views of all views and real-time deltas, durable and queryable.
 pub struct ViewStore {
     db: sled::Db,
     meta: sled::Tree,
-    deltas: sled::Tree,
+    log: sled::Tree,
+    epoch_rows: sled::Tree,
     gens: sled::Tree,
     dead: sled::Tree,
-    // A std RwLock: sections are in-memory map updates and lookups, never
-    // I/O and never across an `.await`.
-    index: RwLock<Index>,
+    tables: BTreeMap<String, Table>,
+    // std locks: sections are in-memory updates, never across an `.await`.
+    watermark: RwLock<Option<u64>>,
+    /// Serialises commits and the epoch bookkeeping.
+    epochs: Mutex<Epochs>,
+    /// One publish at a time.
+    publishing: Mutex<()>,
+    /// One compaction at a time.
+    compacting: Mutex<()>,
 }
 
 impl std::fmt::Debug for ViewStore {
@@ -99,82 +160,258 @@ impl std::fmt::Debug for ViewStore {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn full(view: &str) -> impl Fn(table::ShardFull) -> StoreError + '_ {
+    move |_| StoreError::Full(view.to_owned())
+}
+
+fn mismatch(view: &str, table: &Table, value: &AggValue) -> StoreError {
+    StoreError::Mismatch {
+        view: view.to_owned(),
+        detail: format!(
+            "the view computes {:?} but a value of kind {:?} was given",
+            table.kind(),
+            value.kind()
+        ),
+    }
+}
+
+/// Whether a value is of the table's kind.
+fn fits(table: &Table, value: &AggValue) -> bool {
+    match table {
+        Table::Count(_) => matches!(value, AggValue::Count(_)),
+        Table::Any(t) => value.kind() == t.kind,
+    }
+}
+
+/// Loading: adds a delta of `epoch` (`None`: a batch value) to a key.
+fn load(
+    table: &mut Table,
+    view: &str,
+    epoch: Option<u64>,
+    key: &str,
+    value: AggValue,
+) -> Result<()> {
+    if !fits(table, &value) {
+        return Err(StoreError::Mismatch {
+            view: view.to_owned(),
+            detail: format!(
+                "the configuration says {:?} but the state store holds {:?} values: the view's aggregate was changed; give the view a new name, or delete the state directory and run a batch run to rebuild it",
+                table.kind(),
+                value.kind()
+            ),
+        });
+    }
+    let hash = hash_key(key.as_bytes());
+    with_table!(table, t => {
+        let cell = t.cell(value).expect("checked: fits");
+        let shard = t.shard_mut(shard_of(hash));
+        match epoch {
+            Some(e) => shard.apply(hash, key, e, &cell),
+            None => shard.load_batch(hash, key, &cell),
+        }
+        .map_err(full(view))
+    })
+}
+
+/// Progress of a long load, logged every few seconds.
+struct Progress {
+    what: &'static str,
+    rows: u64,
+    values: u64,
+    started: Instant,
+    last: Instant,
+}
+
+impl Progress {
+    fn new(what: &'static str) -> Self {
+        Progress {
+            what,
+            rows: 0,
+            values: 0,
+            started: Instant::now(),
+            last: Instant::now(),
+        }
+    }
+
+    fn row(&mut self, values: u64) {
+        self.rows += 1;
+        self.values += values;
+        if self.last.elapsed().as_secs() >= 2 {
+            self.last = Instant::now();
+            info!(
+                rows = self.rows,
+                values = self.values,
+                "state store: loading {} ({:.1} s so far)",
+                self.what,
+                self.started.elapsed().as_secs_f64()
+            );
+        }
+    }
+}
+
 impl ViewStore {
-    /// Opens (or creates) the store under `dir` for the given views, and
-    /// rebuilds the in-memory index: generation `E` plus deltas of epochs
-    /// `> E`. State of views not listed is left alone but not served.
+    /// Opens (or creates) the store under `dir` for the given views (name
+    /// and aggregate), and rebuilds the in-memory tables: generation `E`
+    /// plus deltas of epochs `> E`. State of views not listed is not
+    /// served (and is dropped by the next publish or compaction).
     ///
     /// # Errors
     ///
-    /// sled errors, or [`StoreError::Corrupt`] for undecodable values.
-    pub fn open(dir: &Path, views: &[String]) -> Result<Self> {
-        let db = sled::Config::new().path(dir).open()?;
+    /// sled errors; [`StoreError::Corrupt`] for undecodable values;
+    /// [`StoreError::Mismatch`] when a view's stored values are of another
+    /// aggregate than configured; [`StoreError::OldLayout`].
+    pub fn open(dir: &Path, views: &[(String, AggregateKind)]) -> Result<Self> {
+        let started = Instant::now();
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(SLED_CACHE_BYTES)
+            .open()?;
         let meta = db.open_tree("meta")?;
-        let deltas = db.open_tree("deltas")?;
+        match read_u64(&meta, keys::LAYOUT)? {
+            Some(keys::LAYOUT_VERSION) => {}
+            found => {
+                let used = found.is_some()
+                    || meta.get(keys::BATCH_ID)?.is_some()
+                    || meta.get(keys::WATERMARK)?.is_some();
+                if used {
+                    return Err(StoreError::OldLayout {
+                        dir: dir.display().to_string(),
+                        found: found.unwrap_or(1),
+                        expected: keys::LAYOUT_VERSION,
+                    });
+                }
+                meta.insert(keys::LAYOUT, &keys::LAYOUT_VERSION.to_be_bytes())?;
+            }
+        }
+        let log = db.open_tree("log")?;
+        let epoch_rows = db.open_tree("epochs")?;
         let gens = db.open_tree("gen")?;
         let dead = db.open_tree("dead")?;
         let watermark = read_u64(&meta, keys::WATERMARK)?;
-        let mut index = Index::new(watermark, views);
-
-        // The published generation.
-        if let Some(e) = watermark {
-            for row in gens.scan_prefix(e.to_be_bytes()) {
-                let (k, v) = row?;
-                let (view, key) = keys::split_gen(&k)?;
-                if let Some(vi) = index.views.get_mut(view) {
-                    vi.set_batch(key, decode(&v, "a batch value")?);
-                }
-            }
-        }
-        // Leftovers of generations that were written but not published, or
-        // superseded: a crash can leave either.
-        let stale: Vec<sled::IVec> = gens
+        let covered = |epoch: u64| watermark.is_some_and(|w| epoch <= w);
+        let mut tables: BTreeMap<String, Table> = views
             .iter()
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| Some(keys::gen_of(k)) != watermark)
+            .map(|(name, kind)| (name.clone(), Table::new(kind.clone(), watermark)))
             .collect();
+
+        // The published generation; chunks of any other are leftovers.
+        let mut progress = Progress::new("the batch views");
+        let mut stale = Vec::new();
+        for row in gens.iter() {
+            let (k, v) = row?;
+            if Some(keys::leading_u64(&k)) != watermark {
+                stale.push(k);
+                continue;
+            }
+            let view = keys::chunk_view(&k)?;
+            let Some(table) = tables.get_mut(view) else {
+                continue;
+            };
+            let mut n = 0;
+            codec::Reader::new(&v, "a batch-view chunk").pairs(|key, value| {
+                n += 1;
+                load(table, view, None, key, value)
+            })?;
+            progress.row(n);
+        }
         for k in stale {
             gens.remove(k)?;
         }
-        // Deltas: epochs after the watermark are served, earlier ones are
-        // already in the generation.
-        let mut obsolete = Vec::new();
-        for row in deltas.iter() {
+
+        // Epochs after the watermark: compacted ones from `epochs`, the
+        // rest micro-batch by micro-batch from `log`.
+        let mut state = Epochs::default();
+        for row in meta.scan_prefix(keys::COMPACTED_PREFIX) {
+            let (k, _) = row?;
+            let epoch = keys::compacted_epoch(&k)?;
+            if covered(epoch) {
+                meta.remove(k)?;
+            } else {
+                state.compacted.insert(epoch);
+            }
+        }
+        let mut progress = Progress::new("compacted epochs");
+        let mut stale = Vec::new();
+        for row in epoch_rows.iter() {
             let (k, v) = row?;
-            let (view, epoch, key) = keys::split_delta(&k)?;
-            if watermark.is_some_and(|e| epoch <= e) {
-                obsolete.push(k);
+            let epoch = keys::leading_u64(&k);
+            if covered(epoch) || !state.compacted.contains(&epoch) {
+                stale.push(k);
                 continue;
             }
-            if let Some(vi) = index.views.get_mut(view) {
-                vi.set_delta(key, epoch, decode(&v, "a delta")?);
+            state.open.insert(epoch);
+            let view = keys::chunk_view(&k)?;
+            let Some(table) = tables.get_mut(view) else {
+                continue;
+            };
+            let mut n = 0;
+            codec::Reader::new(&v, "a compacted epoch's chunk").pairs(|key, value| {
+                n += 1;
+                load(table, view, Some(epoch), key, value)
+            })?;
+            progress.row(n);
+        }
+        for k in stale {
+            epoch_rows.remove(k)?;
+        }
+        let mut progress = Progress::new("micro-batches");
+        let mut stale = Vec::new();
+        for row in log.iter() {
+            let (k, v) = row?;
+            let epoch = keys::leading_u64(&k);
+            if covered(epoch) || state.compacted.contains(&epoch) {
+                stale.push(k);
+                continue;
             }
+            state.open.insert(epoch);
+            let mut n = 0;
+            codec::decode_batch(&v, |view, key, value| {
+                n += 1;
+                match tables.get_mut(view) {
+                    Some(table) => load(table, view, Some(epoch), key, value),
+                    None => Ok(()),
+                }
+            })?;
+            progress.row(n);
         }
-        for k in obsolete {
-            deltas.remove(k)?;
+        for k in stale {
+            log.remove(k)?;
         }
-        for vi in index.views.values_mut() {
-            vi.rebuild_ranking();
-        }
+        // The compacted epochs are among the open ones (a marker without
+        // chunks is an epoch with no deltas).
+        state.open.extend(state.compacted.iter().copied());
+        state.last = state.open.last().copied();
+        let keys: usize = tables.values().map(Table::len).sum();
+        info!(
+            views = tables.len(),
+            keys,
+            open_epochs = state.open.len(),
+            "state store opened in {:.2} s",
+            started.elapsed().as_secs_f64()
+        );
         Ok(ViewStore {
             db,
             meta,
-            deltas,
+            log,
+            epoch_rows,
             gens,
             dead,
-            index: RwLock::new(index),
+            tables,
+            watermark: RwLock::new(watermark),
+            epochs: Mutex::new(state),
+            publishing: Mutex::new(()),
+            compacting: Mutex::new(()),
         })
     }
 
-    fn read(&self) -> RwLockReadGuard<'_, Index> {
-        // Writers never leave the index half-updated before a panic point
-        // that matters for readers (each key update is one assignment).
-        self.index.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn write(&self) -> RwLockWriteGuard<'_, Index> {
-        self.index.write().unwrap_or_else(|p| p.into_inner())
+    fn table(&self, view: &str) -> Result<&Table> {
+        self.tables
+            .get(view)
+            .ok_or_else(|| StoreError::UnknownView(view.to_owned()))
     }
 
     /// The id of the last committed micro-batch.
@@ -208,18 +445,17 @@ impl ViewStore {
 
     /// The generation being served (its epochs are `<= watermark`), if any.
     pub fn watermark(&self) -> Option<u64> {
-        self.read().watermark
+        *self.watermark.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The configured views, sorted by name.
     pub fn views(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.read().views.keys().cloned().collect();
-        v.sort();
-        v
+        self.tables.keys().cloned().collect()
     }
 
-    /// Commits one micro-batch: its deltas, id and source positions in one
-    /// sled transaction, then makes the deltas visible to queries.
+    /// Commits one micro-batch: its deltas (as one row), id and source
+    /// positions in one sled transaction, then makes the deltas visible to
+    /// queries, shard by shard.
     ///
     /// Not durable on return (sled flushes in the background): after a crash
     /// the speed layer replays its write-ahead log from the last position
@@ -229,46 +465,39 @@ impl ViewStore {
     /// # Errors
     ///
     /// [`StoreError::UnknownView`] for a delta of an unconfigured view;
-    /// [`StoreError::Mismatch`] when a delta does not fit the stored kind;
-    /// sled errors. Nothing is applied on error.
+    /// [`StoreError::Mismatch`] when a delta is not of the view's kind or
+    /// its epoch is one the served generation covers; sled errors. Nothing
+    /// is applied on error.
     pub fn commit(&self, commit: MicroBatchCommit) -> Result<()> {
-        // The write lock is held from computing the new per-epoch values to
-        // applying them, so two commits (or a commit and a publish) cannot
-        // interleave. Readers wait for the sled transaction too, which is
-        // short: it writes to sled's page cache and never fsyncs.
-        let mut index = self.write();
+        // Commits are serialised: the epoch bookkeeping and the order of
+        // micro-batch ids must follow the order of commits.
+        let mut epochs = lock(&self.epochs);
         // A micro-batch in an epoch the served generation covers would be
         // dropped at the next publish or counted twice: a bug upstream.
         // Refusing keeps its records in the log, and the error says why.
-        if index.watermark.is_some_and(|w| commit.epoch <= w) {
+        if let Some(w) = self.watermark()
+            && commit.epoch <= w
+        {
             return Err(StoreError::Mismatch {
                 view: "*".into(),
                 detail: format!(
-                    "micro-batch {} is in epoch {}, which the served generation {} already covers",
-                    commit.batch_id,
-                    commit.epoch,
-                    index.watermark.unwrap_or_default()
+                    "micro-batch {} is in epoch {}, which the served generation {w} already covers",
+                    commit.batch_id, commit.epoch
                 ),
             });
         }
-        let mut staged: Vec<(String, Arc<str>, AggValue)> = Vec::new();
-        let mut rows: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         for (view, pairs) in &commit.deltas {
-            let vi = index
-                .views
-                .get(view.as_str())
-                .ok_or_else(|| StoreError::UnknownView(view.clone()))?;
-            for (key, delta) in pairs {
-                let (key_arc, merged) =
-                    vi.merged_delta(key, commit.epoch, delta)
-                        .map_err(|detail| StoreError::Mismatch {
-                            view: view.clone(),
-                            detail,
-                        })?;
-                rows.push((keys::delta(view, commit.epoch, key), encode(&merged)?));
-                staged.push((view.clone(), key_arc, merged));
+            let table = self.table(view)?;
+            if let Some((_, bad)) = pairs.iter().find(|(_, v)| !fits(table, v)) {
+                return Err(mismatch(view, table, bad));
             }
         }
+        let has_deltas = commit.deltas.iter().any(|(_, p)| !p.is_empty());
+        let blob = if has_deltas {
+            Some(codec::encode_batch(&commit.deltas)?)
+        } else {
+            None
+        };
         let mut positions: Vec<(Vec<u8>, u64)> = commit
             .positions
             .iter()
@@ -288,13 +517,12 @@ impl ViewStore {
             let before = read_u64(&self.meta, &key)?.unwrap_or(0);
             positions.push((key, before + n));
         }
-        (&self.meta, &self.deltas, &self.dead)
-            .transaction(|(meta, deltas, dead)| {
-                let mut batch = sled::Batch::default();
-                for (k, v) in &rows {
-                    batch.insert(k.as_slice(), v.as_slice());
+        let row_key = keys::batch(commit.epoch, commit.batch_id);
+        (&self.meta, &self.log, &self.dead)
+            .transaction(|(meta, log, dead)| {
+                if let Some(blob) = &blob {
+                    log.insert(&row_key, blob.as_slice())?;
                 }
-                deltas.apply_batch(&batch)?;
                 for (k, v) in &dead_rows {
                     dead.insert(k.as_slice(), v.as_slice())?;
                 }
@@ -305,91 +533,84 @@ impl ViewStore {
                 Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
             })
             .map_err(tx_error)?;
-        for (view, key, merged) in staged {
-            if let Some(vi) = index.views.get_mut(view.as_str()) {
-                vi.put_delta(key, commit.epoch, merged);
-            }
+        if has_deltas {
+            epochs.open.insert(commit.epoch);
+        }
+        epochs.last = epochs.last.max(Some(commit.epoch));
+        for (view, pairs) in commit.deltas {
+            let table = self.table(&view)?;
+            with_table!(table, t => apply(t, &view, commit.epoch, pairs)?);
         }
         Ok(())
     }
 
-    /// Publishes generation `generation`: the batch view of every view over
-    /// all epochs `<= generation`, replacing the previous one and retiring
-    /// the deltas it covers, in one step as far as readers can tell.
-    ///
-    /// `rows` are `(view, key, value)`; views absent from `rows` get an empty
-    /// batch view. Rows of unconfigured views are an error.
+    /// Starts publishing generation `generation`: the batch view of every
+    /// view over all epochs `<= generation`. Add its rows with
+    /// [`Publisher::add`]; [`Publisher::finish`] makes it the served one.
+    /// Until then, and if it is dropped unfinished, the previous generation
+    /// keeps serving.
     ///
     /// # Errors
     ///
-    /// sled errors, [`StoreError::UnknownView`]. On error the previous
-    /// generation keeps serving.
-    pub fn publish(
-        &self,
-        generation: u64,
-        rows: impl IntoIterator<Item = (String, String, AggValue)>,
-    ) -> Result<()> {
+    /// [`StoreError::Mismatch`] when `generation` is older than the one
+    /// served.
+    pub fn begin_publish(&self, generation: u64) -> Result<Publisher<'_>> {
+        let guard = lock(&self.publishing);
         if self.watermark().is_some_and(|w| generation < w) {
             return Err(StoreError::Mismatch {
                 view: "*".into(),
                 detail: format!("generation {generation} is older than the one served"),
             });
         }
-        let known: Vec<String> = self.views();
-        // 1. Write the rows; invisible until the watermark moves.
-        let mut fresh: HashMap<String, Vec<(String, AggValue)>> =
-            known.iter().map(|v| (v.clone(), Vec::new())).collect();
-        let mut batch = sled::Batch::default();
-        let mut pending = 0;
+        let views = self
+            .tables
+            .iter()
+            .map(|(name, table)| {
+                let builder = match table {
+                    Table::Count(_) => Builder::Count(GenBuilder::new()),
+                    Table::Any(_) => Builder::Any(GenBuilder::new()),
+                };
+                (
+                    name.clone(),
+                    PendingView {
+                        builder,
+                        chunk: PairList::default(),
+                        chunks: 0,
+                        rows: 0,
+                    },
+                )
+            })
+            .collect();
+        // Leftovers of an earlier attempt at the same generation.
+        for row in self.gens.scan_prefix(generation.to_be_bytes()).keys() {
+            self.gens.remove(row?)?;
+        }
+        Ok(Publisher {
+            store: self,
+            generation,
+            views,
+            _guard: guard,
+        })
+    }
+
+    /// Publishes generation `generation` from `rows` (`(view, key, value)`);
+    /// views absent from `rows` get an empty batch view. See
+    /// [`begin_publish`](Self::begin_publish).
+    ///
+    /// # Errors
+    ///
+    /// sled errors, [`StoreError::UnknownView`], [`StoreError::Mismatch`].
+    /// On error the previous generation keeps serving.
+    pub fn publish(
+        &self,
+        generation: u64,
+        rows: impl IntoIterator<Item = (String, String, AggValue)>,
+    ) -> Result<()> {
+        let mut p = self.begin_publish(generation)?;
         for (view, key, value) in rows {
-            let Some(list) = fresh.get_mut(&view) else {
-                return Err(StoreError::UnknownView(view));
-            };
-            batch.insert(keys::batch_row(generation, &view, &key), encode(&value)?);
-            list.push((key, value));
-            pending += 1;
-            if pending == 10_000 {
-                self.gens.apply_batch(std::mem::take(&mut batch))?;
-                pending = 0;
-            }
+            p.add(&view, &key, value)?;
         }
-        self.gens.apply_batch(batch)?;
-        // Make the rows durable before the watermark can point at them.
-        self.db.flush()?;
-        // 2. Move the watermark: the commit point.
-        self.meta
-            .insert(keys::WATERMARK, &generation.to_be_bytes())?;
-        self.meta.flush()?;
-        // 3. Swap in memory, in one critical section.
-        {
-            let mut index = self.write();
-            index.watermark = Some(generation);
-            for (view, list) in fresh {
-                if let Some(vi) = index.views.get_mut(view.as_str()) {
-                    vi.replace_batch(list, generation);
-                }
-            }
-        }
-        // 4. Delete what the new watermark made obsolete. A crash here is
-        // finished by `open`.
-        for row in self.gens.iter().keys() {
-            let k = row?;
-            if keys::gen_of(&k) != generation {
-                self.gens.remove(k)?;
-            }
-        }
-        let mut obsolete = Vec::new();
-        for row in self.deltas.iter().keys() {
-            let k = row?;
-            let (_, epoch, _) = keys::split_delta(&k)?;
-            if epoch <= generation {
-                obsolete.push(k);
-            }
-        }
-        for k in obsolete {
-            self.deltas.remove(k)?;
-        }
-        Ok(())
+        p.finish()
     }
 
     /// The merged answer for one key; `None` when the key has no data.
@@ -398,12 +619,7 @@ impl ViewStore {
     ///
     /// [`StoreError::UnknownView`].
     pub fn get(&self, view: &str, key: &str) -> Result<Option<Answer>> {
-        let index = self.read();
-        let vi: &ViewIndex = index
-            .views
-            .get(view)
-            .ok_or_else(|| StoreError::UnknownView(view.to_owned()))?;
-        Ok(vi.answer(key, index.watermark))
+        Ok(self.table(view)?.get(key))
     }
 
     /// The `k` keys with the largest merged value (by
@@ -413,12 +629,7 @@ impl ViewStore {
     ///
     /// [`StoreError::UnknownView`].
     pub fn top(&self, view: &str, k: usize) -> Result<Vec<RankedItem>> {
-        let index = self.read();
-        let vi = index
-            .views
-            .get(view)
-            .ok_or_else(|| StoreError::UnknownView(view.to_owned()))?;
-        Ok(vi.top(k))
+        Ok(self.table(view)?.top(k))
     }
 
     /// Number of keys with data in a view.
@@ -427,14 +638,283 @@ impl ViewStore {
     ///
     /// [`StoreError::UnknownView`].
     pub fn key_count(&self, view: &str) -> Result<usize> {
-        let index = self.read();
-        let vi = index
-            .views
-            .get(view)
-            .ok_or_else(|| StoreError::UnknownView(view.to_owned()))?;
-        Ok(vi.len())
+        Ok(self.table(view)?.len())
     }
 
+    /// Bytes the in-memory tables of a view hold on the heap (an estimate
+    /// from the capacities of their arrays).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::UnknownView`].
+    pub fn heap_bytes(&self, view: &str) -> Result<usize> {
+        Ok(self.table(view)?.heap_bytes())
+    }
+
+    /// Makes everything committed so far durable, after compacting the
+    /// closed epochs (see the module docs).
+    ///
+    /// # Errors
+    ///
+    /// sled errors.
+    pub fn flush(&self) -> Result<()> {
+        self.compact()?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Rewrites the micro-batch rows of every closed epoch as chunks of the
+    /// epoch's per-key totals. Readers and commits go on meanwhile: a closed
+    /// epoch receives nothing, and each shard is read under its lock only
+    /// while its deltas are encoded.
+    fn compact(&self) -> Result<()> {
+        let _one = lock(&self.compacting);
+        let todo: Vec<u64> = {
+            let e = lock(&self.epochs);
+            e.open
+                .iter()
+                .copied()
+                .filter(|&ep| Some(ep) < e.last && !e.compacted.contains(&ep))
+                .collect()
+        };
+        for epoch in todo {
+            let started = Instant::now();
+            let mut pairs = 0u64;
+            for (name, table) in &self.tables {
+                let mut list = PairList::default();
+                let mut chunk = 0u32;
+                for s in 0..SHARDS {
+                    let mut failed = None;
+                    table.each_delta(epoch, s, &mut |key, value| {
+                        if failed.is_none()
+                            && let Err(e) = list.push(key, &value)
+                        {
+                            failed = Some(e);
+                        }
+                    });
+                    if let Some(e) = failed {
+                        return Err(e);
+                    }
+                    if list.len() >= CHUNK_PAIRS || list.bytes() >= CHUNK_BYTES || s == SHARDS - 1 {
+                        if list.len() == 0 {
+                            continue;
+                        }
+                        pairs += list.len();
+                        self.epoch_rows
+                            .insert(keys::chunk(epoch, name, chunk), list.take())?;
+                        chunk += 1;
+                    }
+                }
+            }
+            // The chunks are durable before the marker makes them the
+            // epoch's deltas, and the marker before the rows go.
+            self.db.flush()?;
+            self.meta.insert(keys::compacted(epoch), &[])?;
+            self.db.flush()?;
+            let mut rows = 0u64;
+            for row in self.log.scan_prefix(epoch.to_be_bytes()).keys() {
+                self.log.remove(row?)?;
+                rows += 1;
+            }
+            lock(&self.epochs).compacted.insert(epoch);
+            info!(
+                epoch,
+                micro_batches = rows,
+                keys = pairs,
+                "state store: compacted a closed epoch in {:.0} ms",
+                started.elapsed().as_secs_f64() * 1e3
+            );
+        }
+        Ok(())
+    }
+
+    /// Deletes what generation `generation` made obsolete: other
+    /// generations' chunks and everything of epochs `<= generation`.
+    fn retire(&self, generation: u64) -> Result<()> {
+        let _one = lock(&self.compacting);
+        for row in self.gens.iter().keys() {
+            let k = row?;
+            if keys::leading_u64(&k) != generation {
+                self.gens.remove(k)?;
+            }
+        }
+        let through = (generation + 1).to_be_bytes();
+        for tree in [&self.log, &self.epoch_rows] {
+            for row in tree.range(..through.as_slice()).keys() {
+                tree.remove(row?)?;
+            }
+        }
+        for row in self.meta.scan_prefix(keys::COMPACTED_PREFIX).keys() {
+            let k = row?;
+            if keys::compacted_epoch(&k)? <= generation {
+                self.meta.remove(k)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Adds one micro-batch's deltas of a view to its table, shard by shard:
+/// each shard's write lock is held only for that shard's keys.
+fn apply<V: table::Cell>(
+    t: &ViewTable<V>,
+    view: &str,
+    epoch: u64,
+    pairs: Vec<(String, AggValue)>,
+) -> Result<()> {
+    if pairs.is_empty() {
+        return Ok(());
+    }
+    let mut groups: Vec<Vec<(u64, String, V)>> = (0..SHARDS).map(|_| Vec::new()).collect();
+    for (key, value) in pairs {
+        let hash = hash_key(key.as_bytes());
+        // Checked by the caller before anything was written.
+        if let Some(cell) = t.cell(value) {
+            groups[shard_of(hash)].push((hash, key, cell));
+        }
+    }
+    for (s, group) in groups.iter().enumerate() {
+        if group.is_empty() {
+            continue;
+        }
+        let mut shard = t.write(s);
+        for (hash, key, cell) in group {
+            shard.apply(*hash, key, epoch, cell).map_err(full(view))?;
+        }
+    }
+    t.touched();
+    Ok(())
+}
+
+/// A generation's batch values as they are built, by the view's value type.
+enum Builder {
+    Count(GenBuilder<i64>),
+    Any(GenBuilder<AggValue>),
+}
+
+struct PendingView {
+    builder: Builder,
+    /// The chunk being filled for sled.
+    chunk: PairList,
+    chunks: u32,
+    rows: u64,
+}
+
+/// A generation being published; see [`ViewStore::begin_publish`].
+pub struct Publisher<'a> {
+    store: &'a ViewStore,
+    generation: u64,
+    views: BTreeMap<String, PendingView>,
+    _guard: MutexGuard<'a, ()>,
+}
+
+impl std::fmt::Debug for Publisher<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Publisher<'_> {
+    /// Adds one key's batch value. The value is written to sled in chunks
+    /// and to the new batch column; nothing is visible until
+    /// [`finish`](Self::finish).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::UnknownView`], [`StoreError::Mismatch`], sled errors.
+    pub fn add(&mut self, view: &str, key: &str, value: AggValue) -> Result<()> {
+        let table = self.store.table(view)?;
+        if !fits(table, &value) {
+            return Err(mismatch(view, table, &value));
+        }
+        let pending = self
+            .views
+            .get_mut(view)
+            .ok_or_else(|| StoreError::UnknownView(view.to_owned()))?;
+        pending.chunk.push(key, &value)?;
+        pending.rows += 1;
+        match (&mut pending.builder, table) {
+            (Builder::Count(b), Table::Count(t)) => {
+                let cell = t.cell(value).expect("checked: fits");
+                b.add(t, key, cell).map_err(full(view))?;
+            }
+            (Builder::Any(b), Table::Any(t)) => {
+                let cell = t.cell(value).expect("checked: fits");
+                b.add(t, key, cell).map_err(full(view))?;
+            }
+            _ => unreachable!("builders are made from the tables"),
+        }
+        if pending.chunk.len() >= CHUNK_PAIRS || pending.chunk.bytes() >= CHUNK_BYTES {
+            self.store.gens.insert(
+                keys::chunk(self.generation, view, pending.chunks),
+                pending.chunk.take(),
+            )?;
+            pending.chunks += 1;
+        }
+        Ok(())
+    }
+
+    /// Makes the generation the served one: its chunks durable, then the
+    /// watermark moved in sled, then every shard swapped in memory, then
+    /// what it made obsolete deleted.
+    ///
+    /// # Errors
+    ///
+    /// sled errors. Before the watermark moved, the previous generation
+    /// keeps serving; after, the new one serves (in memory and after a
+    /// restart) and an error is only about the clean-up, which the next
+    /// open or publish finishes.
+    pub fn finish(mut self) -> Result<()> {
+        let store = self.store;
+        let generation = self.generation;
+        for (view, pending) in &mut self.views {
+            if pending.chunk.len() > 0 {
+                store.gens.insert(
+                    keys::chunk(generation, view, pending.chunks),
+                    pending.chunk.take(),
+                )?;
+                pending.chunks += 1;
+            }
+        }
+        // Make the chunks durable before the watermark can point at them.
+        store.db.flush()?;
+        store
+            .meta
+            .insert(keys::WATERMARK, &generation.to_be_bytes())?;
+        store.db.flush()?;
+        // Swap in memory. Commits may go on meanwhile: they are in epochs
+        // after `generation`, which every shard keeps.
+        let started = Instant::now();
+        let mut keys = 0;
+        for (view, pending) in std::mem::take(&mut self.views) {
+            keys += pending.rows;
+            let table = store.table(&view)?;
+            match (pending.builder, table) {
+                (Builder::Count(b), Table::Count(t)) => b.publish(t, generation),
+                (Builder::Any(b), Table::Any(t)) => b.publish(t, generation),
+                _ => unreachable!("builders are made from the tables"),
+            }
+            .map_err(full(&view))?;
+        }
+        *store.watermark.write().unwrap_or_else(|p| p.into_inner()) = Some(generation);
+        {
+            let mut e = lock(&store.epochs);
+            e.open.retain(|&ep| ep > generation);
+            e.compacted.retain(|&ep| ep > generation);
+        }
+        info!(
+            generation,
+            keys,
+            "state store: generation swapped in in {:.0} ms",
+            started.elapsed().as_secs_f64() * 1e3
+        );
+        store.retire(generation)
+    }
+}
+
+impl ViewStore {
     /// Number of dead letters ever recorded for a stream.
     ///
     /// # Errors
@@ -527,16 +1007,6 @@ impl ViewStore {
             }),
         }
     }
-
-    /// Makes everything committed so far durable.
-    ///
-    /// # Errors
-    ///
-    /// sled errors.
-    pub fn flush(&self) -> Result<()> {
-        self.db.flush()?;
-        Ok(())
-    }
 }
 
 const RUNS_BLOB: &str = "batch_runs";
@@ -564,15 +1034,6 @@ fn read_u64(tree: &sled::Tree, key: &[u8]) -> Result<Option<u64>> {
     }
 }
 
-fn encode(value: &AggValue) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(32);
-    ciborium::into_writer(value, &mut out).map_err(|e| StoreError::Corrupt {
-        what: "a value".into(),
-        detail: e.to_string(),
-    })?;
-    Ok(out)
-}
-
 fn encode_dead(reason: &str, record: &[u8]) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(reason.len() + record.len() + 8);
     ciborium::into_writer(&(reason, serde_bytes_like(record)), &mut out).map_err(|e| {
@@ -587,13 +1048,6 @@ fn encode_dead(reason: &str, record: &[u8]) -> Result<Vec<u8>> {
 /// Records as CBOR byte strings rather than arrays of numbers.
 fn serde_bytes_like(record: &[u8]) -> ciborium::Value {
     ciborium::Value::Bytes(record.to_vec())
-}
-
-fn decode(bytes: &[u8], what: &str) -> Result<AggValue> {
-    ciborium::from_reader(bytes).map_err(|e| StoreError::Corrupt {
-        what: what.into(),
-        detail: e.to_string(),
-    })
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use lamina::view::AggValue;
+use lamina::view::{AggValue, AggregateKind};
 use proptest::prelude::*;
 
 use super::{MicroBatchCommit, ViewStore};
@@ -32,8 +32,11 @@ impl Drop for TempDir {
     }
 }
 
-fn views() -> Vec<String> {
-    vec!["counts".to_string(), "other".to_string()]
+fn views() -> Vec<(String, AggregateKind)> {
+    vec![
+        ("counts".to_string(), AggregateKind::Count),
+        ("other".to_string(), AggregateKind::Count),
+    ]
 }
 
 fn count(v: &AggValue) -> i64 {
@@ -53,6 +56,8 @@ enum Op {
     Publish,
     /// Close and reopen the store.
     Reopen,
+    /// Flush, which compacts the closed epochs.
+    Flush,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -61,6 +66,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::NextEpoch),
         1 => Just(Op::Publish),
         1 => Just(Op::Reopen),
+        1 => Just(Op::Flush),
     ]
 }
 
@@ -131,6 +137,7 @@ proptest! {
                         .collect();
                     store.publish(sealed, rows).unwrap();
                 }
+                Op::Flush => store.flush().unwrap(),
                 Op::Reopen => {
                     drop(store);
                     store = ViewStore::open(&dir.0, &views()).unwrap();
@@ -312,4 +319,95 @@ fn dead_letters_commit_with_the_batch_and_survive_a_reopen() {
     assert_eq!(store.dead_letter_count("other").unwrap(), 0);
     let recent = store.dead_letters("lines", 2).unwrap();
     assert_eq!(recent, vec![dead(12), dead(7)], "newest first");
+}
+
+#[test]
+fn a_micro_batch_is_one_row_and_a_closed_epoch_compacts_to_its_totals() {
+    let dir = TempDir::new("rows");
+    let store = ViewStore::open(&dir.0, &views()).unwrap();
+    let commit = |batch_id: u64, epoch: u64, keys: std::ops::Range<u32>| {
+        store
+            .commit(MicroBatchCommit {
+                batch_id,
+                epoch,
+                positions: vec![("wal".into(), batch_id)],
+                deltas: vec![(
+                    "counts".into(),
+                    keys.map(|k| (format!("k{k}"), AggValue::Count(1)))
+                        .collect(),
+                )],
+                dead_letters: vec![],
+            })
+            .unwrap()
+    };
+    // Three micro-batches of 1,000 keys each: three rows, not 3,000.
+    for b in 1..=3 {
+        commit(b, 1, 0..1000);
+    }
+    assert_eq!(store.log.len(), 3);
+    // Epoch 1 is still open: flushing leaves it alone.
+    store.flush().unwrap();
+    assert_eq!((store.log.len(), store.epoch_rows.len()), (3, 0));
+    // Once epoch 2 has begun, epoch 1 compacts into one chunk.
+    commit(4, 2, 500..600);
+    store.flush().unwrap();
+    assert_eq!((store.log.len(), store.epoch_rows.len()), (1, 1));
+    drop(store);
+    let store = ViewStore::open(&dir.0, &views()).unwrap();
+    let a = store.get("counts", "k550").unwrap().unwrap();
+    assert_eq!(a.value, AggValue::Count(4));
+    assert_eq!(
+        store.get("counts", "k0").unwrap().unwrap().value,
+        AggValue::Count(3)
+    );
+    assert_eq!(store.key_count("counts").unwrap(), 1000);
+    // Publishing epoch 1 retires its chunk; epoch 2's row stays.
+    let rows = (0..1000).map(|k| ("counts".to_string(), format!("k{k}"), AggValue::Count(3)));
+    store.publish(1, rows).unwrap();
+    assert_eq!((store.log.len(), store.epoch_rows.len()), (1, 0));
+    let a = store.get("counts", "k550").unwrap().unwrap();
+    assert_eq!(
+        (a.batch_value, a.realtime_value),
+        (Some(AggValue::Count(3)), Some(AggValue::Count(1)))
+    );
+}
+
+#[test]
+fn a_changed_aggregate_is_a_clear_error_at_open() {
+    let dir = TempDir::new("kind");
+    {
+        let store = ViewStore::open(&dir.0, &views()).unwrap();
+        store
+            .commit(MicroBatchCommit {
+                batch_id: 1,
+                epoch: 1,
+                positions: vec![],
+                deltas: vec![("counts".into(), vec![("a".into(), AggValue::Count(1))])],
+                dead_letters: vec![],
+            })
+            .unwrap();
+        store.flush().unwrap();
+    }
+    let changed = vec![("counts".to_string(), AggregateKind::Max)];
+    let err = ViewStore::open(&dir.0, &changed).unwrap_err().to_string();
+    assert!(
+        err.contains("view `counts`") && err.contains("Max"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_state_dir_of_the_earlier_layout_is_refused_with_instructions() {
+    let dir = TempDir::new("layout");
+    {
+        let db = sled::open(&dir.0).unwrap();
+        let meta = db.open_tree("meta").unwrap();
+        meta.insert("batch_id", &7u64.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    let err = ViewStore::open(&dir.0, &views()).unwrap_err().to_string();
+    assert!(
+        err.contains("earlier version") && err.contains("delete"),
+        "{err}"
+    );
 }

@@ -58,6 +58,9 @@ pub struct Clock {
     pub epoch: Duration,
     /// Most records taken into one micro-batch; the rest wait for the next.
     pub max_records: u64,
+    /// Most record bytes taken into one micro-batch (at least one record is
+    /// always taken); the rest wait for the next.
+    pub max_bytes: u64,
 }
 
 impl Clock {
@@ -221,7 +224,7 @@ impl MicroBatcher {
         for b in &mut self.buffers {
             b.clear();
         }
-        let end = self
+        let mut end = self
             .log
             .durable_end()
             .min(self.next_seq.saturating_add(self.clock.max_records));
@@ -236,10 +239,22 @@ impl MicroBatcher {
             let buffers = &mut self.buffers;
             let streams = &self.streams;
             let commit = &mut commit;
+            let max_bytes = self.clock.max_bytes;
+            let mut taken_bytes = 0u64;
+            // The first record left for the next micro-batch, once the
+            // byte budget is spent.
+            let mut cut: Option<u64> = None;
             self.log
-                .read(
-                    self.next_seq..end,
-                    &mut |r: LogRecord<'_>| match control::kind(r.stream) {
+                .read(self.next_seq..end, &mut |r: LogRecord<'_>| {
+                    if cut.is_some() {
+                        return;
+                    }
+                    if taken_bytes > 0 && taken_bytes + r.payload.len() as u64 > max_bytes {
+                        cut = Some(r.seq);
+                        return;
+                    }
+                    taken_bytes += r.payload.len() as u64;
+                    match control::kind(r.stream) {
                         // A record of a stream that is no longer configured is
                         // skipped: nothing reads it any more.
                         Kind::Data(stream) => {
@@ -274,9 +289,13 @@ impl MicroBatcher {
                             }
                         }
                         Kind::Unknown => {}
-                    },
-                )
+                    }
+                })
                 .map_err(fail)?;
+            if let Some(seq) = cut {
+                end = seq;
+                commit.positions[0].1 = end;
+            }
         }
         if end > self.next_seq && self.started_epoch != Some(epoch) {
             commit
