@@ -15,5 +15,5 @@
 pub mod run;
 pub mod runs;
 
-pub use run::{Generation, GenerationStats, ViewInput, compute_generation};
+pub use run::{Generation, GenerationStats, ViewInput, ViewRows, compute_generation};
 pub use runs::{BatchRuns, Outcome, RunRecord, RunState};

@@ -28,15 +28,48 @@ pub struct GenerationStats {
     pub bytes: u64,
 }
 
+/// One view's rows of a generation, as the engine's partitions produced
+/// them: a consumer can free each partition once it has taken it.
+#[derive(Debug, Clone)]
+pub struct ViewRows {
+    /// The view.
+    pub view: String,
+    /// `(key, value)` for every key, one vector per partition.
+    pub partitions: Vec<Vec<(String, AggValue)>>,
+}
+
 /// The batch views over all sealed epochs `<= epoch`.
 #[derive(Debug, Clone)]
 pub struct Generation {
     /// The watermark: every epoch `<=` it is in the generation.
     pub epoch: u64,
-    /// `(view, key, value)` for every key of every view.
-    pub rows: Vec<(String, String, AggValue)>,
+    /// The rows of every view that had input.
+    pub views: Vec<ViewRows>,
     /// What was read.
     pub stats: GenerationStats,
+}
+
+impl Generation {
+    /// Number of keys over all views.
+    pub fn keys(&self) -> u64 {
+        self.views
+            .iter()
+            .flat_map(|v| &v.partitions)
+            .map(|p| p.len() as u64)
+            .sum()
+    }
+
+    /// `(view, key, value)` for every key of every view, freeing each
+    /// partition once it is consumed.
+    pub fn into_rows(self) -> impl Iterator<Item = (String, String, AggValue)> {
+        self.views.into_iter().flat_map(|v| {
+            let view = v.view;
+            v.partitions
+                .into_iter()
+                .flatten()
+                .map(move |(k, val)| (view.clone(), k, val))
+        })
+    }
 }
 
 /// The columns a view reads: its key columns and its aggregate's column.
@@ -84,7 +117,7 @@ pub async fn compute_generation(
     };
     let mut stats = GenerationStats::default();
     let mut counted: BTreeMap<&str, ()> = BTreeMap::new();
-    let mut rows = Vec::new();
+    let mut rows: Vec<ViewRows> = Vec::new();
     let cancelled = || Error::Execution("batch run cancelled".into());
     for view in views {
         if *cancel.borrow() {
@@ -107,12 +140,14 @@ pub async fn compute_generation(
             // Dropping the job future cancels its remaining tasks.
             _ = watch.wait_for(|c| *c) => return Err(cancelled()),
         };
-        rows.extend(
-            parts
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| (view.spec.name.clone(), k, v)),
-        );
+        rows.push(ViewRows {
+            view: view.spec.name.clone(),
+            partitions: parts,
+        });
     }
-    Ok(Some(Generation { epoch, rows, stats }))
+    Ok(Some(Generation {
+        epoch,
+        views: rows,
+        stats,
+    }))
 }

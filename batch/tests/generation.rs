@@ -74,9 +74,9 @@ async fn generation_covers_exactly_the_sealed_epochs() {
         .unwrap();
     assert_eq!(g.epoch, 1);
     assert_eq!((g.stats.files, g.stats.rows), (2, 3));
+    assert_eq!(g.keys(), 3);
     let got: BTreeMap<String, AggValue> = g
-        .rows
-        .into_iter()
+        .into_rows()
         .map(|(v, k, val)| {
             assert_eq!(v, "word_counts");
             (k, val)

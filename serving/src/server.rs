@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lamina::Context;
 use lamina::master::MasterStore;
-use lamina_batch::{BatchRuns, Outcome, RunRecord, ViewInput, compute_generation};
+use lamina_batch::{BatchRuns, Generation, Outcome, RunRecord, ViewInput, compute_generation};
 use lamina_speed::commit::{CommitSink, RecordLog};
 use lamina_speed::format::{ColumnDef, Format, FormatKind};
 use lamina_speed::microbatch::seal::Sealer;
@@ -526,12 +526,10 @@ async fn batch_worker(mut w: BatchWorker, mut shutdown: watch::Receiver<bool>) {
                 let (epoch, stats, keys) = (
                     generation.epoch,
                     generation.stats.clone(),
-                    generation.rows.len() as u64,
+                    generation.keys(),
                 );
                 let store = Arc::clone(store);
-                match tokio::task::spawn_blocking(move || store.publish(epoch, generation.rows))
-                    .await
-                {
+                match tokio::task::spawn_blocking(move || publish(&store, generation)).await {
                     Ok(Ok(())) => Outcome::Published {
                         epoch: Some(epoch),
                         stats,
@@ -556,6 +554,20 @@ async fn batch_worker(mut w: BatchWorker, mut shutdown: watch::Receiver<bool>) {
         }
         save_runs(store, &runs.list());
     }
+}
+
+/// Publishes a generation, freeing each partition of its rows as soon as
+/// the store has taken it, so that the rows are not held twice.
+fn publish(store: &ViewStore, generation: Generation) -> Result<(), crate::store::StoreError> {
+    let mut p = store.begin_publish(generation.epoch)?;
+    for v in generation.views {
+        for part in v.partitions {
+            for (key, value) in part {
+                p.add(&v.view, &key, value)?;
+            }
+        }
+    }
+    p.finish()
 }
 
 /// Requests a batch run at every time the schedule names.

@@ -299,7 +299,9 @@ async fn sealed_epochs_become_a_generation_with_no_gap_and_no_double_count() {
         .unwrap()
         .unwrap();
     assert_eq!(generation.epoch, 1);
-    n.store.publish(generation.epoch, generation.rows).unwrap();
+    n.store
+        .publish(generation.epoch, generation.into_rows())
+        .unwrap();
 
     // Every merged answer is unchanged; the split moved to the batch side.
     let after = (

@@ -266,10 +266,7 @@ impl ViewStore {
     /// aggregate than configured; [`StoreError::OldLayout`].
     pub fn open(dir: &Path, views: &[(String, AggregateKind)]) -> Result<Self> {
         let started = Instant::now();
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(SLED_CACHE_BYTES)
-            .open()?;
+        let db = open_db(dir)?;
         let meta = db.open_tree("meta")?;
         match read_u64(&meta, keys::LAYOUT)? {
             Some(keys::LAYOUT_VERSION) => {}
@@ -1010,6 +1007,28 @@ impl ViewStore {
 }
 
 const RUNS_BLOB: &str = "batch_runs";
+
+/// Opens sled, waiting a little for its lock: a store dropped in this
+/// process releases the lock only when sled's background flusher lets go
+/// of it, a moment later.
+fn open_db(dir: &Path) -> Result<sled::Db> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        match sled::Config::new()
+            .path(dir)
+            .cache_capacity(SLED_CACHE_BYTES)
+            .open()
+        {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
 
 fn tx_error(e: sled::transaction::TransactionError<()>) -> StoreError {
     match e {
