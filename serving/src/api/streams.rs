@@ -172,6 +172,21 @@ pub fn metrics(state: &ApiState) -> Response {
             .collect(),
     );
     metric(
+        "lamina_view_memory_bytes",
+        "gauge",
+        "Heap bytes of a view's in-memory table (keys, values, open epochs' deltas), estimated from capacities.",
+        state
+            .views
+            .iter()
+            .map(|v| {
+                (
+                    format!("{{view=\"{}\"}}", v.name),
+                    state.store.heap_bytes(&v.name).unwrap_or(0) as f64,
+                )
+            })
+            .collect(),
+    );
+    metric(
         "lamina_watermark_epoch",
         "gauge",
         "Epoch through which the served batch generation is complete (-1: none).",

@@ -300,6 +300,12 @@ async fn streams_batches_dead_letters_and_metrics() {
         text.contains("lamina_view_keys{view=\"word_counts\"} 3"),
         "{text}"
     );
+    let memory: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("lamina_view_memory_bytes{view=\"word_counts\"} "))
+        .and_then(|v| v.parse().ok())
+        .expect("a memory gauge for the view");
+    assert!(memory > 0.0, "{text}");
     assert!(
         text.contains("# TYPE lamina_wal_fsyncs_total counter"),
         "{text}"
