@@ -84,9 +84,14 @@ pub enum Command {
 /// `lamina bench ...`
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
-    /// Sustained TCP ingest into `word_counts` and end-to-end latency, against
-    /// a real server this command starts.
+    /// Sustained TCP ingest of Zipf-distributed text into `word_counts`,
+    /// end-to-end latency and exact counts, against a real server this
+    /// command starts.
     Stream(crate::bench::StreamBench),
+    /// The cost of many distinct keys: RSS per key, micro-batch and query
+    /// times, a batch run, a restart after SIGKILL, against a real server
+    /// this command starts.
+    Keys(crate::bench::KeysBench),
 }
 
 /// `lamina batch ...`
@@ -130,15 +135,19 @@ pub fn main() -> ExitCode {
             command: BatchCommand::Run { wait, server },
         } => client_command(&server, |c| batch_run(c, wait)),
         Command::Status { server } => client_command(&server, status),
-        Command::Bench {
-            command: BenchCommand::Stream(args),
-        } => match crate::bench::stream(&args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("lamina bench: {e}");
-                ExitCode::FAILURE
+        Command::Bench { command } => {
+            let result = match command {
+                BenchCommand::Stream(args) => crate::bench::stream(&args),
+                BenchCommand::Keys(args) => crate::bench::keys(&args),
+            };
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("lamina bench: {e}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         Command::CheckConfig { config } => match crate::config::Config::load(&config) {
             Ok(_) => {
                 println!("{}: ok", config.display());
