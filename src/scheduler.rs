@@ -83,6 +83,37 @@ where
     R: Send,
     F: Fn(&TaskContext, BoxIter<'_, T>) -> Result<R> + Sync,
 {
+    let results: std::sync::Mutex<Vec<Option<R>>> =
+        std::sync::Mutex::new(partitions.iter().map(|_| None).collect());
+    run_job_each(ctx, rdd, partitions, cancel, func, &|i, r| {
+        results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(r);
+    })?;
+    results
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .into_iter()
+        .map(|r| r.ok_or_else(|| Error::Internal("a result task produced nothing".into())))
+        .collect()
+}
+
+/// Like [`run_job`], handing each partition's result to `emit(index, result)`
+/// (index into `partitions`) as soon as its task has succeeded, on the
+/// worker that ran it, instead of collecting them. A result is emitted once:
+/// only the attempt that succeeded emits, so a retried task never emits
+/// twice. When the job fails, the results emitted before stay emitted.
+pub(crate) fn run_job_each<T, R, F>(
+    ctx: &Context,
+    rdd: &Arc<dyn Dataset<Item = T>>,
+    partitions: &[usize],
+    cancel: &CancelToken,
+    func: F,
+    emit: &(dyn Fn(usize, R) + Sync),
+) -> Result<()>
+where
+    T: Data,
+    R: Send,
+    F: Fn(&TaskContext, BoxIter<'_, T>) -> Result<R> + Sync,
+{
     if let Some(&p) = partitions.iter().find(|&&p| p >= rdd.num_partitions()) {
         return Err(Error::plan(format!(
             "{} has {} partitions; partition {p} does not exist",
@@ -97,16 +128,14 @@ where
         stage_numbers: HashMap::new(),
         next_stage: AtomicUsize::new(0),
     };
-    let mut results: Vec<Option<R>> = partitions.iter().map(|_| None).collect();
+    let mut done: Vec<bool> = vec![false; partitions.len()];
     let max_rounds = ctx.config().max_stage_attempts;
     for round in 0.. {
         job.compute_missing_shuffles(&node)?;
         let result_stage = job.next_stage.fetch_add(1, Ordering::Relaxed);
-        let pending: Vec<usize> = (0..partitions.len())
-            .filter(|&i| results[i].is_none())
-            .collect();
+        let pending: Vec<usize> = (0..partitions.len()).filter(|&i| !done[i]).collect();
         let name = rdd.name();
-        let outcomes: Vec<(usize, Result<R>)> = ctx.pool().install(|| {
+        let outcomes: Vec<(usize, Result<()>)> = ctx.pool().install(|| {
             pending
                 .par_iter()
                 .with_max_len(1)
@@ -116,14 +145,14 @@ where
                         let iter = rdd.compute(partition, tc)?;
                         func(tc, iter)
                     });
-                    (i, outcome)
+                    (i, outcome.map(|r| emit(i, r)))
                 })
                 .collect()
         });
         let mut lost_shuffle_output = None;
         for (i, outcome) in outcomes {
             match outcome {
-                Ok(r) => results[i] = Some(r),
+                Ok(()) => done[i] = true,
                 Err(e @ Error::ShuffleFetch { .. }) => lost_shuffle_output = Some(e),
                 Err(e) => return Err(e),
             }
@@ -142,10 +171,7 @@ where
             Some(_) => continue,
         }
     }
-    results
-        .into_iter()
-        .map(|r| r.ok_or_else(|| Error::Internal("a result task produced nothing".into())))
-        .collect()
+    Ok(())
 }
 
 impl Job<'_> {

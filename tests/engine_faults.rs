@@ -311,3 +311,57 @@ fn cancelled_job_ends_with_an_error() {
         "cancellation skipped the remaining tasks"
     );
 }
+
+#[test]
+fn streamed_results_are_emitted_once_per_partition_even_when_tasks_fail_half_way() {
+    let ctx = ctx(2);
+    // Every partition fails half-way through its first read: its partial
+    // result must never be emitted.
+    let (source, reads) = FlakySource::new(6, 1, 1);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let emitted = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = Arc::clone(&emitted);
+    let job = ctx
+        .from_source(source)
+        .map(|x| (x % 5, x))
+        .reduce_by_key(|a, b| a + b)
+        .run_each_async(
+            |_, it| Ok(it.collect::<Vec<_>>()),
+            move |partition, rows| sink.lock().unwrap().push((partition, rows)),
+        );
+    rt.block_on(job).unwrap();
+    let mut emitted = emitted.lock().unwrap().clone();
+    emitted.sort_by_key(|(p, _)| *p);
+    let partitions: Vec<usize> = emitted.iter().map(|(p, _)| *p).collect();
+    assert_eq!(
+        partitions,
+        (0..6).collect::<Vec<_>>(),
+        "each partition once"
+    );
+    let total: u64 = emitted.iter().flat_map(|(_, r)| r).map(|(_, v)| v).sum();
+    assert_eq!(total, expected_sum(6));
+    assert!(reads.iter().all(|r| r.load(Ordering::SeqCst) == 3));
+}
+
+#[test]
+fn a_result_task_that_fails_half_way_emits_only_its_successful_attempt() {
+    let ctx = ctx(2);
+    let (source, reads) = FlakySource::new(4, 0, 1);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let emitted = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = Arc::clone(&emitted);
+    // No shuffle: the flaky read happens in the result stage itself.
+    let job = ctx.from_source(source).run_each_async(
+        |_, it| Ok(it.collect::<Vec<u64>>()),
+        move |partition, rows| sink.lock().unwrap().push((partition, rows.len())),
+    );
+    rt.block_on(job).unwrap();
+    let mut emitted = emitted.lock().unwrap().clone();
+    emitted.sort();
+    assert_eq!(emitted, vec![(0, 100), (1, 100), (2, 100), (3, 100)]);
+    assert!(reads.iter().all(|r| r.load(Ordering::SeqCst) == 2));
+}

@@ -15,5 +15,8 @@
 pub mod run;
 pub mod runs;
 
-pub use run::{Generation, GenerationStats, ViewInput, ViewRows, compute_generation};
+pub use run::{
+    Generation, GenerationStats, GenerationSummary, RowSink, ViewInput, ViewRows,
+    compute_generation, stream_generation,
+};
 pub use runs::{BatchRuns, Outcome, RunRecord, RunState};

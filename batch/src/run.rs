@@ -2,6 +2,7 @@
 //! dataset.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use lamina::master::MasterStore;
 use lamina::view::{AggValue, KeySpec, ViewSpec, run_view};
@@ -90,8 +91,64 @@ fn columns(spec: &ViewSpec) -> Vec<String> {
     out
 }
 
+/// Where [`stream_generation`] hands a generation's rows: `(view, the
+/// rows of one partition)`, called on the engine's workers as partitions
+/// complete, in completion order. Blocking in it holds the partition's
+/// worker back (backpressure).
+pub type RowSink = Arc<dyn Fn(&str, Vec<(String, AggValue)>) + Send + Sync>;
+
+/// What a streamed generation read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenerationSummary {
+    /// The watermark: every epoch `<=` it is in the generation.
+    pub epoch: u64,
+    /// What was read.
+    pub stats: GenerationStats,
+}
+
 /// Computes generation `E`, where `E` is the last sealed epoch in the
-/// manifest; `Ok(None)` when no epoch is sealed yet.
+/// manifest, and collects it; `Ok(None)` when no epoch is sealed yet. See
+/// [`stream_generation`], which hands rows over as they are computed.
+///
+/// # Errors
+///
+/// As [`stream_generation`].
+pub async fn compute_generation(
+    ctx: &Context,
+    master: &MasterStore,
+    views: &[ViewInput],
+    cancel: watch::Receiver<bool>,
+) -> Result<Option<Generation>> {
+    type Collected = BTreeMap<String, Vec<Vec<(String, AggValue)>>>;
+    let collected: Arc<Mutex<Collected>> = Arc::default();
+    let into = Arc::clone(&collected);
+    let sink: RowSink = Arc::new(move |view, rows| {
+        into.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(view.to_owned())
+            .or_default()
+            .push(rows)
+    });
+    let Some(summary) = stream_generation(ctx, master, views, cancel, |_| sink).await? else {
+        return Ok(None);
+    };
+    let collected = std::mem::take(&mut *collected.lock().unwrap_or_else(|p| p.into_inner()));
+    Ok(Some(Generation {
+        epoch: summary.epoch,
+        views: collected
+            .into_iter()
+            .map(|(view, partitions)| ViewRows { view, partitions })
+            .collect(),
+        stats: summary.stats,
+    }))
+}
+
+/// Computes generation `E`, where `E` is the last sealed epoch in the
+/// manifest, handing each view's rows to a sink partition by partition as
+/// the engine completes them, so that a consumer can store and free them
+/// while the rest is computed. `start(E)` is called once `E` is known and
+/// before any row, and returns the sink. `Ok(None)` (and no call of
+/// `start`) when no epoch is sealed yet.
 ///
 /// Reads only the files the manifest lists for epochs `<= E` and only the
 /// columns each view needs; every view runs on the engine's CPU pool.
@@ -99,25 +156,27 @@ fn columns(spec: &ViewSpec) -> Vec<String> {
 /// # Errors
 ///
 /// The first view's error: an unreadable file (named), a missing column, a
-/// cancelled job.
+/// cancelled job. Rows handed over before the error stay handed over: the
+/// consumer discards them.
 ///
 /// # Cancellation
 ///
 /// When `cancel` turns true the run stops: the running job is dropped, which
 /// skips its remaining tasks (see [`lamina::JobFuture`]).
-pub async fn compute_generation(
+pub async fn stream_generation(
     ctx: &Context,
     master: &MasterStore,
     views: &[ViewInput],
     cancel: watch::Receiver<bool>,
-) -> Result<Option<Generation>> {
+    start: impl FnOnce(u64) -> RowSink,
+) -> Result<Option<GenerationSummary>> {
     let manifest = master.manifest().await?;
     let Some(epoch) = manifest.sealed_through else {
         return Ok(None);
     };
+    let sink = start(epoch);
     let mut stats = GenerationStats::default();
     let mut counted: BTreeMap<&str, ()> = BTreeMap::new();
-    let mut rows: Vec<ViewRows> = Vec::new();
     let cancelled = || Error::Execution("batch run cancelled".into());
     for view in views {
         if *cancel.borrow() {
@@ -133,21 +192,18 @@ pub async fn compute_generation(
             continue;
         }
         let input = master.scan(ctx, &files, Some(&columns(&view.spec))).await?;
-        let job = run_view(&view.spec, &input).run_async(|_, it| Ok(it.collect::<Vec<_>>()));
+        let name = view.spec.name.clone();
+        let to = Arc::clone(&sink);
+        let job = run_view(&view.spec, &input).run_each_async(
+            |_, it| Ok(it.collect::<Vec<_>>()),
+            move |_, rows| to(&name, rows),
+        );
         let mut watch = cancel.clone();
-        let parts = tokio::select! {
+        tokio::select! {
             result = job => result?,
             // Dropping the job future cancels its remaining tasks.
             _ = watch.wait_for(|c| *c) => return Err(cancelled()),
         };
-        rows.push(ViewRows {
-            view: view.spec.name.clone(),
-            partitions: parts,
-        });
     }
-    Ok(Some(Generation {
-        epoch,
-        views: rows,
-        stats,
-    }))
+    Ok(Some(GenerationSummary { epoch, stats }))
 }

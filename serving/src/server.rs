@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lamina::Context;
 use lamina::master::MasterStore;
-use lamina_batch::{BatchRuns, Generation, Outcome, RunRecord, ViewInput, compute_generation};
+use lamina_batch::{BatchRuns, Outcome, RunRecord, ViewInput, stream_generation};
 use lamina_speed::commit::{CommitSink, RecordLog};
 use lamina_speed::format::{ColumnDef, Format, FormatKind};
 use lamina_speed::microbatch::seal::Sealer;
@@ -515,33 +515,7 @@ async fn batch_worker(mut w: BatchWorker, mut shutdown: watch::Receiver<bool>) {
             runs,
             ..
         } = &w;
-        let outcome = match compute_generation(ctx, master, views, cancel.clone()).await {
-            Ok(_) if *cancel.borrow() => Outcome::Cancelled,
-            Ok(None) => Outcome::Published {
-                epoch: None,
-                stats: Default::default(),
-                keys: 0,
-            },
-            Ok(Some(generation)) => {
-                let (epoch, stats, keys) = (
-                    generation.epoch,
-                    generation.stats.clone(),
-                    generation.keys(),
-                );
-                let store = Arc::clone(store);
-                match tokio::task::spawn_blocking(move || publish(&store, generation)).await {
-                    Ok(Ok(())) => Outcome::Published {
-                        epoch: Some(epoch),
-                        stats,
-                        keys,
-                    },
-                    Ok(Err(e)) => Outcome::Failed(format!("publishing generation {epoch}: {e}")),
-                    Err(e) => Outcome::Failed(format!("publishing generation {epoch}: {e}")),
-                }
-            }
-            Err(_) if *cancel.borrow() => Outcome::Cancelled,
-            Err(e) => Outcome::Failed(e.to_string()),
-        };
+        let outcome = run_and_publish(ctx, master, views, store, &cancel).await;
         if let Some(done) = runs.finish(run.id, outcome) {
             match &done.error {
                 None => {
@@ -556,18 +530,108 @@ async fn batch_worker(mut w: BatchWorker, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// Publishes a generation, freeing each partition of its rows as soon as
-/// the store has taken it, so that the rows are not held twice.
-fn publish(store: &ViewStore, generation: Generation) -> Result<(), crate::store::StoreError> {
-    let mut p = store.begin_publish(generation.epoch)?;
-    for v in generation.views {
-        for part in v.partitions {
-            for (key, value) in part {
-                p.add(&v.view, &key, value)?;
+/// What the batch worker's publishing thread is told.
+enum ToPublisher {
+    /// The generation being computed: begin publishing it.
+    Start(u64),
+    /// One partition of a view's rows.
+    Rows(String, Vec<(String, lamina::view::AggValue)>),
+    /// Everything was handed over: make the generation the served one.
+    Finish,
+}
+
+/// Computes a generation and publishes it as it is computed: each
+/// partition of rows goes to the store (sled chunks and the new batch
+/// columns) as soon as the engine completes it, and is freed then, so the
+/// rows are never held whole beside the store. A failed or cancelled run
+/// drops the half-built generation; the previous one keeps serving.
+async fn run_and_publish(
+    ctx: &Context,
+    master: &MasterStore,
+    views: &[ViewInput],
+    store: &Arc<ViewStore>,
+    cancel: &watch::Receiver<bool>,
+) -> Outcome {
+    // Two partitions in flight at most: a slow store holds the engine's
+    // workers back instead of piling rows up.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<ToPublisher>(2);
+    let publisher = {
+        let store = Arc::clone(store);
+        tokio::task::spawn_blocking(move || publish_from(&store, rx))
+    };
+    let start_tx = tx.clone();
+    let sink_tx = tx.clone();
+    let computed = stream_generation(ctx, master, views, cancel.clone(), move |epoch| {
+        let _ = start_tx.send(ToPublisher::Start(epoch));
+        Arc::new(move |view: &str, rows| {
+            // A publisher that stopped has failed; its error is reported.
+            let _ = sink_tx.send(ToPublisher::Rows(view.to_owned(), rows));
+        })
+    })
+    .await;
+    let finish = matches!(computed, Ok(Some(_))) && !*cancel.borrow();
+    if finish {
+        let _ = tx.send(ToPublisher::Finish);
+    }
+    drop(tx);
+    let published = publisher.await;
+    match computed {
+        Ok(_) if *cancel.borrow() => Outcome::Cancelled,
+        Ok(None) => Outcome::Published {
+            epoch: None,
+            stats: Default::default(),
+            keys: 0,
+        },
+        Ok(Some(summary)) => {
+            let epoch = summary.epoch;
+            match published {
+                Ok(Ok(Some(keys))) => Outcome::Published {
+                    epoch: Some(epoch),
+                    stats: summary.stats,
+                    keys,
+                },
+                Ok(Ok(None)) => Outcome::Failed(format!(
+                    "publishing generation {epoch}: the publisher stopped"
+                )),
+                Ok(Err(e)) => Outcome::Failed(format!("publishing generation {epoch}: {e}")),
+                Err(e) => Outcome::Failed(format!("publishing generation {epoch}: {e}")),
+            }
+        }
+        Err(_) if *cancel.borrow() => Outcome::Cancelled,
+        Err(e) => Outcome::Failed(e.to_string()),
+    }
+}
+
+/// The publishing thread: takes a generation's rows from `rx` into the
+/// store; `Ok(Some(keys))` once told to finish, `Ok(None)` when the channel
+/// closed first (the run failed or was cancelled: nothing is published).
+fn publish_from(
+    store: &ViewStore,
+    rx: std::sync::mpsc::Receiver<ToPublisher>,
+) -> Result<Option<u64>, crate::store::StoreError> {
+    let mut publisher = None;
+    let mut keys = 0u64;
+    for msg in rx {
+        match msg {
+            ToPublisher::Start(epoch) => publisher = Some(store.begin_publish(epoch)?),
+            ToPublisher::Rows(view, rows) => {
+                let Some(p) = publisher.as_mut() else {
+                    continue;
+                };
+                keys += rows.len() as u64;
+                for (key, value) in rows {
+                    p.add(&view, &key, value)?;
+                }
+            }
+            ToPublisher::Finish => {
+                return match publisher {
+                    Some(p) => p.finish().map(|()| Some(keys)),
+                    None => Ok(None),
+                };
             }
         }
     }
-    p.finish()
+    Ok(None)
 }
 
 /// Requests a batch run at every time the schedule names.

@@ -3,7 +3,7 @@
 use crate::context::TaskContext;
 use crate::error::Result;
 use crate::rdd::{BoxIter, Data, Rdd};
-use crate::scheduler::{CancelToken, JobFuture, run_job};
+use crate::scheduler::{CancelToken, JobFuture, run_job, run_job_each};
 
 impl<T: Data> Rdd<T> {
     /// Runs `f` over every partition on the CPU pool and returns its results
@@ -32,6 +32,32 @@ impl<T: Data> Rdd<T> {
         JobFuture::spawn(&self.ctx, move |cancel| {
             let all: Vec<usize> = (0..rdd.num_partitions()).collect();
             run_job(&rdd.ctx, &rdd.node, &all, cancel, f)
+        })
+    }
+
+    /// Like [`run_async`](Self::run_async), but hands each partition's
+    /// result to `emit(partition, result)` as soon as its task has
+    /// succeeded, instead of holding every result until the job ends: a
+    /// consumer can take (and free) partitions while others still run.
+    ///
+    /// `emit` runs on the CPU pool's worker that ran the task, once per
+    /// partition: a retried task emits only from the attempt that
+    /// succeeded. Partitions arrive in completion order, not partition
+    /// order.
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](Self::run). Results emitted before the job failed (or was
+    /// cancelled) stay emitted: the consumer must be able to discard them.
+    pub fn run_each_async<R: Send + 'static>(
+        &self,
+        f: impl Fn(&TaskContext, BoxIter<'_, T>) -> Result<R> + Send + Sync + 'static,
+        emit: impl Fn(usize, R) + Send + Sync + 'static,
+    ) -> JobFuture<()> {
+        let rdd = self.clone();
+        JobFuture::spawn(&self.ctx, move |cancel| {
+            let all: Vec<usize> = (0..rdd.num_partitions()).collect();
+            run_job_each(&rdd.ctx, &rdd.node, &all, cancel, f, &emit)
         })
     }
 
