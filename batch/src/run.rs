@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use lamina::master::MasterStore;
-use lamina::view::{AggValue, KeySpec, ViewSpec, run_view};
+use lamina::view::{AggValue, KeySpec, View, ViewSpec};
 use lamina::{Context, Error, Result};
 use tokio::sync::watch;
 
@@ -92,9 +92,11 @@ fn columns(spec: &ViewSpec) -> Vec<String> {
 }
 
 /// Where [`stream_generation`] hands a generation's rows: `(view, the
-/// rows of one partition)`, called on the engine's workers as partitions
-/// complete, in completion order. Blocking in it holds the partition's
-/// worker back (backpressure).
+/// partial aggregates of one partition)`, called on the engine's workers as
+/// partitions complete, in completion order. A key may come in several
+/// partitions: its partials are monoid states, and the consumer combines
+/// them. Blocking in the sink holds the partition's worker back
+/// (backpressure).
 pub type RowSink = Arc<dyn Fn(&str, Vec<(String, AggValue)>) + Send + Sync>;
 
 /// What a streamed generation read.
@@ -119,15 +121,23 @@ pub async fn compute_generation(
     views: &[ViewInput],
     cancel: watch::Receiver<bool>,
 ) -> Result<Option<Generation>> {
-    type Collected = BTreeMap<String, Vec<Vec<(String, AggValue)>>>;
+    type Collected = BTreeMap<String, BTreeMap<String, AggValue>>;
     let collected: Arc<Mutex<Collected>> = Arc::default();
     let into = Arc::clone(&collected);
     let sink: RowSink = Arc::new(move |view, rows| {
-        into.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(view.to_owned())
-            .or_default()
-            .push(rows)
+        let mut all = into.lock().unwrap_or_else(|p| p.into_inner());
+        let merged = all.entry(view.to_owned()).or_default();
+        for (key, value) in rows {
+            match merged.entry(key) {
+                std::collections::btree_map::Entry::Occupied(mut e) => {
+                    // Partials of one view share its aggregate kind.
+                    let _ = e.get_mut().combine_owned(value);
+                }
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(value);
+                }
+            }
+        }
     });
     let Some(summary) = stream_generation(ctx, master, views, cancel, |_| sink).await? else {
         return Ok(None);
@@ -137,16 +147,22 @@ pub async fn compute_generation(
         epoch: summary.epoch,
         views: collected
             .into_iter()
-            .map(|(view, partitions)| ViewRows { view, partitions })
+            .map(|(view, rows)| ViewRows {
+                view,
+                partitions: vec![rows.into_iter().collect()],
+            })
             .collect(),
         stats: summary.stats,
     }))
 }
 
 /// Computes generation `E`, where `E` is the last sealed epoch in the
-/// manifest, handing each view's rows to a sink partition by partition as
-/// the engine completes them, so that a consumer can store and free them
-/// while the rest is computed. `start(E)` is called once `E` is known and
+/// manifest, handing each view's partial aggregates to a sink partition by
+/// partition as the engine completes them: the map side of the view runs
+/// on the engine (one task per row group, folding it into one partial per
+/// key), and the final merge is the consumer's — the serving layer merges
+/// straight into the new generation's columns, so no shuffle holds every
+/// key's partials in memory at once. `start(E)` is called once `E` is known and
 /// before any row, and returns the sink. `Ok(None)` (and no call of
 /// `start`) when no epoch is sealed yet.
 ///
@@ -194,7 +210,7 @@ pub async fn stream_generation(
         let input = master.scan(ctx, &files, Some(&columns(&view.spec))).await?;
         let name = view.spec.name.clone();
         let to = Arc::clone(&sink);
-        let job = run_view(&view.spec, &input).run_each_async(
+        let job = view.spec.partials(&input).run_each_async(
             |_, it| Ok(it.collect::<Vec<_>>()),
             move |_, rows| to(&name, rows),
         );

@@ -602,15 +602,14 @@ async fn run_and_publish(
     }
 }
 
-/// The publishing thread: takes a generation's rows from `rx` into the
-/// store; `Ok(Some(keys))` once told to finish, `Ok(None)` when the channel
+/// The publishing thread: takes a generation's partials from `rx` into the
+/// store, which combines them per key; `Ok(Some(keys))` once told to finish, `Ok(None)` when the channel
 /// closed first (the run failed or was cancelled: nothing is published).
 fn publish_from(
     store: &ViewStore,
     rx: std::sync::mpsc::Receiver<ToPublisher>,
 ) -> Result<Option<u64>, crate::store::StoreError> {
     let mut publisher = None;
-    let mut keys = 0u64;
     for msg in rx {
         match msg {
             ToPublisher::Start(epoch) => publisher = Some(store.begin_publish(epoch)?),
@@ -618,14 +617,13 @@ fn publish_from(
                 let Some(p) = publisher.as_mut() else {
                     continue;
                 };
-                keys += rows.len() as u64;
                 for (key, value) in rows {
                     p.add(&view, &key, value)?;
                 }
             }
             ToPublisher::Finish => {
                 return match publisher {
-                    Some(p) => p.finish().map(|()| Some(keys)),
+                    Some(p) => p.finish().map(Some),
                     None => Ok(None),
                 };
             }

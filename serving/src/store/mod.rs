@@ -567,15 +567,7 @@ impl ViewStore {
                     Table::Count(_) => Builder::Count(GenBuilder::new()),
                     Table::Any(_) => Builder::Any(GenBuilder::new()),
                 };
-                (
-                    name.clone(),
-                    PendingView {
-                        builder,
-                        chunk: PairList::default(),
-                        chunks: 0,
-                        rows: 0,
-                    },
-                )
+                (name.clone(), PendingView { builder, rows: 0 })
             })
             .collect();
         // Leftovers of an earlier attempt at the same generation.
@@ -607,7 +599,7 @@ impl ViewStore {
         for (view, key, value) in rows {
             p.add(&view, &key, value)?;
         }
-        p.finish()
+        p.finish().map(|_| ())
     }
 
     /// The merged answer for one key; `None` when the key has no data.
@@ -791,10 +783,29 @@ enum Builder {
 
 struct PendingView {
     builder: Builder,
-    /// The chunk being filled for sled.
-    chunk: PairList,
-    chunks: u32,
     rows: u64,
+}
+
+impl Builder {
+    /// Interns every pending row (see [`GenBuilder::settle`]).
+    fn settle(&mut self, table: &Table) -> Result<(), table::ShardFull> {
+        match (self, table) {
+            (Builder::Count(b), Table::Count(t)) => b.settle(t),
+            (Builder::Any(b), Table::Any(t)) => b.settle(t),
+            _ => unreachable!("builders are made from the tables"),
+        }
+    }
+
+    /// Calls `f(key, value)` for every value built for shard `s`.
+    fn each(&self, table: &Table, s: usize, f: &mut dyn FnMut(&str, AggValue)) {
+        match (self, table) {
+            (Builder::Count(b), Table::Count(t)) => {
+                b.each(t, s, &mut |k, v| f(k, AggValue::Count(*v)))
+            }
+            (Builder::Any(b), Table::Any(t)) => b.each(t, s, &mut |k, v| f(k, v.clone())),
+            _ => unreachable!("builders are made from the tables"),
+        }
+    }
 }
 
 /// A generation being published; see [`ViewStore::begin_publish`].
@@ -814,13 +825,13 @@ impl std::fmt::Debug for Publisher<'_> {
 }
 
 impl Publisher<'_> {
-    /// Adds one key's batch value. The value is written to sled in chunks
-    /// and to the new batch column; nothing is visible until
-    /// [`finish`](Self::finish).
+    /// Adds a key's batch value to the new generation, combined with what
+    /// was added for the key before (partials of one key may come in
+    /// several parts). Nothing is visible until [`finish`](Self::finish).
     ///
     /// # Errors
     ///
-    /// [`StoreError::UnknownView`], [`StoreError::Mismatch`], sled errors.
+    /// [`StoreError::UnknownView`], [`StoreError::Mismatch`].
     pub fn add(&mut self, view: &str, key: &str, value: AggValue) -> Result<()> {
         let table = self.store.table(view)?;
         if !fits(table, &value) {
@@ -830,7 +841,6 @@ impl Publisher<'_> {
             .views
             .get_mut(view)
             .ok_or_else(|| StoreError::UnknownView(view.to_owned()))?;
-        pending.chunk.push(key, &value)?;
         pending.rows += 1;
         match (&mut pending.builder, table) {
             (Builder::Count(b), Table::Count(t)) => {
@@ -843,19 +853,14 @@ impl Publisher<'_> {
             }
             _ => unreachable!("builders are made from the tables"),
         }
-        if pending.chunk.len() >= CHUNK_PAIRS || pending.chunk.bytes() >= CHUNK_BYTES {
-            self.store.gens.insert(
-                keys::chunk(self.generation, view, pending.chunks),
-                pending.chunk.take(),
-            )?;
-            pending.chunks += 1;
-        }
         Ok(())
     }
 
-    /// Makes the generation the served one: its chunks durable, then the
-    /// watermark moved in sled, then every shard swapped in memory, then
-    /// what it made obsolete deleted.
+    /// Makes the generation the served one and returns its number of keys:
+    /// its chunks written (each key
+    /// once, from the built columns) and made durable, then the watermark
+    /// moved in sled, then every shard swapped in memory, then what it made
+    /// obsolete deleted.
     ///
     /// # Errors
     ///
@@ -863,16 +868,37 @@ impl Publisher<'_> {
     /// keeps serving; after, the new one serves (in memory and after a
     /// restart) and an error is only about the clean-up, which the next
     /// open or publish finishes.
-    pub fn finish(mut self) -> Result<()> {
+    pub fn finish(mut self) -> Result<u64> {
         let store = self.store;
         let generation = self.generation;
+        let mut keys = 0u64;
         for (view, pending) in &mut self.views {
-            if pending.chunk.len() > 0 {
-                store.gens.insert(
-                    keys::chunk(generation, view, pending.chunks),
-                    pending.chunk.take(),
-                )?;
-                pending.chunks += 1;
+            let table = store.table(view)?;
+            pending.builder.settle(table).map_err(full(view))?;
+            let mut chunk = PairList::default();
+            let mut chunks = 0u32;
+            for s in 0..SHARDS {
+                let mut failed = None;
+                pending.builder.each(table, s, &mut |key, value| {
+                    if failed.is_none()
+                        && let Err(e) = chunk.push(key, &value)
+                    {
+                        failed = Some(e);
+                    }
+                });
+                if let Some(e) = failed {
+                    return Err(e);
+                }
+                let last = s == SHARDS - 1;
+                if chunk.len() > 0
+                    && (last || chunk.len() >= CHUNK_PAIRS || chunk.bytes() >= CHUNK_BYTES)
+                {
+                    keys += chunk.len();
+                    store
+                        .gens
+                        .insert(keys::chunk(generation, view, chunks), chunk.take())?;
+                    chunks += 1;
+                }
             }
         }
         // Make the chunks durable before the watermark can point at them.
@@ -884,9 +910,9 @@ impl Publisher<'_> {
         // Swap in memory. Commits may go on meanwhile: they are in epochs
         // after `generation`, which every shard keeps.
         let started = Instant::now();
-        let mut keys = 0;
+        let mut rows = 0;
         for (view, pending) in std::mem::take(&mut self.views) {
-            keys += pending.rows;
+            rows += pending.rows;
             let table = store.table(&view)?;
             match (pending.builder, table) {
                 (Builder::Count(b), Table::Count(t)) => b.publish(t, generation),
@@ -903,11 +929,13 @@ impl Publisher<'_> {
         }
         info!(
             generation,
+            rows,
             keys,
             "state store: generation swapped in in {:.0} ms",
             started.elapsed().as_secs_f64() * 1e3
         );
-        store.retire(generation)
+        store.retire(generation)?;
+        Ok(keys)
     }
 }
 

@@ -602,11 +602,33 @@ impl<V: Cell> GenBuilder<V> {
         Ok(())
     }
 
-    /// Swaps the new batch values in, shard by shard.
-    pub(super) fn publish(mut self, table: &ViewTable<V>, watermark: u64) -> Result<(), ShardFull> {
+    /// Interns every row still pending; after it, [`each`](Self::each)
+    /// sees every value.
+    pub(super) fn settle(&mut self, table: &ViewTable<V>) -> Result<(), ShardFull> {
         for s in 0..SHARDS {
             self.intern(table, s)?;
         }
+        Ok(())
+    }
+
+    /// Calls `f(key, value)` for every value built for shard `s` (after
+    /// [`settle`](Self::settle)), under the shard's read lock.
+    pub(super) fn each(&self, table: &ViewTable<V>, s: usize, f: &mut dyn FnMut(&str, &V)) {
+        let shard = table.read(s);
+        for (id, value) in self.columns[s].iter().enumerate() {
+            if let Some(v) = value {
+                // Keys were UTF-8 when they came in.
+                f(
+                    std::str::from_utf8(shard.keys.key(id as u32)).unwrap_or(""),
+                    v,
+                );
+            }
+        }
+    }
+
+    /// Swaps the new batch values in, shard by shard.
+    pub(super) fn publish(mut self, table: &ViewTable<V>, watermark: u64) -> Result<(), ShardFull> {
+        self.settle(table)?;
         for (s, column) in self.columns.into_iter().enumerate() {
             table.write(s).replace_batch(column, watermark);
         }

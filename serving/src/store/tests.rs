@@ -411,3 +411,66 @@ fn a_state_dir_of_the_earlier_layout_is_refused_with_instructions() {
         "{err}"
     );
 }
+
+#[test]
+fn a_generation_combines_the_partials_of_a_key_and_stores_it_once() {
+    let dir = TempDir::new("partials");
+    {
+        let store = ViewStore::open(&dir.0, &views()).unwrap();
+        let mut p = store.begin_publish(3).unwrap();
+        // Two map partitions both saw `a`.
+        for (k, c) in [("a", 1), ("b", 5), ("a", 2)] {
+            p.add("counts", k, AggValue::Count(c)).unwrap();
+        }
+        assert_eq!(p.finish().unwrap(), 2, "two keys");
+        let a = store.get("counts", "a").unwrap().unwrap();
+        assert_eq!(a.batch_value, Some(AggValue::Count(3)));
+        // Each key is written once.
+        let pairs: usize = store
+            .gens
+            .iter()
+            .values()
+            .map(|v| {
+                let v = v.unwrap();
+                let mut r = super::codec::Reader::new(&v, "test");
+                r.varint().unwrap() as usize
+            })
+            .sum();
+        assert_eq!(pairs, 2);
+    }
+    let store = ViewStore::open(&dir.0, &views()).unwrap();
+    assert_eq!(
+        store.get("counts", "a").unwrap().unwrap().value,
+        AggValue::Count(3)
+    );
+    assert_eq!(store.watermark(), Some(3));
+}
+
+#[test]
+fn an_unfinished_generation_changes_nothing() {
+    let dir = TempDir::new("unfinished");
+    let store = ViewStore::open(&dir.0, &views()).unwrap();
+    store
+        .publish(
+            1,
+            [("counts".to_string(), "a".to_string(), AggValue::Count(1))],
+        )
+        .unwrap();
+    {
+        let mut p = store.begin_publish(2).unwrap();
+        p.add("counts", "a", AggValue::Count(10)).unwrap();
+        p.add("counts", "new", AggValue::Count(10)).unwrap();
+        // Dropped: the run failed.
+    }
+    assert_eq!(store.watermark(), Some(1));
+    assert_eq!(
+        store.get("counts", "a").unwrap().unwrap().value,
+        AggValue::Count(1)
+    );
+    assert!(store.get("counts", "new").unwrap().is_none());
+    assert_eq!(store.key_count("counts").unwrap(), 1);
+    drop(store);
+    let store = ViewStore::open(&dir.0, &views()).unwrap();
+    assert_eq!(store.watermark(), Some(1));
+    assert!(store.get("counts", "new").unwrap().is_none());
+}
