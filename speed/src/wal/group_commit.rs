@@ -66,6 +66,9 @@ pub(super) struct Shared {
     pub(super) records: AtomicU64,
     pub(super) fsyncs: AtomicU64,
     pub(super) bytes: AtomicU64,
+    /// Where the furthest read so far ended (see [`ReadHint`]). std Mutex:
+    /// held only to copy three integers.
+    pub(super) read_hint: Mutex<Option<super::segment::ReadHint>>,
     /// Fault injection for unit tests: the next fsync fails.
     #[cfg(test)]
     pub(super) fail_next_sync: std::sync::atomic::AtomicBool,
@@ -432,6 +435,7 @@ mod tests {
             records: AtomicU64::new(0),
             fsyncs: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            read_hint: Mutex::new(None),
             fail_next_sync: Default::default(),
         };
         assert_eq!(shared.permits_for(0), 1);

@@ -206,6 +206,7 @@ impl Wal {
             records: AtomicU64::new(0),
             fsyncs: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            read_hint: Mutex::new(None),
             #[cfg(test)]
             fail_next_sync: Default::default(),
         });
@@ -339,8 +340,22 @@ impl Wal {
                 oldest: segments[0],
             });
         }
-        let dir = &self.inner.shared.dir;
-        segment::read(dir, &segments, range.start, range.end, &mut f)
+        let shared = &self.inner.shared;
+        let hint = *shared
+            .read_hint
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let reached = segment::read(&shared.dir, &segments, range.start, range.end, hint, &mut f)?;
+        let mut kept = shared
+            .read_hint
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Keep the furthest: the micro-batches read forward, the sealer
+        // reads behind them.
+        if reached.is_some_and(|r| kept.is_none_or(|k| r.entry_seq > k.entry_seq)) {
+            *kept = reached;
+        }
+        Ok(())
     }
 
     /// Calls `f(seq, stream, receive_time_us, payload)` for every record

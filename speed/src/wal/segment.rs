@@ -7,7 +7,7 @@
 
 use std::{
     fs::{self, File, OpenOptions},
-    io::{self, BufReader, ErrorKind, Read},
+    io::{self, BufReader, ErrorKind, Read, Seek, SeekFrom},
     path::{Path, PathBuf},
 };
 
@@ -296,20 +296,39 @@ pub(super) fn create(path: &Path) -> Result<File> {
 /// `start` must not be below `segments[0]`; every record below `end` must
 /// be durable (the caller checks both). A segment deleted under our feet by
 /// `truncate_before` is reported as [`WalError::Truncated`].
+/// Where a read ended: the entry holding the next seq to read, so that a
+/// read starting there seeks to it instead of scanning its segment from
+/// the beginning (which would cost a buffer refill per skipped entry, for
+/// every micro-batch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ReadHint {
+    /// The segment (its first seq).
+    pub(super) segment: u64,
+    /// Byte offset of the entry in the segment.
+    pub(super) offset: u64,
+    /// The entry's first seq.
+    pub(super) entry_seq: u64,
+}
+
+/// Calls `f` for every record with seq in `start..end`; returns where the
+/// read ended (for the next read's `hint`). A `hint` is used only when it
+/// names the segment holding `start` and an entry at or before `start`.
 pub(super) fn read<F: FnMut(u64, u64, u32, i64, &[u8])>(
     dir: &Path,
     segments: &[u64],
     start: u64,
     end: u64,
+    hint: Option<ReadHint>,
     f: &mut F,
-) -> Result<()> {
+) -> Result<Option<ReadHint>> {
     let from = segments
         .partition_point(|&first| first <= start)
         .saturating_sub(1);
     let mut expected = segments[from];
+    let mut reached = None;
     for &first in &segments[from..] {
         if first >= end {
-            return Ok(());
+            return Ok(reached);
         }
         let path = path(dir, first);
         let mut r = match EntryReader::open(path.clone()) {
@@ -333,6 +352,15 @@ pub(super) fn read<F: FnMut(u64, u64, u32, i64, &[u8])>(
                 format!("segment starts at seq {first}, expected {expected}"),
             ));
         }
+        if let Some(h) =
+            hint.filter(|h| h.segment == first && h.entry_seq <= start && h.offset <= r.file_len)
+        {
+            r.reader
+                .seek(SeekFrom::Start(h.offset))
+                .map_err(io_err("seek", &r.path))?;
+            r.offset = h.offset;
+            expected = h.entry_seq;
+        }
         while expected < end {
             let prefix = match r.next_prefix()? {
                 Next::End => break,
@@ -355,6 +383,21 @@ pub(super) fn read<F: FnMut(u64, u64, u32, i64, &[u8])>(
                     }
                 }
             }
+            // The next read starts at `end`: at this entry if it holds
+            // `end`, else after it.
+            reached = Some(if h.end_seq() > end {
+                ReadHint {
+                    segment: first,
+                    offset: r.offset,
+                    entry_seq: h.first_seq,
+                }
+            } else {
+                ReadHint {
+                    segment: first,
+                    offset: r.offset + prefix.entry_len(),
+                    entry_seq: h.end_seq(),
+                }
+            });
             expected = h.end_seq();
             r.offset += prefix.entry_len();
         }
@@ -366,7 +409,7 @@ pub(super) fn read<F: FnMut(u64, u64, u32, i64, &[u8])>(
             reason: format!("log ends at seq {expected}, before the requested end {end}"),
         });
     }
-    Ok(())
+    Ok(reached)
 }
 
 #[cfg(test)]

@@ -105,6 +105,38 @@ fn round_trip_across_rotation_and_sub_ranges() {
     wal.close().unwrap();
 }
 
+/// Reads that go forward in steps (the micro-batches) start where the last
+/// one ended instead of scanning the segment; whatever the steps and
+/// interleaved reads behind them (the sealer), every read returns exactly
+/// its records.
+#[test]
+fn stepwise_reads_resume_where_the_last_ended_and_stay_exact() {
+    let tmp = TempDir::new("stepwise");
+    let (wal, _) = Wal::open(tmp.config(4096)).unwrap();
+    let model = fill(&wal, 200);
+    let n = model.len() as u64;
+    let mut at = 0;
+    let mut step = 1;
+    while at < n {
+        let end = (at + step).min(n);
+        assert_eq!(
+            read_all(&wal, at..end),
+            expect(&model, at..end),
+            "{at}..{end}"
+        );
+        // A read behind the others, like the sealer's.
+        let behind = at / 2..at / 2 + 3;
+        if behind.end <= n {
+            assert_eq!(read_all(&wal, behind.clone()), expect(&model, behind));
+        }
+        at = end;
+        step = step % 7 + 1;
+    }
+    // Going back to the start after all that.
+    assert_eq!(read_all(&wal, 0..n), expect(&model, 0..n));
+    wal.close().unwrap();
+}
+
 #[test]
 fn read_range_refuses_records_that_are_not_durable() {
     let tmp = TempDir::new("notdurable");
