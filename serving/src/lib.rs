@@ -8,7 +8,7 @@
 //! - [`api`]: the REST API on warp.
 //! - [`server`]: `lamina serve`, wiring the layers into one process.
 //! - [`receivers`]: configured receivers to the speed layer's specs.
-//! - [`bench`]: `lamina bench stream`, the speed layer measured from outside.
+//! - [`bench`]: `lamina bench stream` and `lamina bench keys`, the speed and serving layers measured from outside with realistic text and millions of keys.
 //! - [`cli`]: the command line; [`client`] is the small HTTP client its
 //!   client subcommands use.
 
