@@ -557,7 +557,8 @@ async fn run_and_publish(
     let (tx, rx) = std::sync::mpsc::sync_channel::<ToPublisher>(2);
     let publisher = {
         let store = Arc::clone(store);
-        tokio::task::spawn_blocking(move || publish_from(&store, rx))
+        let cancel = cancel.clone();
+        tokio::task::spawn_blocking(move || publish_from(&store, rx, &cancel))
     };
     let start_tx = tx.clone();
     let sink_tx = tx.clone();
@@ -575,6 +576,14 @@ async fn run_and_publish(
     }
     drop(tx);
     let published = publisher.await;
+    if let (Ok(Some(summary)), Ok(Ok(Some(keys)))) = (&computed, &published) {
+        // Published, even if a cancel came after the point of no return.
+        return Outcome::Published {
+            epoch: Some(summary.epoch),
+            stats: summary.stats.clone(),
+            keys: *keys,
+        };
+    }
     match computed {
         Ok(_) if *cancel.borrow() => Outcome::Cancelled,
         Ok(None) => Outcome::Published {
@@ -608,9 +617,15 @@ async fn run_and_publish(
 fn publish_from(
     store: &ViewStore,
     rx: std::sync::mpsc::Receiver<ToPublisher>,
+    cancel: &watch::Receiver<bool>,
 ) -> Result<Option<u64>, crate::store::StoreError> {
     let mut publisher = None;
+    let cancelled = || *cancel.borrow();
     for msg in rx {
+        if cancelled() {
+            // Dropping the publisher discards the half-built generation.
+            return Ok(None);
+        }
         match msg {
             ToPublisher::Start(epoch) => publisher = Some(store.begin_publish(epoch)?),
             ToPublisher::Rows(view, rows) => {
@@ -623,7 +638,7 @@ fn publish_from(
             }
             ToPublisher::Finish => {
                 return match publisher {
-                    Some(p) => p.finish().map(Some),
+                    Some(p) => p.finish_unless(&cancelled),
                     None => Ok(None),
                 };
             }
@@ -648,5 +663,71 @@ async fn cron_loop(
             () = tokio::time::sleep(wait) => { runs.request("schedule"); }
             _ = shutdown.wait_for(|s| *s) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lamina::view::{AggValue, AggregateKind};
+
+    fn store(tag: &str) -> (ViewStore, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("lamina-server-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let views = [("v".to_string(), AggregateKind::Count)];
+        (ViewStore::open(&dir, &views).unwrap(), dir)
+    }
+
+    fn rows(n: i64) -> ToPublisher {
+        ToPublisher::Rows("v".into(), vec![("k".into(), AggValue::Count(n))])
+    }
+
+    /// Regression: a cancel that came while the run was publishing was
+    /// answered 202, and the run then published anyway.
+    #[test]
+    fn a_cancel_before_the_watermark_moves_publishes_nothing() {
+        let (store, dir) = store("cancel");
+        let (cancel_tx, cancel) = watch::channel(false);
+        let (tx, rx) = std::sync::mpsc::channel();
+        for msg in [ToPublisher::Start(4), rows(1), rows(2)] {
+            tx.send(msg).unwrap();
+        }
+        cancel_tx.send(true).unwrap();
+        tx.send(ToPublisher::Finish).unwrap();
+        drop(tx);
+        assert_eq!(publish_from(&store, rx, &cancel).unwrap(), None);
+        assert_eq!(store.watermark(), None);
+        assert!(store.get("v", "k").unwrap().is_none());
+
+        // Not cancelled: the partials of `k` are combined and published.
+        let (_cancel_tx, cancel) = watch::channel(false);
+        let (tx, rx) = std::sync::mpsc::channel();
+        for msg in [ToPublisher::Start(4), rows(1), rows(2), ToPublisher::Finish] {
+            tx.send(msg).unwrap();
+        }
+        assert_eq!(publish_from(&store, rx, &cancel).unwrap(), Some(1));
+        assert_eq!(store.watermark(), Some(4));
+        assert_eq!(
+            store.get("v", "k").unwrap().unwrap().value,
+            AggValue::Count(3)
+        );
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A run whose computation failed closes the channel without `Finish`.
+    #[test]
+    fn a_run_that_did_not_finish_publishes_nothing() {
+        let (store, dir) = store("unfinished");
+        let (_cancel_tx, cancel) = watch::channel(false);
+        let (tx, rx) = std::sync::mpsc::channel();
+        for msg in [ToPublisher::Start(2), rows(1)] {
+            tx.send(msg).unwrap();
+        }
+        drop(tx);
+        assert_eq!(publish_from(&store, rx, &cancel).unwrap(), None);
+        assert_eq!(store.watermark(), None);
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -92,6 +92,7 @@ struct Node {
     wal: Wal,
     store: Arc<ViewStore>,
     batcher: MicroBatcher,
+    stats: Arc<StatsLog>,
 }
 
 fn start(dir: &Path) -> Result<Node, LoopError> {
@@ -107,11 +108,12 @@ fn start_with(dir: &Path, clock: Clock) -> Result<Node, LoopError> {
     let stats = Arc::new(StatsLog::new(100, &["lines".into(), "events".into()]));
     let log: Arc<dyn RecordLog> = Arc::new(wal.clone());
     let sink: Arc<dyn CommitSink> = Arc::clone(&store) as Arc<dyn CommitSink>;
-    let batcher = MicroBatcher::resume(streams(), log, sink, stats, clock)?;
+    let batcher = MicroBatcher::resume(streams(), log, sink, Arc::clone(&stats), clock)?;
     Ok(Node {
         wal,
         store,
         batcher,
+        stats,
     })
 }
 
@@ -362,6 +364,19 @@ fn rejected_records_become_dead_letters_and_idempotency_keys_commit_with_their_r
         0,
         "a key is not data"
     );
+    // Regression: the refused record was a dead letter but not a record,
+    // and the record total restarted from 0 with the process while the
+    // dead-letter total persisted. Both count every record taken in, and
+    // both survive a restart.
+    assert_eq!(n.stats.total_records("lines"), Some(3));
+    assert_eq!(n.store.dead_letter_count("lines").unwrap(), 1);
+    drop(n);
+    let mut n = start(&dir.0).unwrap();
+    assert_eq!(n.stats.total_records("lines"), Some(3));
+    n.wal.append_blocking(LINES, &["w"], 2_000).unwrap();
+    n.batcher.run_once(at(0)).unwrap();
+    assert_eq!(n.stats.total_records("lines"), Some(4));
+    assert_eq!(n.stats.total_records("events"), Some(0));
 }
 
 /// Regression: a restart inside an epoch recorded the epoch's start again,

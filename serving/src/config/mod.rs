@@ -364,5 +364,14 @@ fn check_name(report: &mut Report, key: &str, name: &str) {
             key,
             format!("{name:?} is not a valid name (a URL path segment that clients rewrite)"),
         );
+    } else if !name.as_bytes()[0].is_ascii_alphanumeric() {
+        // `_manifest.json`, `_writer.lease` and dot files live beside the
+        // streams' folders in the master dataset.
+        report.push(
+            key,
+            format!(
+                "{name:?} is not a valid name: it must start with a letter or a digit (names starting with `_`, `.` or `-` are reserved for the storage layout, e.g. `_manifest.json`)"
+            ),
+        );
     }
 }

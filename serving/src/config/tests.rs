@@ -319,6 +319,15 @@ fn names_must_be_url_path_safe() {
         );
     }
     expect_error(&stream(".."), "stream[0].name", "URL path segment");
+    // Regression: a stream named `_manifest.json` passed and then broke
+    // sealing every second.
+    for reserved in ["_manifest.json", "_writer.lease", ".hidden", "-x"] {
+        expect_error(
+            &stream(reserved),
+            "stream[0].name",
+            "must start with a letter or a digit",
+        );
+    }
     for ok in ["a", "A.b-c_9", &"x".repeat(128)] {
         parse(&format!("view = []\n{}", stream(ok))).unwrap();
     }

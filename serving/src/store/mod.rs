@@ -868,7 +868,19 @@ impl Publisher<'_> {
     /// keeps serving; after, the new one serves (in memory and after a
     /// restart) and an error is only about the clean-up, which the next
     /// open or publish finishes.
-    pub fn finish(mut self) -> Result<u64> {
+    pub fn finish(self) -> Result<u64> {
+        self.finish_unless(&|| false)
+            .map(|keys| keys.expect("never stopped"))
+    }
+
+    /// Like [`finish`](Self::finish), but gives up (`Ok(None)`, nothing
+    /// published) when `stop()` turns true before the watermark moves: a
+    /// cancelled batch run must not publish.
+    ///
+    /// # Errors
+    ///
+    /// As [`finish`](Self::finish).
+    pub fn finish_unless(mut self, stop: &dyn Fn() -> bool) -> Result<Option<u64>> {
         let store = self.store;
         let generation = self.generation;
         let mut keys = 0u64;
@@ -878,6 +890,9 @@ impl Publisher<'_> {
             let mut chunk = PairList::default();
             let mut chunks = 0u32;
             for s in 0..SHARDS {
+                if stop() {
+                    return Ok(None);
+                }
                 let mut failed = None;
                 pending.builder.each(table, s, &mut |key, value| {
                     if failed.is_none()
@@ -903,6 +918,9 @@ impl Publisher<'_> {
         }
         // Make the chunks durable before the watermark can point at them.
         store.db.flush()?;
+        if stop() {
+            return Ok(None);
+        }
         store
             .meta
             .insert(keys::WATERMARK, &generation.to_be_bytes())?;
@@ -935,7 +953,7 @@ impl Publisher<'_> {
             started.elapsed().as_secs_f64() * 1e3
         );
         store.retire(generation)?;
-        Ok(keys)
+        Ok(Some(keys))
     }
 }
 

@@ -94,6 +94,13 @@ pub enum LoopError {
     },
 }
 
+/// The position under which a stream's total of committed records is kept:
+/// every record taken from the stream into a micro-batch, parsed or not
+/// (dead letters included), ever.
+pub fn records_position(stream: &str) -> String {
+    format!("records/{stream}")
+}
+
 fn now_us() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -113,6 +120,8 @@ pub struct MicroBatcher {
     /// The epoch whose start is already recorded (the last epoch that got
     /// records).
     started_epoch: Option<u64>,
+    /// Records of each stream ever committed (see [`records_position`]).
+    record_totals: Vec<u64>,
     /// No micro-batch gets an epoch below this. It only grows: it keeps
     /// epochs monotonic when the wall clock steps back or after a restart,
     /// and raising it ends the current epoch early (a batch run requested
@@ -163,6 +172,15 @@ impl MicroBatcher {
             });
         }
         let buffers = streams.iter().map(|_| RecordBuffer::default()).collect();
+        let mut record_totals = Vec::with_capacity(streams.len());
+        for s in &streams {
+            let total = sink
+                .position(&records_position(&s.name))
+                .map_err(fail)?
+                .unwrap_or(0);
+            stats.set_total(&s.name, total);
+            record_totals.push(total);
+        }
         let streams = streams
             .into_iter()
             .map(|s| {
@@ -183,6 +201,7 @@ impl MicroBatcher {
             // within it): its start is recorded already and must not move,
             // or the records before the crash would fall out of it.
             started_epoch: has_started.then_some(last_started),
+            record_totals,
             epoch_floor: Arc::new(AtomicU64::new(last_started)),
         })
     }
@@ -235,12 +254,16 @@ impl MicroBatcher {
             deltas: Vec::new(),
             dead_letters: Vec::new(),
         };
+        // Records refused before parsing (e.g. too long), per stream: they
+        // are dead letters, and records of the stream like any other.
+        let mut rejected = vec![0u64; self.streams.len()];
         if end > self.next_seq {
             let buffers = &mut self.buffers;
             let streams = &self.streams;
             let commit = &mut commit;
             let max_bytes = self.clock.max_bytes;
             let mut taken_bytes = 0u64;
+            let rejected = &mut rejected;
             // The first record left for the next micro-batch, once the
             // byte budget is spent.
             let mut cut: Option<u64> = None;
@@ -279,6 +302,7 @@ impl MicroBatcher {
                         }
                         Kind::Rejected(stream) => {
                             if let Some((def, _)) = streams.get(stream as usize) {
+                                rejected[stream as usize] += 1;
                                 let (reason, record) = control::split_rejected(r.payload);
                                 commit.dead_letters.push(DeadRecord {
                                     stream: def.name.clone(),
@@ -303,9 +327,11 @@ impl MicroBatcher {
                 .push((epoch_start_position(epoch), self.next_seq));
         }
         let mut per_stream = Vec::with_capacity(self.streams.len());
-        for ((def, parser), buffer) in self.streams.iter_mut().zip(&self.buffers) {
+        for (((def, parser), buffer), &refused) in
+            self.streams.iter_mut().zip(&self.buffers).zip(&rejected)
+        {
             if buffer.is_empty() {
-                per_stream.push((0, 0));
+                per_stream.push((refused as usize, refused as usize));
                 continue;
             }
             let parsed = parser.parse(buffer.records());
@@ -325,11 +351,28 @@ impl MicroBatcher {
                     .deltas
                     .push((view.name.clone(), partials.into_iter().collect()));
             }
-            per_stream.push((buffer.len(), parsed.dead_letters.len()));
+            per_stream.push((
+                buffer.len() + refused as usize,
+                parsed.dead_letters.len() + refused as usize,
+            ));
+        }
+        // The streams' record totals commit with the batch, so that they
+        // survive restarts exactly like the dead-letter totals.
+        let mut totals = self.record_totals.clone();
+        for ((total, (records, _)), ((def, _), _)) in totals
+            .iter_mut()
+            .zip(&per_stream)
+            .zip(self.streams.iter().zip(&self.buffers))
+        {
+            if *records > 0 {
+                *total += *records as u64;
+                commit.positions.push((records_position(&def.name), *total));
+            }
         }
         if end > self.next_seq {
             self.sink.commit(commit).map_err(fail)?;
             self.started_epoch = Some(epoch);
+            self.record_totals = totals;
         }
         let end_us = now_us();
         for (((def, _), buffer), (records, dead)) in

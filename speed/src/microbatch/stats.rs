@@ -15,7 +15,8 @@ pub struct BatchStats {
     pub epoch: u64,
     /// Records taken in (including dead letters).
     pub records: u64,
-    /// Records that did not parse.
+    /// Records that did not parse or were refused before parsing (e.g. too
+    /// long); part of `records`.
     pub dead_letters: u64,
     /// Payload bytes.
     pub bytes: u64,
@@ -58,6 +59,14 @@ impl StatsLog {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(String, VecDeque<BatchStats>, u64)>> {
         self.streams.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets the total of records of `stream` committed before this process
+    /// (restored at start-up).
+    pub fn set_total(&self, stream: &str, total: u64) {
+        if let Some((_, _, t)) = self.lock().iter_mut().find(|(s, _, _)| s == stream) {
+            *t = total;
+        }
     }
 
     /// Records a batch of `stream`.
