@@ -142,6 +142,19 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     );
     let master = MasterStore::open(&config.storage.master_url)
         .map_err(|e| startup("storage.master_url", e))?;
+    // One writer per master dataset: refuse to start beside another one.
+    let owner = server_id(&state_dir).map_err(|e| startup("storage.state_dir", e))?;
+    let lease = master
+        .acquire_writer_lease(
+            &owner,
+            &std::fs::canonicalize(&state_dir)
+                .unwrap_or_else(|_| state_dir.clone())
+                .display()
+                .to_string(),
+            LEASE_TTL,
+        )
+        .await
+        .map_err(|e| startup("storage.master_url", e))?;
     let ctx = Context::new();
 
     let mut streams = Vec::new();
@@ -243,6 +256,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     if let Some(schedule) = schedule {
         tasks.spawn(cron_loop(schedule, Arc::clone(&runs), shutdown_rx.clone()));
     }
+    tasks.spawn(renew_lease(lease.clone(), shutdown_rx.clone()));
 
     // The micro-batch thread.
     let stop = Arc::new(AtomicBool::new(false));
@@ -368,8 +382,68 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         .flush()
         .map_err(|e| startup("flushing the state store", e))?;
     save_runs(&store, &runs.list());
+    // Last: the final seals are written. Another server may take the
+    // dataset from now on.
+    if let Err(e) = lease.release().await {
+        warn!(
+            "could not release the master dataset's writer lease ({e}); it expires {LEASE_TTL:?} after its last renewal"
+        );
+    }
     info!("stopped");
     Ok(())
+}
+
+/// How long the master dataset's writer lease stays valid after a renewal;
+/// it is renewed every third of that.
+const LEASE_TTL: Duration = Duration::from_secs(30);
+
+/// This server's stable id (see [`lamina::master::lease`]): made at the
+/// first start and kept in the state directory.
+fn server_id(state_dir: &std::path::Path) -> std::io::Result<String> {
+    let path = state_dir.join("server_id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    let a = h.finish();
+    h.write_u64(a);
+    let id = format!("{a:016x}{:016x}", h.finish());
+    let tmp = state_dir.join("server_id.tmp");
+    std::fs::write(&tmp, &id)?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(id)
+}
+
+/// Renews the writer lease until shutdown. A lease found taken over stops
+/// every write to the dataset (the sealer then fails loudly each time it
+/// tries); a store that cannot be reached is retried at the next renewal.
+async fn renew_lease(
+    lease: lamina::master::lease::WriterLease,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(LEASE_TTL / 3) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        if let Err(e) = lease.renew().await {
+            if lease.is_held() {
+                warn!("renewing the master dataset's writer lease: {e}; retrying");
+            } else {
+                error!("{e}");
+            }
+        }
+    }
 }
 
 async fn wait_for_signal() {

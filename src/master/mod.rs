@@ -14,6 +14,7 @@
 //! stream name and an epoch number, and object-store paths cannot contain
 //! `..`, so nothing escapes the configured root.
 
+pub mod lease;
 pub mod manifest;
 pub mod reader;
 pub mod scan;
@@ -41,6 +42,8 @@ pub const MANIFEST: &str = "_manifest.json";
 pub struct MasterStore {
     store: Arc<dyn ObjectStore>,
     url: String,
+    /// Whether writes are allowed (see [`lease`]).
+    guard: lease::WriteGuard,
 }
 
 /// A Parquet file being written: see [`MasterStore::epoch_writer`].
@@ -161,6 +164,7 @@ impl MasterStore {
         MasterStore {
             store,
             url: url.to_owned(),
+            guard: Default::default(),
         }
     }
 
@@ -201,6 +205,7 @@ impl MasterStore {
     ///
     /// [`Error::Execution`] when the store cannot be written.
     pub async fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
+        self.guard.check(&self.url)?;
         let json = manifest.to_json();
         self.store
             .put(&Path::from(MANIFEST), PutPayload::from(json))
@@ -249,6 +254,7 @@ impl MasterStore {
         epoch: u64,
         schema: arrow::datatypes::SchemaRef,
     ) -> Result<EpochWriter> {
+        self.guard.check(&self.url)?;
         let path = EpochFile::path_for(stream, epoch);
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::default()))

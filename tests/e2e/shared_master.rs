@@ -1,0 +1,117 @@
+//! One writer per master dataset: a second server pointed at a dataset
+//! another server writes to is refused at start-up, through the real
+//! binary. (Regression: both started, their batch runs mixed epochs, and
+//! ~676k acknowledged records disappeared from one of them.)
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{Server, WorkDir, count, eventually, free_port, lamina, send_tcp, write_config};
+
+/// Runs `lamina serve --config CONFIG` in `dir` and expects it to exit
+/// (within 20 s); returns its exit code and output.
+fn refused(dir: &std::path::Path, config: &std::path::Path) -> (Option<i32>, String) {
+    let log = dir.join("refused.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut child = lamina()
+        .args(["serve", "--config"])
+        .arg(config)
+        .current_dir(dir)
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the second server did not exit: it is running beside the first\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (
+        status.code(),
+        std::fs::read_to_string(&log).unwrap_or_default(),
+    )
+}
+
+#[test]
+fn a_second_writer_of_the_same_master_dataset_is_refused() {
+    let shared = WorkDir::new("shared-master");
+    let master = format!(
+        "[storage]\nmaster_url = \"file://{}\"\n",
+        shared.path().display()
+    );
+    let a_dir = WorkDir::new("shared-a");
+    let b_dir = WorkDir::new("shared-b");
+    let (a_http, a_tcp) = (free_port(), free_port());
+    let a_config = write_config(a_dir.path(), a_http, a_tcp, &master);
+    let b_config = write_config(b_dir.path(), free_port(), free_port(), &master);
+    let a_args = ["--config", a_config.to_str().unwrap()];
+
+    let a = Server::start(a_dir.path(), a_http, &a_args);
+    send_tcp(a_tcp, &["one two".to_string()]);
+    assert!(
+        eventually(Duration::from_secs(10), || count(&a, "word_counts", "one")
+            == 1)
+        .is_some()
+    );
+
+    let (code, log) = refused(b_dir.path(), &b_config);
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("another writer"), "{log}");
+    assert!(
+        log.contains(&a_dir.path().display().to_string()),
+        "the error names the other server's state directory: {log}"
+    );
+    assert!(!log.contains("panicked"), "{log}");
+
+    // The first server goes on: its records are sealed and batch-run.
+    let r = a.client().post("/v1/batch/runs", b"", &[]).unwrap();
+    let (status, run) = (r.status, r.json().unwrap());
+    assert_eq!(status, 202, "{run}");
+    let id = run["id"].as_u64().unwrap();
+    assert!(
+        eventually(Duration::from_secs(30), || a
+            .get(&format!("/v1/batch/runs/{id}"))
+            .1["state"]
+            == "succeeded")
+        .is_some(),
+        "{}",
+        a.log_text()
+    );
+    assert_eq!(count(&a, "word_counts", "one"), 1);
+
+    // Killed and restarted on its own state, the owner takes its lease
+    // back at once.
+    a.kill9();
+    let a = Server::start(a_dir.path(), a_http, &a_args);
+    assert_eq!(count(&a, "word_counts", "one"), 1);
+    let (code, log) = refused(b_dir.path(), &b_config);
+    assert_eq!(code, Some(1), "{log}");
+
+    // Stopped, it releases the lease: the other server may start.
+    assert!(a.terminate().success());
+    let b_http: u16 = std::fs::read_to_string(&b_config)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("listen = \"127.0.0.1:"))
+        .and_then(|p| p.trim_end_matches('"').parse().ok())
+        .unwrap();
+    let b = Server::start(
+        b_dir.path(),
+        b_http,
+        &["--config", b_config.to_str().unwrap()],
+    );
+    assert!(b.terminate().success());
+}
