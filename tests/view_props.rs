@@ -468,3 +468,48 @@ fn integer_sum_stays_exact_and_promotes_on_a_float_column() {
         "the integer part survives promotion exactly"
     );
 }
+
+/// Regression: an int64 `sum` past `i64::MAX` wrapped to a negative number,
+/// in one batch, across batches and across merged partials.
+#[test]
+fn integer_sums_past_i64_max_are_exact() {
+    let spec = ViewSpec {
+        name: "total".into(),
+        key: KeySpec::Column("user".into()),
+        aggregate: AggregateKind::Sum,
+        column: Some("amount".into()),
+    };
+    let batch = |amounts: Vec<i64>| {
+        let users: Vec<&str> = amounts.iter().map(|_| "u").collect();
+        RecordBatch::try_from_iter([
+            ("user", Arc::new(StringArray::from(users)) as ArrayRef),
+            ("amount", Arc::new(Int64Array::from(amounts)) as ArrayRef),
+        ])
+        .unwrap()
+    };
+    let one = batch(vec![i64::MAX, i64::MAX, 2]);
+    let got = spec.aggregate_batches([&one]).unwrap();
+    let AggValue::Sum(s) = &got["u"] else {
+        panic!("{got:?}")
+    };
+    let want = 2 * i128::from(i64::MAX) + 2;
+    assert_eq!(s.exact(), Some(want));
+    assert_eq!(got["u"].display(), want.to_string());
+    // Split over batches and over partitions of a job: the same.
+    let parts = [batch(vec![i64::MAX]), batch(vec![i64::MAX, 2])];
+    let split = spec.aggregate_batches(parts.iter()).unwrap();
+    assert_eq!(split["u"], got["u"]);
+    let ctx = Context::builder().threads(2).build().unwrap();
+    let rdd = ctx.parallelize(parts.to_vec(), 2);
+    let merged: BTreeMap<String, AggValue> = run_view(&spec, &rdd)
+        .collect()
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(merged["u"], got["u"]);
+    // Back into range, it is an ordinary i64 again.
+    let mut back = got["u"].clone();
+    back.update_num(Num::Int(-i64::MAX));
+    back.update_num(Num::Int(-2));
+    assert_eq!(back.display(), i64::MAX.to_string());
+}

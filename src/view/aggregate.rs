@@ -298,7 +298,7 @@ impl fmt::Display for AggValue {
         };
         match self {
             AggValue::Count(c) => write!(f, "{c}"),
-            AggValue::Sum(s) => write!(f, "{}", s.value()),
+            AggValue::Sum(s) => write!(f, "{s}"),
             AggValue::Min(m) => opt(f, m.value()),
             AggValue::Max(m) => opt(f, m.value()),
             AggValue::Mean(m) => opt(f, m.value().map(Num::Float)),

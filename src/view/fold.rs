@@ -43,7 +43,7 @@ impl FoldState for i64 {
 /// branch on the value's type. Promoted to [`Sum`] when a float column
 /// shows up.
 #[derive(Debug, Clone, Copy, Default)]
-struct IntSum(i64);
+struct IntSum(i128);
 
 impl FoldState for IntSum {
     fn into_value(self) -> AggValue {
@@ -54,7 +54,7 @@ impl FoldState for IntSum {
 impl From<IntSum> for Sum {
     fn from(s: IntSum) -> Sum {
         let mut sum = Sum::default();
-        sum.add(Num::Int(s.0));
+        sum.add_int(s.0);
         sum
     }
 }
@@ -320,7 +320,7 @@ impl Accumulator {
             {
                 maps.fold(key, rows, |s, row| {
                     if let Some(v) = values.get(row) {
-                        s.0 = s.0.wrapping_add(v);
+                        s.0 = s.0.wrapping_add(i128::from(v));
                     }
                 });
                 return;

@@ -17,16 +17,18 @@ use super::num::Num;
 /// the value is read. Folding integers into an `f64` as soon as the first
 /// float shows up (the obvious `SumInt`/`SumFloat` promotion) would make the
 /// result depend on *when* the float arrived: integers seen before would be
-/// summed exactly (and possibly wrap), those after would be rounded. Here
-/// the integer part is an exact wrapping `i64` group whatever the order; only
-/// the float part rounds, and only among floats.
+/// summed exactly, those after would be rounded. Here the integer part is an
+/// exact `i128` whatever the order — a sum of `i64` values leaves the `i64`
+/// range long before it could leave the `i128` one (that takes 2^64 maximal
+/// values), so a sum past `i64::MAX` is exact, never wrapped to a negative
+/// number; only the float part rounds, and only among floats.
 ///
 /// `floats` counts float contributions (it is a group, unlike a "has floats"
 /// flag), so retracting every float row from a window turns the sum back
 /// into an exact integer, and `x - x` is exactly the zero.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Sum {
-    int: i64,
+    int: i128,
     float: f64,
     floats: i64,
 }
@@ -36,7 +38,7 @@ impl Sum {
     #[inline]
     pub fn add(&mut self, v: Num) {
         match v {
-            Num::Int(i) => self.int = self.int.wrapping_add(i),
+            Num::Int(i) => self.int = self.int.wrapping_add(i128::from(i)),
             Num::Float(f) => {
                 self.float += f;
                 self.floats = self.floats.wrapping_add(1);
@@ -49,14 +51,37 @@ impl Sum {
         self.floats != 0
     }
 
-    /// The sum: an exact `Int` while only integers contributed, otherwise
-    /// `Float(int + float)`. Once all floats are retracted, any rounding
-    /// residue they left in the float part is dropped with them.
+    /// Adds an exact integer (a partial sum of integers).
+    #[inline]
+    pub fn add_int(&mut self, i: i128) {
+        self.int = self.int.wrapping_add(i);
+    }
+
+    /// The exact sum while only integers contributed (it may be outside
+    /// the `i64` range); `None` once a float is part of it.
+    pub fn exact(&self) -> Option<i128> {
+        (!self.is_float()).then_some(self.int)
+    }
+
+    /// The sum as a [`Num`]: an exact `Int` while only integers contributed
+    /// and the sum fits an `i64`, otherwise `Float(int + float)` — rounded,
+    /// so where exactness matters beyond `i64` use [`exact`](Self::exact).
+    /// Once all floats are retracted, any rounding residue they left in the
+    /// float part is dropped with them.
     pub fn value(&self) -> Num {
-        if self.is_float() {
-            Num::Float(self.int as f64 + self.float)
-        } else {
-            Num::Int(self.int)
+        match self.exact().map(i64::try_from) {
+            Some(Ok(i)) => Num::Int(i),
+            _ => Num::Float(self.int as f64 + self.float),
+        }
+    }
+}
+
+/// The exact sum as text (any size), or the float sum.
+impl std::fmt::Display for Sum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.exact() {
+            Some(i) => write!(f, "{i}"),
+            None => write!(f, "{}", self.value()),
         }
     }
 }

@@ -17,7 +17,12 @@ fn num(n: Num) -> Value {
 pub fn value(v: &AggValue) -> Value {
     match v {
         AggValue::Count(c) => json!(c),
-        AggValue::Sum(s) => num(s.value()),
+        // Exact at any size: a sum beyond the i64 range (which JSON
+        // readers often cannot hold either) is its exact decimal string.
+        AggValue::Sum(s) => match s.exact() {
+            Some(i) => i64::try_from(i).map_or_else(|_| json!(i.to_string()), |v| json!(v)),
+            None => num(s.value()),
+        },
         AggValue::Min(m) => m.value().map_or(Value::Null, num),
         AggValue::Max(m) => m.value().map_or(Value::Null, num),
         AggValue::Mean(m) => m.value().map_or(Value::Null, |f| num(Num::Float(f))),
@@ -39,6 +44,15 @@ mod tests {
         assert_eq!(value(&s), json!(2));
         s.update_num(Num::Float(0.5));
         assert_eq!(value(&s), json!(2.5));
+        // Regression: a sum past i64::MAX wrapped to a negative number.
+        let mut big = AggregateKind::Sum.zero();
+        big.update_num(Num::Int(i64::MAX));
+        big.update_num(Num::Int(1));
+        assert_eq!(value(&big), json!("9223372036854775808"));
+        assert_eq!(big.display(), "9223372036854775808");
+        let mut back = big.clone();
+        back.update_num(Num::Int(-1));
+        assert_eq!(value(&back), json!(i64::MAX));
         assert_eq!(value(&AggregateKind::Min.zero()), Value::Null);
         let mut m = AggregateKind::Max.zero();
         m.update_num(Num::Float(f64::NAN));
