@@ -18,9 +18,24 @@ pub struct Response {
     pub status: u16,
     /// Body.
     pub body: Vec<u8>,
+    /// Headers, names lowercased, in the order received.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Response {
+    /// The first value of a header (`name` in lowercase).
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// The body as text (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
     /// The body as JSON.
     ///
     /// # Errors
@@ -155,6 +170,7 @@ impl Client {
             })?;
         let mut length = None;
         let mut chunked = false;
+        let mut headers = Vec::new();
         loop {
             let mut line = String::new();
             if reader.read_line(&mut line).map_err(fail)? == 0 {
@@ -171,6 +187,7 @@ impl Client {
                 } else if k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked") {
                     chunked = true;
                 }
+                headers.push((k, v.to_owned()));
             }
         }
         let mut body = Vec::new();
@@ -204,7 +221,11 @@ impl Client {
                 .read_to_end(&mut body)
                 .map_err(fail)?;
         }
-        Ok(Response { status, body })
+        Ok(Response {
+            status,
+            body,
+            headers,
+        })
     }
 }
 

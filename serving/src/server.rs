@@ -191,6 +191,13 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         clock,
     )
     .map_err(|e| startup("speed layer", e))?;
+    let input_budget = Arc::new(lamina_speed::backlog::Backlog::new(
+        wal.clone(),
+        config.speed.max_backlog_records,
+        config.speed.max_backlog_bytes,
+        batcher.next_seq(),
+    ));
+    batcher.set_backlog(Arc::clone(&input_budget));
 
     // A sealed epoch never takes records again, whatever the clock says.
     let sealed = master
@@ -303,7 +310,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
                 id as u32,
                 s.name.as_str(),
                 s.max_record_bytes as usize,
-            );
+            )
+            .with_backlog(Arc::clone(&input_budget));
             let rx = shutdown_rx.clone();
             tasks.spawn(async move {
                 if let Err(e) = receiver.run(ingest, rx).await {
@@ -340,6 +348,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             idempotency_window_us: config.speed.idempotency_window().as_micros() as i64,
             in_flight: Default::default(),
             recent: Default::default(),
+            backlog: Some(Arc::clone(&input_budget)),
         }),
         max_body_bytes: config.server.max_body_bytes,
     });

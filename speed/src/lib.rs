@@ -23,10 +23,13 @@
 //!   committed with the log position; closed epochs are sealed into the
 //!   master dataset.
 //!
+//! - [`backlog`]: the budget of records received but not yet processed;
+//!   push sources wait (TCP) or are told to retry (HTTP) beyond it.
 //! - [`receivers`]: sources of records (a TCP listener, a TCP client), one
 //!   file each, registered in [`receivers::build`]; they append to the log
 //!   and apply backpressure instead of dropping.
 
+pub mod backlog;
 pub mod commit;
 pub mod control;
 pub mod format;

@@ -16,6 +16,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// Human-readable detail.
     pub message: String,
+    /// Seconds for a `Retry-After` header (503s of a server that is busy).
+    pub retry_after_secs: Option<u32>,
 }
 
 impl ApiError {
@@ -25,7 +27,14 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after_secs: None,
         }
+    }
+
+    /// The same error with a `Retry-After` header.
+    pub fn retry_after(mut self, secs: u32) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
     }
 
     /// 404 `unknown_view`.
@@ -51,7 +60,14 @@ impl ApiError {
 impl Reply for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"code": self.code, "message": self.message}});
-        warp::reply::with_status(warp::reply::json(&body), self.status).into_response()
+        let mut response =
+            warp::reply::with_status(warp::reply::json(&body), self.status).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(warp::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 

@@ -8,7 +8,7 @@
 //! with the records' deltas.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -38,6 +38,8 @@ pub struct IngestState {
     pub in_flight: Mutex<HashSet<(usize, String)>>,
     /// Keys this process appended lately: `(stream, key)` → receive time.
     pub recent: Mutex<HashMap<(String, String), i64>>,
+    /// The budget of unprocessed input; `None`: unbounded (tests).
+    pub backlog: Option<Arc<lamina_speed::backlog::Backlog>>,
 }
 
 fn now_us() -> i64 {
@@ -118,6 +120,27 @@ pub async fn ingest(
             ),
         ));
     }
+    if let Some(b) = &ingest.backlog
+        && !b.has_room()
+    {
+        b.note_refused();
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "backlog_full",
+            format!(
+                "{} records ({} bytes) received are not processed yet, more than [speed] max_backlog_records/max_backlog_bytes allow; nothing was ingested, retry after a second",
+                b.records(),
+                b.bytes()
+            ),
+        )
+        .retry_after(1));
+    }
+    let payload_bytes: u64 = lines.iter().map(|l| l.len() as u64).sum();
+    let note_appended = || {
+        if let Some(b) = &ingest.backlog {
+            b.note_appended(payload_bytes);
+        }
+    };
     let receive_us = now_us();
     let Some(key) = key else {
         if lines.is_empty() {
@@ -130,6 +153,7 @@ pub async fn ingest(
             .map_err(|e| {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "wal_failed", e.to_string())
             })?;
+        note_appended();
         return Ok(accepted(name, lines.len(), Some(range)));
     };
     if key.is_empty() || key.len() > MAX_KEY_BYTES || key.contains('/') {
@@ -175,6 +199,7 @@ pub async fn ingest(
         .append(control::KEYED | id as u32, &entry, receive_us)
         .await
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "wal_failed", e.to_string()))?;
+    note_appended();
     ingest.remember(name, &key, receive_us);
     Ok(accepted(
         name,

@@ -109,6 +109,7 @@ pub(crate) fn admit(state: &ApiState) -> Result<tokio::sync::SemaphorePermit<'_>
             "overloaded",
             "too many requests in flight; retry shortly",
         )
+        .retry_after(1)
     })
 }
 

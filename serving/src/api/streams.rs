@@ -243,6 +243,26 @@ pub fn metrics(state: &ApiState) -> Response {
             "Segment files of the write-ahead log.",
             vec![(String::new(), w.segments as f64)],
         );
+        if let Some(b) = &ingest.backlog {
+            metric(
+                "lamina_backlog_records",
+                "gauge",
+                "Records received and not yet processed by a micro-batch.",
+                vec![(String::new(), b.records() as f64)],
+            );
+            metric(
+                "lamina_backlog_bytes",
+                "gauge",
+                "Payload bytes received since start and not yet processed.",
+                vec![(String::new(), b.bytes() as f64)],
+            );
+            metric(
+                "lamina_backlog_waits_total",
+                "counter",
+                "Times a receiver waited, or an HTTP request was told to retry, because the backlog was over its budget.",
+                vec![(String::new(), b.waits() as f64)],
+            );
+        }
     }
     warp::reply::with_header(out, "content-type", "text/plain; version=0.0.4").into_response()
 }

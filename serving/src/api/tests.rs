@@ -73,6 +73,7 @@ fn fixture(tag: &str, token: Option<&str>, permits: usize) -> Fixture {
             idempotency_window_us: 3_600_000_000,
             in_flight: Default::default(),
             recent: Default::default(),
+            backlog: None,
         }),
         max_body_bytes: 1024,
     };

@@ -39,6 +39,15 @@ pub struct SpeedConfig {
     /// Most record bytes one micro-batch takes (a batch always takes at
     /// least one record). Default 67108864 (64 MiB); 65536..=4294967296.
     pub max_batch_bytes: u64,
+    /// Most records received but not yet processed; beyond it, TCP
+    /// receivers stop reading (the producer's writes block) and HTTP
+    /// ingest answers 503 with `Retry-After` until the micro-batches catch
+    /// up. Default 20000000; 1000..=1000000000.
+    pub max_backlog_records: u64,
+    /// Most payload bytes received but not yet processed (same effect as
+    /// `max_backlog_records`). Default 1073741824 (1 GiB);
+    /// 1048576..=1099511627776.
+    pub max_backlog_bytes: u64,
 }
 
 impl Default for SpeedConfig {
@@ -51,6 +60,8 @@ impl Default for SpeedConfig {
             wal_segment_bytes: 64 << 20,
             max_batch_records: 1_000_000,
             max_batch_bytes: 64 << 20,
+            max_backlog_records: 20_000_000,
+            max_backlog_bytes: 1 << 30,
         }
     }
 }

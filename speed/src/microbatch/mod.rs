@@ -122,6 +122,8 @@ pub struct MicroBatcher {
     started_epoch: Option<u64>,
     /// Records of each stream ever committed (see [`records_position`]).
     record_totals: Vec<u64>,
+    /// Told what each micro-batch committed (see [`crate::backlog`]).
+    backlog: Option<Arc<crate::backlog::Backlog>>,
     /// No micro-batch gets an epoch below this. It only grows: it keeps
     /// epochs monotonic when the wall clock steps back or after a restart,
     /// and raising it ends the current epoch early (a batch run requested
@@ -202,8 +204,15 @@ impl MicroBatcher {
             // or the records before the crash would fall out of it.
             started_epoch: has_started.then_some(last_started),
             record_totals,
+            backlog: None,
             epoch_floor: Arc::new(AtomicU64::new(last_started)),
         })
+    }
+
+    /// Reports every committed micro-batch to `backlog`, which releases
+    /// waiting sources as the backlog shrinks.
+    pub fn set_backlog(&mut self, backlog: Arc<crate::backlog::Backlog>) {
+        self.backlog = Some(backlog);
     }
 
     /// The next sequence number to process.
@@ -257,6 +266,9 @@ impl MicroBatcher {
         // Records refused before parsing (e.g. too long), per stream: they
         // are dead letters, and records of the stream like any other.
         let mut rejected = vec![0u64; self.streams.len()];
+        // Payload bytes of records appended by this process (the backlog's
+        // byte count).
+        let mut new_bytes = 0u64;
         if end > self.next_seq {
             let buffers = &mut self.buffers;
             let streams = &self.streams;
@@ -264,6 +276,8 @@ impl MicroBatcher {
             let max_bytes = self.clock.max_bytes;
             let mut taken_bytes = 0u64;
             let rejected = &mut rejected;
+            let new_from = self.backlog.as_ref().map_or(0, |b| b.start_seq());
+            let new_bytes = &mut new_bytes;
             // The first record left for the next micro-batch, once the
             // byte budget is spent.
             let mut cut: Option<u64> = None;
@@ -277,6 +291,9 @@ impl MicroBatcher {
                         return;
                     }
                     taken_bytes += r.payload.len() as u64;
+                    if r.seq >= new_from {
+                        *new_bytes += r.payload.len() as u64;
+                    }
                     match control::kind(r.stream) {
                         // A record of a stream that is no longer configured is
                         // skipped: nothing reads it any more.
@@ -373,6 +390,9 @@ impl MicroBatcher {
             self.sink.commit(commit).map_err(fail)?;
             self.started_epoch = Some(epoch);
             self.record_totals = totals;
+            if let Some(b) = &self.backlog {
+                b.note_processed(end, new_bytes);
+            }
         }
         let end_us = now_us();
         for (((def, _), buffer), (records, dead)) in

@@ -208,6 +208,7 @@ pub struct StreamIngest {
     name: Arc<str>,
     max_record_bytes: usize,
     counters: Arc<IngestCounters>,
+    backlog: Option<Arc<crate::backlog::Backlog>>,
 }
 
 impl StreamIngest {
@@ -234,6 +235,27 @@ impl StreamIngest {
             name: name.into(),
             max_record_bytes,
             counters: Arc::default(),
+            backlog: None,
+        }
+    }
+
+    /// Makes appends wait while the backlog is over its budget (see
+    /// [`crate::backlog`]): the receiver then stops reading, and TCP pushes
+    /// back on the producer.
+    pub fn with_backlog(mut self, backlog: Arc<crate::backlog::Backlog>) -> Self {
+        self.backlog = Some(backlog);
+        self
+    }
+
+    async fn wait_for_room(&self) {
+        if let Some(b) = &self.backlog {
+            b.wait_for_room().await;
+        }
+    }
+
+    fn appended(&self, bytes: u64) {
+        if let Some(b) = &self.backlog {
+            b.note_appended(bytes);
         }
     }
 
@@ -268,11 +290,13 @@ impl StreamIngest {
         lines: &[&[u8]],
         receive_time_us: i64,
     ) -> Result<Range<u64>, WalError> {
+        self.wait_for_room().await;
         // `Wal::append` copies the lines before it returns its future.
         let appended = self.wal.append(self.stream, lines, receive_time_us);
         match appended.await {
             Ok(seqs) => {
                 let bytes: usize = lines.iter().map(|l| l.len()).sum();
+                self.appended(bytes as u64);
                 let c = &self.counters;
                 c.records.fetch_add(lines.len() as u64, Ordering::Relaxed);
                 c.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
@@ -299,8 +323,11 @@ impl StreamIngest {
         receive_time_us: i64,
     ) -> Result<(), WalError> {
         let (id, payload) = control::rejected(self.stream, reason, record_prefix);
+        self.wait_for_room().await;
+        let len = payload.len() as u64;
         match self.wal.append(id, &[payload], receive_time_us).await {
             Ok(_) => {
+                self.appended(len);
                 self.counters.rejected.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(stream = %self.name, reason, "rejected a record");
                 Ok(())
