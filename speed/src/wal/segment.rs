@@ -4,6 +4,10 @@
 //! and contains whole entries back to back (see `record.rs`), nothing else.
 //! Consecutive segments are contiguous: the name of segment `i + 1` is one
 //! past the last seq of segment `i`.
+//!
+//! Recovery ([`inspect`], [`recover`]) tells a torn tail, which it cuts,
+//! from corruption, which it reports without changing anything; the rule
+//! and why it is sound are on [`inspect`].
 
 use std::{
     fs::{self, File, OpenOptions},
@@ -218,19 +222,20 @@ pub(super) enum Tail {
 ///    so a crash did not cut it (the prefix property above), and an entry
 ///    followed by more bytes was followed by more writes.
 ///
-/// Soundness: a torn tail is cut, so it must never contain an acknowledged
-/// entry. In case 2 the bytes from the bad entry to the end of the file
-/// hold no complete valid entry (checked at every offset), and the bad
-/// entry itself is incomplete, so its records cannot have been fsynced
-/// whole... unless damage made an acknowledged, complete entry look
-/// incomplete: that takes a damaged length field, and both ways a length
-/// field can lie are checked (too long: the entry still verifies up to the
-/// end of the file, or a later valid entry is found inside it; too short:
-/// the entry then ends before the end of the file, case 3). One flipped
-/// byte anywhere is therefore never cut. Multi-byte damage that zeroes
-/// the whole end of the file, or rewrites a length *and* the data under
-/// it, could still be taken for a torn tail; we accept that, as we accept
-/// CRC collisions.
+/// Soundness: a torn tail is cut, so it must never hold an acknowledged
+/// entry. In case 2 no complete valid entry starts anywhere from the bad
+/// entry to the end of the file (checked at every offset), and the bad
+/// entry itself is incomplete as its length field reads. An acknowledged
+/// entry can only look like that if its length field was damaged, and
+/// both ways a length can lie are caught: too long, and the entry still
+/// verifies up to the end of the file (if it was the last) or a later
+/// valid entry is found inside its declared extent (if it was not); too
+/// short, and the entry ends before the end of the file (case 3). So one
+/// damaged byte anywhere, or any damage that leaves the length field
+/// intact, is never cut. Only damage that rewrites a length field *and*
+/// the data under it, or that zeroes the whole end of the last segment,
+/// could be taken for a torn tail; we accept that, as we accept CRC
+/// collisions.
 ///
 /// Erring towards refusing: after a power loss (not `kill -9`) the unsynced
 /// last group may come back with a page missing in the middle and a later
