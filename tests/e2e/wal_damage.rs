@@ -152,6 +152,8 @@ fn flipped_byte_in_the_newest_segment_refuses_start_then_salvage_recovers_the_re
     bytes[middle] ^= 0x20;
     std::fs::write(&path, &bytes).unwrap();
     let before = snapshot(&wal);
+    let data = dir.join("lamina-data");
+    let data_before = snapshot(&data);
 
     // The server refuses to start, naming the segment and the offset.
     let log = dir.join("refused.log");
@@ -185,6 +187,11 @@ fn flipped_byte_in_the_newest_segment_refuses_start_then_salvage_recovers_the_re
     assert!(text.contains(&format!("byte {entry}")), "{text}");
     assert!(text.contains("lamina wal salvage"), "{text}");
     assert_eq!(snapshot(&wal), before, "the refused start changed files");
+    assert_eq!(
+        snapshot(&data),
+        data_before,
+        "the refused start changed files"
+    );
 
     // `wal check` reports it, exit 1, and changes nothing.
     let (code, text) = run(dir, &["wal", "check", "--config", config_arg]);
