@@ -74,6 +74,12 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// The write-ahead log: check it, or salvage a damaged one (with the
+    /// server stopped).
+    Wal {
+        #[command(subcommand)]
+        command: WalCommand,
+    },
     /// Benchmarks (run them from a release build).
     Bench {
         #[command(subcommand)]
@@ -92,6 +98,33 @@ pub enum BenchCommand {
     /// times, a batch run, a restart after SIGKILL, against a real server
     /// this command starts.
     Keys(crate::bench::KeysBench),
+}
+
+/// `lamina wal ...`
+#[derive(Debug, Subcommand)]
+pub enum WalCommand {
+    /// Read every segment and report entries, records, seq ranges and
+    /// every problem (offset, reason). Exit 0 when the server can start on
+    /// the log (clean, or only a torn tail it will cut), 1 when it is
+    /// damaged.
+    Check(WalArgs),
+    /// Rebuild a damaged log from every intact entry: damaged segments are
+    /// moved to `<wal>/damaged-<time>/` (never deleted) and rewritten;
+    /// lost records are replaced by markers so seqs stay gap-free, and
+    /// every lost seq range is printed.
+    Salvage(WalArgs),
+}
+
+/// Where the write-ahead log is: `<state_dir>/wal`.
+#[derive(Debug, clap::Args)]
+pub struct WalArgs {
+    /// The state directory (`[storage] state_dir`).
+    #[arg(long, value_name = "DIR", conflicts_with = "config")]
+    pub state_dir: Option<PathBuf>,
+    /// Take the state directory from this configuration file. Without
+    /// either option: the default, ./lamina-data/state.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// `lamina batch ...`
@@ -135,6 +168,7 @@ pub fn main() -> ExitCode {
             command: BatchCommand::Run { wait, server },
         } => client_command(&server, |c| batch_run(c, wait)),
         Command::Status { server } => client_command(&server, status),
+        Command::Wal { command } => crate::wal_cli::run(command),
         Command::Bench { command } => {
             let result = match command {
                 BenchCommand::Stream(args) => crate::bench::stream(&args),

@@ -10,7 +10,8 @@
 //! - [`receivers`]: configured receivers to the speed layer's specs.
 //! - [`bench`]: `lamina bench stream` and `lamina bench keys`, the speed and serving layers measured from outside with realistic text and millions of keys.
 //! - [`cli`]: the command line; [`client`] is the small HTTP client its
-//!   client subcommands use.
+//!   client subcommands use; [`wal_cli`]: `lamina wal check` and
+//!   `lamina wal salvage`.
 
 pub mod api;
 pub mod bench;
@@ -20,3 +21,4 @@ pub mod config;
 pub mod receivers;
 pub mod server;
 pub mod store;
+pub mod wal_cli;

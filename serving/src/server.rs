@@ -28,7 +28,7 @@ use lamina_speed::commit::{CommitSink, RecordLog};
 use lamina_speed::format::{ColumnDef, Format, FormatKind};
 use lamina_speed::microbatch::seal::Sealer;
 use lamina_speed::microbatch::{Clock, MicroBatcher, StatsLog, StreamDef, run_loop};
-use lamina_speed::wal::{Wal, WalConfig};
+use lamina_speed::wal::{Wal, WalConfig, WalError};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
@@ -127,7 +127,20 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         .map_err(|e| startup(format!("storage.state_dir {}", state_dir.display()), e))?;
     let mut wal_config = WalConfig::new(state_dir.join("wal"));
     wal_config.segment_bytes = config.speed.wal_segment_bytes;
-    let (wal, recovery) = Wal::open(wal_config).map_err(|e| startup("write-ahead log", e))?;
+    let (wal, recovery) = Wal::open(wal_config).map_err(|e| match e {
+        // Damage to acknowledged data: nothing was cut or deleted; say what
+        // to do about it.
+        WalError::Corrupt { .. } => startup(
+            "write-ahead log",
+            format!(
+                "{e}\nThis is damage to acknowledged data, not an entry cut by a crash; the \
+                 server changed no file. Inspect it with `lamina wal check`, then with the \
+                 server stopped run `lamina wal salvage` (same --config) to keep every \
+                 intact entry; it moves the damaged segments aside and reports what was lost."
+            ),
+        ),
+        e => startup("write-ahead log", e),
+    })?;
     if let Some(torn) = &recovery.torn {
         warn!(
             path = %torn.path.display(),

@@ -16,6 +16,11 @@
 //!   micro-batch loop commits the key with the records' deltas; a retried
 //!   request with the same key is then answered without appending again,
 //!   also across a crash.
+//! - [`LOST`]: written by `lamina wal salvage` in place of records of a
+//!   damaged log entry that could not be recovered, one per lost seq, so
+//!   seqs stay gap-free. The payload says where the damage was. The
+//!   micro-batch loop skips them and logs how many (older versions skip
+//!   them as an unknown kind).
 
 /// Set on the stream id of every control record.
 pub const CONTROL: u32 = 1 << 31;
@@ -23,6 +28,8 @@ pub const CONTROL: u32 = 1 << 31;
 pub const REJECTED: u32 = CONTROL | (1 << 30);
 /// Control kind: a keyed append (see the module docs).
 pub const KEYED: u32 = CONTROL | (1 << 29);
+/// Control kind: a record lost to log damage (see the module docs).
+pub const LOST: u32 = CONTROL | (1 << 28);
 /// The bits that hold the stream index in a control record's id.
 pub const STREAM_MASK: u32 = (1 << 29) - 1;
 
@@ -49,6 +56,8 @@ pub enum Kind {
     /// A record of a keyed append to stream `n`: the key when it is the
     /// first record of its entry, data otherwise.
     Keyed(u32),
+    /// A record lost to log damage, replaced by `lamina wal salvage`.
+    Lost,
     /// A control kind this version does not know: skipped.
     Unknown,
 }
@@ -61,6 +70,8 @@ pub fn kind(id: u32) -> Kind {
         Kind::Rejected(id & STREAM_MASK)
     } else if id & KEYED == KEYED {
         Kind::Keyed(id & STREAM_MASK)
+    } else if id & LOST == LOST {
+        Kind::Lost
     } else {
         Kind::Unknown
     }
@@ -92,6 +103,7 @@ mod tests {
             ("too long", REJECTED_PREFIX_BYTES)
         );
         assert_eq!(kind(KEYED | 5), Kind::Keyed(5));
+        assert_eq!(kind(LOST), Kind::Lost);
         assert_eq!(kind(CONTROL | 1), Kind::Unknown);
     }
 }

@@ -12,9 +12,11 @@
 //!   does not parse.
 //! - [`wal`]: the write-ahead log of push sources: group commit (one fsync
 //!   covers every append that arrived while the previous one ran), torn-tail
-//!   recovery, deletion of segments once their epochs are sealed.
+//!   recovery (damage to acknowledged entries is refused, then checked or
+//!   salvaged by `wal::check` and `wal::salvage`), deletion of segments once
+//!   their epochs are sealed.
 //! - [`control`]: control records that travel in the log with the data
-//!   (rejected records, idempotency keys).
+//!   (rejected records, idempotency keys, lost markers of a salvaged log).
 //! - [`commit`]: what a micro-batch commits, and the [`commit::RecordLog`] /
 //!   [`commit::CommitSink`] traits it reads and writes through.
 //!

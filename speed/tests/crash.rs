@@ -1,5 +1,8 @@
-//! Crash tests: torn and damaged tails at every byte offset, damage in a
-//! middle segment, and a real `kill -9` of a process that is appending.
+//! Crash tests: torn tails at every byte offset are cut; damage to an
+//! acknowledged entry (the last one, or one in a middle segment, or a
+//! missing segment) makes `open` refuse without changing a file, and
+//! `salvage` keeps every intact entry; and a real `kill -9` of a process
+//! that is appending.
 
 mod common;
 
@@ -13,7 +16,7 @@ use std::{
 };
 
 use common::{Files, Record, TempDir, entry_offsets, read_all, restore, segment_files};
-use lamina_speed::wal::{Wal, WalConfig};
+use lamina_speed::wal::{Wal, WalConfig, WalError};
 
 /// Appends `batches` batches of 1..=4 records; returns every record.
 fn fill(wal: &Wal, batches: usize) -> Vec<Record> {
@@ -86,7 +89,6 @@ fn torn_last_entry_at_every_byte_offset_is_cut_and_appends_continue() {
                 (start as u64, true)
             ),
         }
-        assert!(rec.deleted_segments.is_empty());
         assert_eq!(
             std::fs::metadata(tmp.0.join(&last_name)).unwrap().len(),
             start as u64
@@ -95,28 +97,40 @@ fn torn_last_entry_at_every_byte_offset_is_cut_and_appends_continue() {
     }
 }
 
+/// Opens the WAL expecting corruption at `offset` of segment `name`, and
+/// checks that no segment file changed.
+fn assert_refused(tmp: &TempDir, seg: u64, files: &Files, name: &str, offset: usize) {
+    let err = Wal::open(tmp.config(seg)).unwrap_err();
+    match &err {
+        WalError::Corrupt {
+            path, offset: at, ..
+        } => assert_eq!((path.ends_with(name), *at), (true, offset as u64), "{err}"),
+        other => panic!("expected corruption, got {other}"),
+    }
+    assert_eq!(segment_files(&tmp.0), *files, "open changed a file: {err}");
+}
+
+/// The last entry was acknowledged: a flipped byte in it is damage, not a
+/// torn tail, wherever it is (length field included).
 #[test]
-fn flipped_byte_anywhere_in_the_last_entry_drops_exactly_that_entry() {
+fn flipped_byte_anywhere_in_the_last_entry_is_refused_and_changes_nothing() {
     let tmp = TempDir::new("flip");
-    let (files, model, start, end) = wal_with_known_last_entry(&tmp);
+    let (files, _model, start, end) = wal_with_known_last_entry(&tmp);
+    let name = files.last().unwrap().0.clone();
     for at in start..end {
         let mut damaged = files.clone();
         damaged.last_mut().unwrap().1[at] ^= 0x5a;
         restore(&tmp.0, &damaged);
-
-        let (wal, rec) = Wal::open(tmp.config(400)).unwrap();
-        assert_eq!(rec.next_seq, model.len() as u64, "flip at {at}");
-        assert_eq!(rec.discarded_bytes, (end - start) as u64, "flip at {at}");
-        assert_eq!(rec.torn.as_ref().map(|t| t.offset), Some(start as u64));
-        assert_appends_continue(&wal, &model);
+        assert_refused(&tmp, 400, &damaged, &name, start);
     }
 }
 
 /// Not something a crash can cause (segments are fsynced before the next
-/// one is started); only disk damage can. The log still ends at the first
-/// bad entry, and every later segment is deleted and reported.
+/// one is started); only disk damage can: open refuses and deletes nothing,
+/// and salvage keeps every intact entry, replacing the damaged one's
+/// records by lost markers.
 #[test]
-fn damaged_entry_in_a_middle_segment_cuts_the_log_there() {
+fn damaged_entry_in_a_middle_segment_is_refused_then_salvaged() {
     let tmp = TempDir::new("middle");
     let (wal, _) = Wal::open(tmp.config(300)).unwrap();
     let model = fill(&wal, 40);
@@ -132,50 +146,71 @@ fn damaged_entry_in_a_middle_segment_cuts_the_log_there() {
     let offsets = entry_offsets(bytes);
     let bad = offsets[1];
     let bad_first_seq = u64::from_le_bytes(bytes[bad + 8..bad + 16].try_into().unwrap());
-    let expected_discard =
-        (bytes.len() - bad) as u64 + files[2..].iter().map(|(_, b)| b.len() as u64).sum::<u64>();
+    let bad_count = u32::from_le_bytes(bytes[bad + 16..bad + 20].try_into().unwrap()) as u64;
     files[1].1[bad + 40] ^= 1; // a payload byte
     restore(&tmp.0, &files);
+    assert_refused(&tmp, 300, &files, &name, bad);
 
-    let (wal, rec) = Wal::open(tmp.config(300)).unwrap();
-    assert_eq!(rec.next_seq, bad_first_seq);
-    assert_eq!(rec.discarded_bytes, expected_discard);
-    assert_eq!(rec.segments, 2);
-    assert_eq!(rec.deleted_segments.len(), files.len() - 2);
-    let torn = rec.torn.unwrap();
-    assert!(
-        torn.path.ends_with(&name) && torn.offset == bad as u64,
-        "{torn:?}"
+    let report = lamina_speed::wal::check(&tmp.0).unwrap();
+    assert!(report.is_damaged());
+    let problems: Vec<_> = report.segments.iter().map(|s| s.problems.len()).collect();
+    assert_eq!(problems.iter().sum::<usize>(), 1, "{report:?}");
+    assert_eq!(report.segments[1].problems[0].offset, bad as u64);
+    assert_eq!(segment_files(&tmp.0), files);
+
+    let lost = bad_first_seq..bad_first_seq + bad_count;
+    let s = lamina_speed::wal::salvage(&tmp.0, 0x9000_0000, b"lost", "test").unwrap();
+    assert_eq!(s.lost.len(), 1, "{s:?}");
+    assert_eq!(s.lost[0].seqs, lost);
+    assert_eq!(s.next_seq, model.len() as u64);
+    // The damaged original is kept aside, byte for byte.
+    assert_eq!(
+        std::fs::read(tmp.0.join("damaged-test").join(&name)).unwrap(),
+        files[1].1
     );
-    assert!(torn.reason.contains("CRC"), "{}", torn.reason);
-    assert_eq!(segment_files(&tmp.0).len(), 2);
-    assert_appends_continue(&wal, &model[..bad_first_seq as usize]);
-    // Rotation keeps working where the deleted segments were.
-    let big = "x".repeat(100);
-    for _ in 0..10 {
-        wal.append_blocking(1, &[&big], 0).unwrap();
+    let (wal, rec) = Wal::open(tmp.config(300)).unwrap();
+    assert_eq!((rec.next_seq, rec.torn), (model.len() as u64, None));
+    let all = read_all(&wal, 0..model.len() as u64);
+    for (got, want) in all.iter().zip(&model) {
+        if lost.contains(&want.0) {
+            assert_eq!(
+                (got.0, got.1, got.3.as_slice()),
+                (want.0, 0x9000_0000, &b"lost"[..])
+            );
+        } else {
+            assert_eq!(got, want);
+        }
     }
-    assert!(segment_files(&tmp.0).len() > 2);
-    let n = wal.durable_seq();
-    assert_eq!(read_all(&wal, 0..n).len() as u64, n);
+    assert_appends_continue_after(&wal, model.len() as u64);
+}
+
+fn assert_appends_continue_after(wal: &Wal, n: u64) {
+    let r = wal.append_blocking(99, &[b"after salvage"], 1).unwrap();
+    assert_eq!(r, n..n + 1);
+    assert_eq!(read_all(wal, n..n + 1)[0].3, b"after salvage");
 }
 
 #[test]
-fn missing_middle_segment_cuts_the_log_before_the_hole() {
+fn missing_middle_segment_is_refused_then_salvaged() {
     let tmp = TempDir::new("hole");
     let (wal, _) = Wal::open(tmp.config(300)).unwrap();
     let model = fill(&wal, 40);
     wal.close().unwrap();
     let files = segment_files(&tmp.0);
     std::fs::remove_file(tmp.0.join(&files[2].0)).unwrap();
+    let left = segment_files(&tmp.0);
+    assert_refused(&tmp, 300, &left, &files[3].0, 0);
 
-    let (wal, rec) = Wal::open(tmp.config(300)).unwrap();
     let hole: u64 = files[2].0.trim_end_matches(".wal").parse().unwrap();
-    assert_eq!(rec.next_seq, hole);
-    assert_eq!(rec.segments, 2);
-    assert_eq!(rec.torn.as_ref().map(|t| t.offset), Some(0));
-    assert_eq!(rec.deleted_segments.len(), files.len() - 3);
-    assert_appends_continue(&wal, &model[..hole as usize]);
+    let after: u64 = files[3].0.trim_end_matches(".wal").parse().unwrap();
+    let s = lamina_speed::wal::salvage(&tmp.0, 0x9000_0000, b"lost", "test").unwrap();
+    assert_eq!(s.lost.len(), 1, "{s:?}");
+    assert_eq!(s.lost[0].seqs, hole..after);
+    let (wal, rec) = Wal::open(tmp.config(300)).unwrap();
+    assert_eq!(rec.next_seq, model.len() as u64);
+    let all = read_all(&wal, 0..model.len() as u64);
+    assert_eq!(all[..hole as usize], model[..hole as usize]);
+    assert_eq!(all[after as usize..], model[after as usize..]);
 }
 
 // ---------------------------------------------------------------------

@@ -281,6 +281,8 @@ impl MicroBatcher {
             // The first record left for the next micro-batch, once the
             // byte budget is spent.
             let mut cut: Option<u64> = None;
+            // Seqs of records `lamina wal salvage` marked as lost.
+            let mut lost: Option<(u64, u64, u64)> = None;
             self.log
                 .read(self.next_seq..end, &mut |r: LogRecord<'_>| {
                     if cut.is_some() {
@@ -329,10 +331,21 @@ impl MicroBatcher {
                                 });
                             }
                         }
+                        Kind::Lost => {
+                            let (first, _, n) = lost.get_or_insert((r.seq, r.seq, 0));
+                            lost = Some((*first, r.seq, *n + 1));
+                        }
                         Kind::Unknown => {}
                     }
                 })
                 .map_err(fail)?;
+            if let Some((first, last, n)) = lost {
+                tracing::warn!(
+                    batch,
+                    "skipped {n} records lost to write-ahead log damage (seqs {first}..={last}, \
+                     replaced by `lamina wal salvage`)"
+                );
+            }
             if let Some(seq) = cut {
                 end = seq;
                 commit.positions[0].1 = end;

@@ -32,8 +32,12 @@ pub enum WalError {
     /// Another `Wal` (in this or another process) has the directory open.
     #[error("WAL directory {path} is locked by another open WAL")]
     Locked { path: PathBuf },
-    /// Data that passed recovery does not read back as expected, or the
-    /// directory holds a file that looks like a segment but is not one.
+    /// Damage to fsynced data: found by `Wal::open` (anything that is not
+    /// a torn tail; nothing was changed on disk), or data that passed
+    /// recovery does not read back, or the directory holds a file that
+    /// looks like a segment but is not one. `offset` is the byte offset of
+    /// the damaged entry in `path`. `lamina wal check` reports every
+    /// problem; `lamina wal salvage` rebuilds the log from what is intact.
     #[error("corrupt WAL {path} at byte {offset}: {reason}")]
     Corrupt {
         path: PathBuf,

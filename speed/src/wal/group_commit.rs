@@ -311,7 +311,7 @@ impl Writer {
     /// The old segment is fsynced *before* the first byte goes into the new
     /// one, and the new file's directory entry is fsynced before it is
     /// used. Hence after a crash only the last segment can end in a torn
-    /// entry, which is what recovery relies on (`segment::recover`).
+    /// entry, which is what recovery relies on (`segment::inspect`).
     fn rotate(&mut self) -> Result<()> {
         self.sync()?;
         let dir = &self.shared.dir;

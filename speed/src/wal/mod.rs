@@ -12,9 +12,14 @@
 //! - An append returns `Ok(range)` only after all of its records are
 //!   fsynced, and an append is atomic: after a crash (`kill -9`, power
 //!   loss) either all of its records are recovered or none.
-//! - Recovery keeps exactly the valid prefix of the log: the first entry
-//!   that is torn or fails its CRC ends it ([`Recovery`] says where, why and
-//!   how many bytes went). Acknowledged records are never in that tail.
+//! - Recovery tells a torn tail from corruption (the rule and why it is
+//!   sound: `segment::inspect`). A torn tail, the incomplete end of the
+//!   last segment that a crash leaves, is cut ([`Recovery`] says where, why
+//!   and how many bytes went); acknowledged records are never in it.
+//!   Anything else that does not verify is damage to fsynced data:
+//!   [`Wal::open`] fails with [`WalError::Corrupt`] naming the segment and
+//!   offset, and changes no file. [`check`] reports every problem of a log
+//!   and [`salvage`] rebuilds it from every intact entry.
 //! - After a write or fsync error nothing more is acknowledged: the WAL is
 //!   failed until reopened (see `Writer::fail` for why fsync is not retried).
 //! - Records that were written but never acknowledged (crash or error after
@@ -27,12 +32,14 @@
 //! - `mod.rs`: [`Wal`], its config, stats and recovery report.
 //! - `group_commit.rs`: the writer thread, group commit, backpressure.
 //! - `segment.rs`: segment files, recovery on open, sequential reads.
+//! - `salvage.rs`: [`check`] and [`salvage`] of a damaged log.
 //! - `record.rs`: the framing of one entry (one append) on disk.
 //! - `error.rs`: [`WalError`].
 
 mod error;
 mod group_commit;
 mod record;
+mod salvage;
 mod segment;
 
 use std::{
@@ -53,6 +60,10 @@ use std::{
 use tokio::sync::Semaphore;
 
 pub use error::{Result, WalError};
+pub use salvage::{
+    CheckReport, EntryProblem, LostRange, SalvageReport, SalvagedSegment, SegmentCheck, Verdict,
+    check, salvage,
+};
 
 use error::io_err;
 use group_commit::{Msg, Shared, Writer};
@@ -117,13 +128,10 @@ pub struct Recovery {
     pub first_seq: u64,
     /// Segment files after recovery.
     pub segments: usize,
-    /// Bytes cut from the torn segment plus the size of deleted segments.
+    /// Bytes cut from the end of the last segment (a torn tail).
     pub discarded_bytes: u64,
     /// Where the log was cut, if it was.
     pub torn: Option<TornTail>,
-    /// Segments after the cut, deleted (see `segment::recover`: only disk
-    /// damage, not a crash, can cause any).
-    pub deleted_segments: Vec<PathBuf>,
 }
 
 /// The first invalid entry found by recovery.
@@ -174,8 +182,9 @@ impl Wal {
     /// # Errors
     ///
     /// [`WalError::Locked`] if another `Wal` has the directory open,
-    /// [`WalError::Config`], [`WalError::Corrupt`] for a stray `*.wal`
-    /// file, [`WalError::Io`].
+    /// [`WalError::Config`], [`WalError::Io`], and [`WalError::Corrupt`]
+    /// for a stray `*.wal` file or a damaged log (anything but a torn tail:
+    /// see the module docs); then no file was changed.
     pub fn open(cfg: WalConfig) -> Result<(Wal, Recovery)> {
         cfg.validate()?;
         let dir = cfg.dir.as_path();
@@ -230,7 +239,6 @@ impl Wal {
             segments: recovered.segments.len(),
             discarded_bytes: recovered.discarded_bytes,
             torn: recovered.torn,
-            deleted_segments: recovered.deleted_segments,
         };
         let inner = Inner {
             shared,
@@ -497,7 +505,7 @@ fn create_dir_durably(dir: &Path) -> Result<()> {
 /// being spawned by another thread shares that until its `exec` closes it
 /// (`O_CLOEXEC`), so a WAL that was just closed can look locked for a
 /// moment.
-fn lock_dir(dir: &Path) -> Result<File> {
+pub(super) fn lock_dir(dir: &Path) -> Result<File> {
     const ATTEMPTS: u32 = 25;
     const PAUSE: Duration = Duration::from_millis(20);
     let path = dir.join(LOCK_FILE);

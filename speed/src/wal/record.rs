@@ -12,7 +12,10 @@
 //!
 //! One CRC over the whole entry is what makes an append atomic: a torn or
 //! damaged entry fails the check as a whole, so recovery keeps all of its
-//! records or none.
+//! records or none. The framing (the declared length against the end of
+//! the file, the seq in the header) is what tells an entry torn by a crash
+//! from a damaged one (`segment::inspect`). The format is unchanged by
+//! that: no marker or extra field was needed, so every existing log reads.
 //!
 //! The records are encoded (and their CRC computed) by the appender, in
 //! parallel with other appenders; the writer thread only adds the header,
@@ -245,7 +248,7 @@ mod tests {
                 let mut bad = e.clone();
                 bad[i] ^= 1 << bit;
                 // A flipped length bit may also make the entry longer than
-                // the buffer; the segment reader reports that as torn.
+                // the buffer; `segment::classify_tail` tells that from a torn write.
                 let p = Prefix::decode(bad[..PREFIX_LEN].try_into().unwrap());
                 let ok = p.is_ok_and(|p| {
                     p.entry_len() == bad.len() as u64 && p.verify(&bad[PREFIX_LEN..]).is_ok()

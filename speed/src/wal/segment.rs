@@ -4,6 +4,10 @@
 //! and contains whole entries back to back (see `record.rs`), nothing else.
 //! Consecutive segments are contiguous: the name of segment `i + 1` is one
 //! past the last seq of segment `i`.
+//!
+//! Recovery ([`inspect`], [`recover`]) tells a torn tail, which it cuts,
+//! from corruption, which it reports without changing anything; the rule
+//! and why it is sound are on [`inspect`].
 
 use std::{
     fs::{self, File, OpenOptions},
@@ -148,32 +152,300 @@ impl EntryReader {
     }
 }
 
-/// The log as found on disk, after recovery cut it at the first bad entry.
+/// The log as found on disk, after recovery cut a torn tail (if any).
 #[derive(Debug)]
 pub(super) struct Recovered {
-    /// First seq of every remaining segment, ascending; never empty.
+    /// First seq of every segment, ascending; never empty.
     pub(super) segments: Vec<u64>,
     pub(super) next_seq: u64,
     /// Bytes of the last segment (where appends continue).
     pub(super) last_len: u64,
     pub(super) discarded_bytes: u64,
     pub(super) torn: Option<super::TornTail>,
-    pub(super) deleted_segments: Vec<PathBuf>,
 }
 
-/// Scans every segment in order and verifies every entry. The first entry
-/// that is short or fails its CRC (or does not continue the seq numbering)
-/// ends the log: its segment is truncated there and every later segment is
-/// deleted, since records after a hole would break gap-free numbering.
+/// What [`inspect`] found: the valid log, and a torn tail to cut, if any.
+#[derive(Debug)]
+pub(super) struct Inspected {
+    pub(super) segments: Vec<u64>,
+    /// One past the last valid record.
+    pub(super) next_seq: u64,
+    /// Length of the valid part of the last segment.
+    pub(super) last_len: u64,
+    /// The torn tail of the last segment: (where, why, its bytes).
+    pub(super) torn: Option<(super::TornTail, u64)>,
+}
+
+/// What the bytes after the last valid entry of the last segment are.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Tail {
+    /// What a crash can leave: cut it.
+    Torn(String),
+    /// Damage to data that may have been acknowledged: never cut it.
+    Corrupt(String),
+}
+
+/// Reads every segment and verifies every entry, changing nothing.
 ///
-/// Can a crash leave a torn entry in a segment that is *not* the last? Not
-/// with our rotation: the writer fsyncs a segment before it writes the first
-/// byte to the next one (see `group_commit.rs`), so after `kill -9` or power
-/// loss only the last segment can end in a torn entry. A bad entry earlier
-/// means the disk damaged fsynced data (or someone edited the files); the
-/// later segments may then hold valid, acknowledged records, but they cannot
-/// be replayed across the hole, so we delete them and say so loudly in
-/// [`super::Recovery`] (`torn`, `deleted_segments`, `discarded_bytes`).
+/// # How a torn tail is told from corruption
+///
+/// What can a crash leave? The writer fsyncs a group of entries before it
+/// acknowledges any of them, and fsyncs a segment before it writes the
+/// first byte of the next one (`group_commit.rs`). So everything before
+/// the last fsync is durable and intact, and only bytes written after it,
+/// at the end of the *last* segment, can be missing. After `kill -9` they
+/// are exactly a prefix of what was written: `write` calls land in the page
+/// cache in order, so the file ends inside (or right after) an entry whose
+/// bytes are all correct, only incomplete. After a power loss a file
+/// system may also leave the unsynced end zero-filled.
+///
+/// Damage anywhere else is damage to fsynced, possibly acknowledged data.
+/// The rule, for the first entry that does not verify:
+///
+/// 1. Not in the last segment: **corruption** (a crash cannot leave an
+///    incomplete entry there). Same for a segment whose name does not
+///    continue the previous segment's seqs.
+/// 2. In the last segment, it is a **torn tail** only if the file ends
+///    inside it, i.e. one of:
+///    - fewer bytes are left than an entry prefix (32): no entry, hence no
+///      acknowledged one, fits there;
+///    - every byte left is zero (zero-filled blocks of a power loss: a
+///      real entry has a non-zero length and count);
+///    - the prefix is whole, names the expected seq, and declares a length
+///      that reaches *beyond* the end of the file, **and** neither do the
+///      bytes up to the end of the file verify as a complete entry (which
+///      would mean a damaged length field of a complete entry), nor does
+///      any valid entry start anywhere inside those bytes (which would
+///      mean a damaged length swallowing later entries).
+/// 3. Everything else is **corruption**: an entry whose declared extent
+///    ends at or before the end of the file but fails its CRC is complete,
+///    so a crash did not cut it (the prefix property above), and an entry
+///    followed by more bytes was followed by more writes.
+///
+/// Soundness: a torn tail is cut, so it must never hold an acknowledged
+/// entry. In case 2 no complete valid entry starts anywhere from the bad
+/// entry to the end of the file (checked at every offset), and the bad
+/// entry itself is incomplete as its length field reads. An acknowledged
+/// entry can only look like that if its length field was damaged, and
+/// both ways a length can lie are caught: too long, and the entry still
+/// verifies up to the end of the file (if it was the last) or a later
+/// valid entry is found inside its declared extent (if it was not); too
+/// short, and the entry ends before the end of the file (case 3). So one
+/// damaged byte anywhere, or any damage that leaves the length field
+/// intact, is never cut. Only damage that rewrites a length field *and*
+/// the data under it, or that zeroes the whole end of the last segment,
+/// could be taken for a torn tail; we accept that, as we accept CRC
+/// collisions.
+///
+/// Erring towards refusing: after a power loss (not `kill -9`) the unsynced
+/// last group may come back with a page missing in the middle and a later
+/// page present. Such an entry is complete in length but fails its CRC, or
+/// is followed by bytes, and is reported as corruption although it was
+/// never acknowledged: the server refuses to start, and `lamina wal
+/// salvage` (which keeps every intact entry) loses nothing acknowledged.
+pub(super) fn inspect(dir: &Path, firsts: &[u64]) -> Result<Inspected> {
+    let last_index = firsts.len() - 1;
+    let mut expected = firsts[0];
+    let mut last_len = 0;
+    for (i, &first) in firsts.iter().enumerate() {
+        let path = path(dir, first);
+        if first != expected {
+            return Err(WalError::Corrupt {
+                path,
+                offset: 0,
+                reason: format!(
+                    "segment starts at seq {first}, but the previous one ends at seq {expected} \
+                     (a segment is missing or overlaps)"
+                ),
+            });
+        }
+        let mut r = EntryReader::open(path.clone()).map_err(io_err("open", &path))?;
+        let bad = loop {
+            match r.next_prefix()? {
+                Next::End => break None,
+                Next::Torn(reason) => break Some(reason),
+                Next::Entry(prefix) => match r.read_body(&prefix)? {
+                    Ok(()) if prefix.header.first_seq == expected => {
+                        expected = prefix.header.end_seq();
+                        r.offset += prefix.entry_len();
+                    }
+                    Ok(()) => {
+                        break Some(format!(
+                            "entry starts at seq {}, expected {expected}",
+                            prefix.header.first_seq
+                        ));
+                    }
+                    Err(reason) => break Some(reason),
+                },
+            }
+        };
+        last_len = r.offset;
+        let Some(reason) = bad else { continue };
+        if i != last_index {
+            return Err(WalError::Corrupt {
+                path,
+                offset: r.offset,
+                reason: format!(
+                    "{reason}; later segments follow, so a crash cannot have cut this entry: \
+                     fsynced data was damaged"
+                ),
+            });
+        }
+        let tail = read_from(&path, r.offset)?;
+        return match classify_tail(&tail, expected) {
+            Tail::Torn(reason) => Ok(Inspected {
+                segments: firsts.to_vec(),
+                next_seq: expected,
+                last_len,
+                torn: Some((
+                    super::TornTail {
+                        path,
+                        offset: r.offset,
+                        reason,
+                    },
+                    tail.len() as u64,
+                )),
+            }),
+            Tail::Corrupt(reason) => Err(WalError::Corrupt {
+                path,
+                offset: r.offset,
+                reason,
+            }),
+        };
+    }
+    Ok(Inspected {
+        segments: firsts.to_vec(),
+        next_seq: expected,
+        last_len,
+        torn: None,
+    })
+}
+
+/// The bytes of `path` from `offset` to its end.
+pub(super) fn read_from(path: &Path, offset: u64) -> Result<Vec<u8>> {
+    let mut f = File::open(path).map_err(io_err("open", path))?;
+    f.seek(SeekFrom::Start(offset))
+        .map_err(io_err("seek", path))?;
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes).map_err(io_err("read", path))?;
+    Ok(bytes)
+}
+
+/// The entry at the start of `bytes` if it is whole and verifies.
+pub(super) fn entry_at(bytes: &[u8]) -> Option<Prefix> {
+    let p: &[u8; PREFIX_LEN] = bytes.get(..PREFIX_LEN)?.try_into().ok()?;
+    let prefix = Prefix::decode(p).ok()?;
+    let len = usize::try_from(prefix.entry_len()).ok()?;
+    let body = bytes.get(PREFIX_LEN..len)?;
+    prefix.verify(body).ok()?;
+    Some(prefix)
+}
+
+/// The first offset at or after `from` where a whole, valid entry with a
+/// first seq in `seqs` and at least one record starts.
+pub(super) fn find_entry(
+    bytes: &[u8],
+    from: usize,
+    seqs: std::ops::Range<u64>,
+) -> Option<(usize, Prefix)> {
+    let last = bytes.len().checked_sub(PREFIX_LEN)?;
+    (from..=last).find_map(|at| {
+        let p: &[u8; PREFIX_LEN] = bytes[at..at + PREFIX_LEN].try_into().ok()?;
+        let prefix = Prefix::decode(p).ok()?;
+        // Cheap filters first: almost every offset fails them.
+        if prefix.header.count == 0
+            || !seqs.contains(&prefix.header.first_seq)
+            || prefix.entry_len() > (bytes.len() - at) as u64
+        {
+            return None;
+        }
+        entry_at(&bytes[at..]).map(|p| (at, p))
+    })
+}
+
+/// Seqs a valid entry found inside `len` bytes after seq `expected` can
+/// start at: every record takes at least 4 bytes.
+pub(super) fn plausible_seqs(expected: u64, len: usize) -> std::ops::Range<u64> {
+    expected..expected.saturating_add(len as u64 / 4 + 1)
+}
+
+/// Classifies the bytes from the first bad entry of the last segment to its
+/// end; `expected` is the seq that entry should start at. See [`inspect`].
+pub(super) fn classify_tail(tail: &[u8], expected: u64) -> Tail {
+    let left = tail.len();
+    if left < PREFIX_LEN {
+        return Tail::Torn(format!(
+            "{left} bytes at the end, shorter than an entry header"
+        ));
+    }
+    if tail.iter().all(|&b| b == 0) {
+        return Tail::Torn(format!(
+            "{left} zero bytes at the end (allocated but never written)"
+        ));
+    }
+    let p: &[u8; PREFIX_LEN] = tail[..PREFIX_LEN].try_into().expect("prefix bytes");
+    let prefix = match Prefix::decode(p) {
+        Ok(prefix) => prefix,
+        Err(reason) => {
+            return Tail::Corrupt(format!(
+                "{reason}, with {left} bytes to the end of the file: a crash leaves a \
+                 correct prefix of an entry, so this header was damaged"
+            ));
+        }
+    };
+    let declared = prefix.entry_len();
+    if declared > left as u64 {
+        if prefix.header.first_seq != expected {
+            return Tail::Corrupt(format!(
+                "entry header says seq {}, expected {expected}, and its length ({declared} \
+                 bytes) runs past the end of the file ({left} bytes left): damaged header",
+                prefix.header.first_seq
+            ));
+        }
+        if prefix.verify(&tail[PREFIX_LEN..]).is_ok() {
+            return Tail::Corrupt(format!(
+                "entry declares {declared} bytes but is complete and valid in the {left} bytes \
+                 to the end of the file: its length field was damaged"
+            ));
+        }
+        if let Some((at, found)) =
+            find_entry(tail, PREFIX_LEN, plausible_seqs(expected, tail.len()))
+        {
+            return Tail::Corrupt(format!(
+                "entry declares {declared} bytes, past the end of the file, but a valid entry \
+                 (seqs {}..{}) starts {at} bytes into it: its length field was damaged",
+                found.header.first_seq,
+                found.header.end_seq()
+            ));
+        }
+        return Tail::Torn(format!(
+            "entry of {declared} bytes but only {left} left in the file"
+        ));
+    }
+    let body = &tail[PREFIX_LEN..declared as usize];
+    let why = match prefix.verify(body) {
+        Err(reason) => reason,
+        Ok(()) => format!(
+            "entry starts at seq {}, expected {expected}",
+            prefix.header.first_seq
+        ),
+    };
+    if declared == left as u64 {
+        Tail::Corrupt(format!(
+            "{why}; the entry is complete (it ends exactly at the end of the file), so a \
+             crash did not cut it: it was damaged after it was written"
+        ))
+    } else {
+        Tail::Corrupt(format!(
+            "{why}; {} more bytes follow the entry, so a crash did not cut it: it was \
+             damaged after it was written",
+            left as u64 - declared
+        ))
+    }
+}
+
+/// Verifies the log and cuts a torn tail (see [`inspect`]). Corruption is
+/// an error and changes nothing on disk.
 pub(super) fn recover(dir: &Path) -> Result<Recovered> {
     let firsts = list(dir)?;
     if firsts.is_empty() {
@@ -186,98 +458,26 @@ pub(super) fn recover(dir: &Path) -> Result<Recovered> {
             last_len: 0,
             discarded_bytes: 0,
             torn: None,
-            deleted_segments: Vec::new(),
         });
     }
-
-    let mut kept = Vec::with_capacity(firsts.len());
-    let mut expected = firsts[0];
-    let mut last_len = 0;
-    // (index of the segment where the log ends, where and why, whether that
-    // segment keeps its valid prefix)
-    let mut cut: Option<(usize, super::TornTail, bool)> = None;
-    'segments: for (i, &first) in firsts.iter().enumerate() {
-        let path = path(dir, first);
-        if first != expected {
-            // The previous segment ended at `expected`, this one claims to
-            // start elsewhere: a hole or an overlap. The whole file goes.
-            let reason = format!("segment starts at seq {first}, previous one ends at {expected}");
-            cut = Some((
-                i,
-                super::TornTail {
-                    path,
-                    offset: 0,
-                    reason,
-                },
-                false,
-            ));
-            break;
-        }
-        let mut r = EntryReader::open(path.clone()).map_err(io_err("open", &path))?;
-        loop {
-            let torn = match r.next_prefix()? {
-                Next::End => break,
-                Next::Torn(reason) => reason,
-                Next::Entry(prefix) if prefix.header.first_seq != expected => format!(
-                    "entry starts at seq {}, expected {expected}",
-                    prefix.header.first_seq
-                ),
-                Next::Entry(prefix) => match r.read_body(&prefix)? {
-                    Ok(()) => {
-                        expected = prefix.header.end_seq();
-                        r.offset += prefix.entry_len();
-                        continue;
-                    }
-                    Err(reason) => reason,
-                },
-            };
-            kept.push(first);
-            last_len = r.offset;
-            let tail = super::TornTail {
-                path,
-                offset: r.offset,
-                reason: torn,
-            };
-            cut = Some((i, tail, true));
-            break 'segments;
-        }
-        kept.push(first);
-        last_len = r.offset;
-    }
-
+    let found = inspect(dir, &firsts)?;
     let mut discarded_bytes = 0;
-    let mut deleted_segments = Vec::new();
-    if let Some((i, tail, keep_segment)) = &cut {
-        let later = if *keep_segment { i + 1 } else { *i };
-        if *keep_segment {
-            let file = OpenOptions::new()
-                .write(true)
-                .open(&tail.path)
-                .map_err(io_err("open", &tail.path))?;
-            let len = file.metadata().map_err(io_err("stat", &tail.path))?.len();
-            discarded_bytes += len - tail.offset;
-            file.set_len(tail.offset)
-                .map_err(io_err("truncate", &tail.path))?;
-            file.sync_all().map_err(io_err("fsync", &tail.path))?;
-        }
-        // Oldest first is not needed for correctness here (every one of
-        // them goes), but keeps the directory contiguous if we crash midway.
-        for &first in &firsts[later..] {
-            let p = path(dir, first);
-            let len = fs::metadata(&p).map_err(io_err("stat", &p))?.len();
-            fs::remove_file(&p).map_err(io_err("delete", &p))?;
-            discarded_bytes += len;
-            deleted_segments.push(p);
-        }
-        sync_dir(dir)?;
+    if let Some((tail, len)) = &found.torn {
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&tail.path)
+            .map_err(io_err("open", &tail.path))?;
+        file.set_len(tail.offset)
+            .map_err(io_err("truncate", &tail.path))?;
+        file.sync_all().map_err(io_err("fsync", &tail.path))?;
+        discarded_bytes = *len;
     }
     Ok(Recovered {
-        segments: kept,
-        next_seq: expected,
-        last_len,
+        segments: found.segments,
+        next_seq: found.next_seq,
+        last_len: found.last_len,
         discarded_bytes,
-        torn: cut.map(|(_, tail, _)| tail),
-        deleted_segments,
+        torn: found.torn.map(|(tail, _)| tail),
     })
 }
 
