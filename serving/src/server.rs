@@ -328,6 +328,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             recent: Default::default(),
         }),
         max_body_bytes: config.server.max_body_bytes,
+        request_timeout: config.server.request_timeout(),
     });
     let listener = tokio::net::TcpListener::bind(listen)
         .await
