@@ -276,6 +276,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let mut stream_infos = Vec::new();
     for (id, s) in config.streams.iter().enumerate() {
         let mut described = Vec::new();
+        let mut receiver_counters = Vec::new();
         for r in &s.receivers {
             let spec = crate::receivers::spec_of(r)
                 .map_err(|e| startup(format!("stream `{}` receiver", s.name), e))?;
@@ -290,6 +291,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
                 s.name.as_str(),
                 s.max_record_bytes as usize,
             );
+            receiver_counters.push((receiver.describe(), ingest.counters_handle()));
             let rx = shutdown_rx.clone();
             tasks.spawn(async move {
                 if let Err(e) = receiver.run(ingest, rx).await {
@@ -301,6 +303,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             name: s.name.clone(),
             format: format!("{:?}", s.format).to_lowercase(),
             receivers: described,
+            receiver_counters,
         });
     }
 

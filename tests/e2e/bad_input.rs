@@ -319,3 +319,66 @@ fn malformed_requests_are_4xx_with_json_codes_and_never_hang() {
     );
     assert!(server.terminate().success());
 }
+
+/// The value of a metric line starting with `prefix` in `/metrics`.
+fn metric(server: &Server, prefix: &str) -> Option<f64> {
+    let r = server.client().get("/metrics").ok()?;
+    let text = String::from_utf8_lossy(&r.body).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn idle_tcp_connections_never_lock_producers_out_and_show_in_metrics() {
+    use std::io::{Read, Write};
+    let dir = WorkDir::new("idletcp");
+    let (http, tcp) = (free_port(), free_port());
+    let config = write_config(dir.path(), http, tcp, "");
+    let listen = format!("listen = \"127.0.0.1:{tcp}\"\n");
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        &listen,
+        &format!("{listen}  max_connections = 2\n  idle_timeout_ms = 2500\n"),
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let server = Server::start(dir.path(), http, &["--config", config.to_str().unwrap()]);
+    let labels = format!("{{stream=\"lines\",receiver=\"tcp_listen 127.0.0.1:{tcp}\"}}");
+    let active = format!("lamina_receiver_connections_active{labels}");
+
+    // Both slots held by connections that send nothing.
+    let idle: Vec<_> = (0..2)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", tcp)).unwrap())
+        .collect();
+    eventually(Duration::from_secs(5), || {
+        metric(&server, &active) == Some(2.0)
+    })
+    .expect("two connections open");
+    // Once they have been idle for a second, a new producer takes a slot.
+    std::thread::sleep(Duration::from_millis(1200));
+    let mut producer = std::net::TcpStream::connect(("127.0.0.1", tcp)).unwrap();
+    producer.write_all(b"evicting producer\n").unwrap();
+    producer.shutdown(std::net::Shutdown::Write).unwrap();
+    producer
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = producer.read_to_end(&mut Vec::new());
+    eventually(Duration::from_secs(5), || {
+        count(&server, "word_counts", "evicting") == 1
+    })
+    .expect("the new producer's line counted");
+    let evicted = format!("lamina_receiver_connections_evicted_total{labels}");
+    assert_eq!(metric(&server, &evicted), Some(1.0));
+    // The other idle connection is closed by its idle timeout.
+    let idle_closed = format!("lamina_receiver_connections_idle_closed_total{labels}");
+    eventually(Duration::from_secs(6), || {
+        metric(&server, &idle_closed) == Some(1.0)
+    })
+    .expect("closed after idle_timeout_ms");
+    assert_eq!(metric(&server, &active), Some(0.0));
+    let log = server.log_text();
+    assert!(log.contains("closing the longest-idle one"), "{log}");
+    assert!(log.contains("sent nothing for"), "{log}");
+    drop(idle);
+    assert!(server.terminate().success());
+}

@@ -64,7 +64,11 @@ fn fixture(tag: &str, token: Option<&str>, permits: usize) -> Fixture {
         streams: vec![StreamInfo {
             name: "lines".into(),
             format: "text".into(),
-            receivers: vec![],
+            receivers: vec!["tcp_listen 127.0.0.1:1".into()],
+            receiver_counters: vec![(
+                "tcp_listen 127.0.0.1:1".into(),
+                Arc::new(Default::default()),
+            )],
         }],
         stats: Arc::new(StatsLog::new(10, &["lines".to_string()])),
         ingest: Some(IngestState {
@@ -311,6 +315,19 @@ async fn streams_batches_dead_letters_and_metrics() {
         text.contains("# TYPE lamina_wal_fsyncs_total counter"),
         "{text}"
     );
+    for name in [
+        "lamina_receiver_connections_refused_total",
+        "lamina_receiver_connections_evicted_total",
+        "lamina_receiver_connections_idle_closed_total",
+        "lamina_receiver_connections_active",
+    ] {
+        assert!(
+            text.contains(&format!(
+                "{name}{{stream=\"lines\",receiver=\"tcp_listen 127.0.0.1:1\"}} 0"
+            )),
+            "{name}: {text}"
+        );
+    }
 }
 
 /// Sends a request with raw header bytes (not necessarily ASCII).
