@@ -595,7 +595,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_idle_connection_is_closed_after_its_timeout_and_activity_keeps_one_open() {
         let (_dir, wal) = testkit::open_wal(1 << 20);
-        let timeout = Duration::from_millis(300);
+        let timeout = Duration::from_millis(600);
         let running = start_with_idle(&wal, 4, 1000, timeout, timeout).await;
         let ingest = running.ingest.clone();
         let counters = || ingest.counters().snapshot();
@@ -603,12 +603,12 @@ mod tests {
         let mut quiet = TcpStream::connect(running.addr).await.unwrap();
         quiet.write_all(b"quiet\n").await.unwrap();
         let sent = Instant::now();
-        // A producer that trickles one line, a piece every 100 ms, for
-        // twice the timeout: never idle that long, never closed.
+        // A producer that trickles one line, a byte every 50 ms, for longer
+        // than the timeout: never idle that long, never closed.
         let mut chatty = TcpStream::connect(running.addr).await.unwrap();
-        for piece in ["ch", "at", "ty", " l", "in", "e\n"] {
-            chatty.write_all(piece.as_bytes()).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        for byte in b"chatty line\n" {
+            chatty.write_all(&[*byte]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(70)).await;
         }
         closed_by_receiver(&mut quiet).await;
         let idle = sent.elapsed();
