@@ -305,6 +305,32 @@ fn malformed_requests_are_4xx_with_json_codes_and_never_hang() {
         );
     }
 
+    // Headers that never end: the connection is closed (hyper answers
+    // nothing) once the request timeout passes. (A connection that sends
+    // no byte at all is not timed: hyper starts the timer at the first.)
+    for partial in [
+        &b"GET /healthz HTTP/1.1\r\nHost: x\r\n"[..],
+        b"POST /v1/ingest/li",
+    ] {
+        use std::io::{Read, Write};
+        let started = std::time::Instant::now();
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", http)).unwrap();
+        s.set_read_timeout(Some(limit)).unwrap();
+        s.write_all(partial).unwrap();
+        let mut answer = Vec::new();
+        let read = s.read_to_end(&mut answer);
+        let took = started.elapsed();
+        assert!(
+            read.is_ok() || took < limit,
+            "{:?}: not closed within {limit:?}: {read:?}",
+            String::from_utf8_lossy(partial)
+        );
+        assert!(
+            took >= Duration::from_millis(1400) && took < Duration::from_secs(6),
+            "{took:?}"
+        );
+    }
+
     // Nothing of the refused requests was ingested; the server still serves.
     eventually(Duration::from_secs(5), || {
         count(&server, "word_counts", "x") == 1

@@ -27,10 +27,11 @@ pub struct ServerConfig {
     /// How long a graceful shutdown waits for requests in flight, in
     /// milliseconds, before they are cut off. Default 10000; 0..=3600000.
     pub shutdown_timeout_ms: u64,
-    /// How long a request body may take to arrive, in milliseconds, from
-    /// when the server starts reading it; a body still incomplete then is
-    /// answered 408 `request_timeout` (a stalled client cannot hold its
-    /// connection open forever). Default 30000; 1..=3600000.
+    /// How long a request may take to arrive, in milliseconds: its line
+    /// and headers from their first byte (the connection is closed
+    /// otherwise), and its body from when the server starts reading it (408
+    /// `request_timeout` otherwise), so a stalled client cannot hold a
+    /// request open for ever. Default 30000; 1..=3600000.
     pub request_timeout_ms: u64,
 }
 
