@@ -19,6 +19,7 @@ pub fn spec_of(config: &ReceiverConfig) -> Result<ReceiverSpec, String> {
                 .parse()
                 .map_err(|e| format!("listen `{}`: {e}", c.listen))?,
             max_connections: c.max_connections,
+            idle_timeout_ms: c.idle_timeout_ms,
         },
         ReceiverConfig::TcpConnect(c) => ReceiverSpec::TcpConnect {
             address: c.address.clone(),

@@ -31,7 +31,7 @@ use lamina_speed::microbatch::{Clock, MicroBatcher, StatsLog, StreamDef, run_loo
 use lamina_speed::wal::{Wal, WalConfig, WalError};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::api::{self, ApiState, IngestState, StreamInfo, ViewInfo};
 use crate::config::{self, Config, StreamFormat};
@@ -99,6 +99,60 @@ pub(crate) fn save_runs(store: &ViewStore, runs: &[RunRecord]) {
     if let Err(e) = store.save_runs(runs) {
         warn!("cannot save the batch-run history: {e}");
     }
+}
+
+/// Serves the REST routes on `listener` until `shutdown`, then lets the
+/// requests in flight finish (graceful shutdown).
+///
+/// warp's own server loop (`warp::serve`) gives hyper no timer, so hyper's
+/// header read timeout never applies there and a client that never
+/// finishes its request headers holds its connection for ever. This loop
+/// is that one plus a timer: the request line and headers must arrive
+/// within `header_timeout` (the connection is closed otherwise, without an
+/// answer: hyper writes none for it), which also closes keep-alive
+/// connections idle that long.
+async fn serve_http<F>(
+    listener: tokio::net::TcpListener,
+    routes: F,
+    header_timeout: std::time::Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) where
+    F: warp::Filter + Clone + Send + Sync + 'static,
+    F::Extract: warp::Reply,
+{
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => break,
+            accepted = listener.accept() => accepted,
+        };
+        let socket = match accepted {
+            Ok((socket, _peer)) => socket,
+            Err(e) => {
+                // Out of file descriptors, say: do not spin while it lasts.
+                debug!("REST accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let service = hyper_util::service::TowerToHyperService::new(warp::service(routes.clone()));
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let mut builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout);
+            let conn = builder
+                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(socket), service);
+            if let Err(e) = watcher.watch(conn).await {
+                debug!("REST connection ended: {e}");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -310,6 +364,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let mut stream_infos = Vec::new();
     for (id, s) in config.streams.iter().enumerate() {
         let mut described = Vec::new();
+        let mut receiver_counters = Vec::new();
         for r in &s.receivers {
             let spec = crate::receivers::spec_of(r)
                 .map_err(|e| startup(format!("stream `{}` receiver", s.name), e))?;
@@ -325,6 +380,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
                 s.max_record_bytes as usize,
             )
             .with_backlog(Arc::clone(&input_budget));
+            receiver_counters.push((receiver.describe(), ingest.counters_handle()));
             let rx = shutdown_rx.clone();
             tasks.spawn(async move {
                 if let Err(e) = receiver.run(ingest, rx).await {
@@ -336,6 +392,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             name: s.name.clone(),
             format: format!("{:?}", s.format).to_lowercase(),
             receivers: described,
+            receiver_counters,
         });
     }
 
@@ -364,6 +421,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             backlog: Some(Arc::clone(&input_budget)),
         }),
         max_body_bytes: config.server.max_body_bytes,
+        request_timeout: config.server.request_timeout(),
     });
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -373,15 +431,12 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         views = view_kinds.len(),
         "lamina is serving; send SIGINT or SIGTERM to stop"
     );
-    let mut rest_shutdown = shutdown_rx.clone();
-    let rest = tokio::spawn(
-        warp::serve(api::routes(state))
-            .incoming(listener)
-            .graceful(async move {
-                let _ = rest_shutdown.wait_for(|s| *s).await;
-            })
-            .run(),
-    );
+    let rest = tokio::spawn(serve_http(
+        listener,
+        api::routes(state),
+        config.server.request_timeout(),
+        shutdown_rx.clone(),
+    ));
 
     wait_for_signal().await;
     info!("shutting down: finishing the current micro-batch");

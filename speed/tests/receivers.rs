@@ -54,6 +54,7 @@ async fn every_line_arrives_once_in_order(wal: Wal, clients: usize, lines: usize
     let spec = ReceiverSpec::TcpListen {
         listen: "127.0.0.1:0".parse().unwrap(),
         max_connections: clients,
+        idle_timeout_ms: 300_000,
     };
     let receiver = receivers::build(&spec).await.unwrap();
     let addr: SocketAddr = receiver.local_addr().unwrap();
@@ -161,6 +162,93 @@ async fn a_wal_that_pushes_back_slows_senders_down_and_drops_nothing() {
     );
 }
 
+/// Every payload in the WAL, in log order.
+fn wal_payloads(wal: &Wal) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    wal.read_range(wal.first_seq()..wal.durable_seq(), |_, _, _, payload| {
+        out.push(payload.to_vec());
+    })
+    .unwrap();
+    out
+}
+
+/// The tester's lock-out: every connection slot held by a connection that
+/// sends nothing. New producers must still get their lines in, within
+/// about a second (the least idle time before a connection may be evicted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_at_the_limit_never_lock_new_producers_out() {
+    let dir = TempDir::new("lockout");
+    let wal = open_wal(&dir, 64 << 20);
+    let spec = ReceiverSpec::TcpListen {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        max_connections: 8,
+        idle_timeout_ms: 300_000,
+    };
+    let receiver = receivers::build(&spec).await.unwrap();
+    let addr = receiver.local_addr().unwrap();
+    let ingest = StreamIngest::new(wal.clone(), 0, "lines", 1 << 20);
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let run = tokio::spawn(receiver.run(ingest.clone(), shutdown_rx));
+    let counters = || ingest.counters().snapshot();
+
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        idle.push(TcpStream::connect(addr).await.unwrap());
+    }
+    let deadline = Instant::now() + LIMIT;
+    while counters().connections_active < 8 {
+        assert!(Instant::now() < deadline, "{:?}", counters());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let started = Instant::now();
+    for producer in 0..3 {
+        let data: String = (0..100).map(|i| format!("p{producer}-{i:03}\n")).collect();
+        // Until the idle ones have been idle for a second, a new
+        // connection may be refused: retry, within the bound.
+        loop {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "producer {producer} locked out: {:?}",
+                counters()
+            );
+            let mut socket = TcpStream::connect(addr).await.unwrap();
+            let sent =
+                socket.write_all(data.as_bytes()).await.is_ok() && socket.shutdown().await.is_ok();
+            let mut rest = Vec::new();
+            let read = tokio::time::timeout(LIMIT, socket.read_to_end(&mut rest))
+                .await
+                .expect("closed by the receiver");
+            if sent && read.is_ok() && counters().records >= 100 * (producer + 1) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    let c = counters();
+    // The first producer evicted an idle connection; a later one evicts
+    // another when the slot of the one before is not free yet.
+    assert_eq!(c.records, 300, "{c:?}");
+    assert!((1..=3).contains(&c.connections_evicted), "{c:?}");
+
+    shutdown.send(true).unwrap();
+    tokio::time::timeout(LIMIT, run)
+        .await
+        .expect("stops")
+        .unwrap()
+        .unwrap();
+    let mut lines: Vec<Vec<u8>> = wal_payloads(&wal);
+    lines.sort();
+    let mut want: Vec<Vec<u8>> = (0..3)
+        .flat_map(|p| (0..100).map(move |i| format!("p{p}-{i:03}").into_bytes()))
+        .collect();
+    want.sort();
+    assert_eq!(lines, want);
+    drop(idle);
+}
+
 #[tokio::test]
 async fn build_rejects_bad_specs_naming_them() {
     let busy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -168,6 +256,7 @@ async fn build_rejects_bad_specs_naming_them() {
     let spec = ReceiverSpec::TcpListen {
         listen: addr,
         max_connections: 8,
+        idle_timeout_ms: 300_000,
     };
     let err = receivers::build(&spec).await.err().expect("address in use");
     assert!(err.to_string().contains(&addr.to_string()), "{err}");

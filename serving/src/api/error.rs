@@ -98,6 +98,11 @@ pub async fn recover(rejection: warp::Rejection) -> Result<Response, Infallible>
         )
     } else if let Some(e) = rejection.find::<warp::reject::MissingHeader>() {
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
+    } else if let Some(e) = rejection.find::<warp::reject::InvalidHeader>() {
+        // The routes read their headers raw and judge them in the handlers;
+        // this is the net under any header filter added later: a header
+        // the server cannot read is the client's error, never a 500.
+        ApiError::bad_parameter(format!("header `{}` is malformed", e.name()))
     } else {
         ApiError::internal(format!("unhandled rejection: {rejection:?}"))
     };

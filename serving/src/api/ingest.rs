@@ -11,13 +11,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use lamina_speed::commit::idempotency_position;
 use lamina_speed::control;
 use lamina_speed::wal::Wal;
 use serde_json::json;
-use warp::http::StatusCode;
+use warp::http::{HeaderValue, StatusCode};
 use warp::reply::{Reply, Response};
+use warp::{Buf, Stream};
 
 use super::{ApiError, ApiState, authorize};
 
@@ -74,16 +75,70 @@ fn records(body: &[u8]) -> Vec<&[u8]> {
     lines
 }
 
-/// Handles one ingest request.
-pub async fn ingest(
+/// Reads a request body to its end, at most `limit` long.
+///
+/// # Errors
+///
+/// 400 `bad_body` when the body cannot be read to its end: the connection
+/// ended before `Content-Length` bytes came (or the chunked encoding is
+/// malformed); 408 `request_timeout` when it has not fully arrived within
+/// `limit`.
+pub(crate) async fn read_body<S, B>(body: S, limit: std::time::Duration) -> Result<Bytes, ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let mut body = std::pin::pin!(body);
+    let mut out = BytesMut::new();
+    let read = async {
+        while let Some(chunk) = std::future::poll_fn(|cx| body.as_mut().poll_next(cx)).await {
+            let chunk = chunk.map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_body",
+                    format!(
+                        "the request body could not be read to its end (shorter than its Content-Length?): {e}"
+                    ),
+                )
+            })?;
+            out.put(chunk);
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(limit, read).await {
+        Ok(Ok(())) => Ok(out.freeze()),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request body did not arrive within {} ms (server.request_timeout_ms)",
+                limit.as_millis()
+            ),
+        )),
+    }
+}
+
+/// Handles one ingest request. The body is read after the token is
+/// checked and before a permit is taken, so a slow upload holds no permit.
+pub async fn ingest<S, B>(
     state: &ApiState,
     stream: &str,
-    auth: Option<String>,
-    key: Option<String>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+    auth: Option<HeaderValue>,
+    key: Option<HeaderValue>,
+    body: S,
+) -> Result<Response, ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    authorize(state, auth.as_ref())?;
+    let key = match key {
+        None => None,
+        Some(raw) => Some(raw.to_str().map(str::to_owned).map_err(|_| bad_key())?),
+    };
+    let body = read_body(body, state.request_timeout).await?;
     let _permit = super::admit(state)?;
-    authorize(state, auth.as_deref())?;
     let ingest = state.ingest.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -157,9 +212,7 @@ pub async fn ingest(
         return Ok(accepted(name, lines.len(), Some(range)));
     };
     if key.is_empty() || key.len() > MAX_KEY_BYTES || key.contains('/') {
-        return Err(ApiError::bad_parameter(format!(
-            "Idempotency-Key must be 1 to {MAX_KEY_BYTES} bytes without `/`"
-        )));
+        return Err(bad_key());
     }
     // Committed already (by an earlier request, possibly before a restart)?
     let position = idempotency_position(name, &key);
@@ -205,6 +258,12 @@ pub async fn ingest(
         name,
         lines.len(),
         Some(range.start + 1..range.end),
+    ))
+}
+
+fn bad_key() -> ApiError {
+    ApiError::bad_parameter(format!(
+        "Idempotency-Key must be 1 to {MAX_KEY_BYTES} bytes of printable ASCII without `/`"
     ))
 }
 

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::Semaphore;
 use warp::Filter;
-use warp::http::StatusCode;
+use warp::http::{HeaderMap, HeaderValue, StatusCode};
 use warp::reply::{Reply, Response};
 
 use crate::store::ViewStore;
@@ -61,12 +61,25 @@ pub struct ApiState {
     pub ingest: Option<IngestState>,
     /// Largest request body accepted.
     pub max_body_bytes: u64,
+    /// How long a request body may take to arrive; past it the answer is
+    /// 408 `request_timeout`.
+    pub request_timeout: std::time::Duration,
 }
 
 type State = Arc<ApiState>;
 
 fn with_state(state: State) -> impl Filter<Extract = (State,), Error = Infallible> + Clone {
     warp::any().map(move || Arc::clone(&state))
+}
+
+/// A header's raw value, whatever bytes it holds. `warp::header::optional`
+/// rejects a value that is not visible ASCII before any handler runs (which
+/// reached the client as a 500); the handlers judge the bytes themselves
+/// and answer 400 or 401.
+fn raw_header(
+    name: &'static str,
+) -> impl Filter<Extract = (Option<HeaderValue>,), Error = Infallible> + Clone {
+    warp::header::headers_cloned().map(move |headers: HeaderMap| headers.get(name).cloned())
 }
 
 /// Percent-decodes one path segment (`%2F` → `/`, UTF-8).
@@ -113,12 +126,15 @@ pub(crate) fn admit(state: &ApiState) -> Result<tokio::sync::SemaphorePermit<'_>
     })
 }
 
-pub(crate) fn authorize(state: &ApiState, header: Option<&str>) -> Result<(), ApiError> {
+/// Checks `Authorization: Bearer <token>` when a token is configured (any
+/// header passes when none is). A value that is not ASCII can never be the
+/// token (tokens are printable ASCII): it is a wrong token, 401.
+pub(crate) fn authorize(state: &ApiState, header: Option<&HeaderValue>) -> Result<(), ApiError> {
     let Some(token) = &state.token else {
         return Ok(());
     };
-    match header.and_then(|h| h.strip_prefix("Bearer ")) {
-        Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => Ok(()),
+    match header.and_then(|h| h.as_bytes().strip_prefix(b"Bearer ")) {
+        Some(given) if constant_time_eq(given, token.as_bytes()) => Ok(()),
         Some(_) => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -229,9 +245,12 @@ fn list_views(state: &ApiState) -> Result<Response, ApiError> {
     )
 }
 
-async fn request_run(state: Arc<ApiState>, auth: Option<String>) -> Result<Response, ApiError> {
+async fn request_run(
+    state: Arc<ApiState>,
+    auth: Option<HeaderValue>,
+) -> Result<Response, ApiError> {
     let _permit = admit(&state)?;
-    authorize(&state, auth.as_deref())?;
+    authorize(&state, auth.as_ref())?;
     let run = state.runs.request("api");
     persist_runs(&state).await;
     Ok(warp::reply::with_status(
@@ -271,10 +290,10 @@ async fn persist_runs(state: &Arc<ApiState>) {
 async fn cancel_run(
     state: Arc<ApiState>,
     id: String,
-    auth: Option<String>,
+    auth: Option<HeaderValue>,
 ) -> Result<Response, ApiError> {
     let _permit = admit(&state)?;
-    authorize(&state, auth.as_deref())?;
+    authorize(&state, auth.as_ref())?;
     let id: &str = &id;
     let id = run_id(id)?;
     let run = state.runs.cancel(id).ok_or_else(|| {
@@ -293,7 +312,7 @@ pub fn routes(
     state: Arc<ApiState>,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     let s = || with_state(Arc::clone(&state));
-    let auth = || warp::header::optional::<String>("authorization");
+    let auth = || raw_header("authorization");
 
     let healthz = warp::path!("healthz")
         .and(warp::get())
@@ -315,7 +334,7 @@ pub fn routes(
         .and(warp::post())
         .and(auth())
         .and(s())
-        .then(|a: Option<String>, st: State| async move { reply(request_run(st, a).await) });
+        .then(|a: Option<HeaderValue>, st: State| async move { reply(request_run(st, a).await) });
     let runs_list = warp::path!("v1" / "batch" / "runs")
         .and(warp::get())
         .and(s())
@@ -324,25 +343,26 @@ pub fn routes(
         .and(warp::get())
         .and(s())
         .map(|id: String, st: State| reply(get_run(&st, &id)));
-    let ingest = warp::path!("v1" / "ingest" / String)
-        .and(warp::post())
-        .and(warp::body::content_length_limit(state.max_body_bytes))
-        .and(auth())
-        .and(warp::header::optional::<String>("idempotency-key"))
-        .and(warp::body::bytes())
-        .and(s())
-        .then(
-            |stream: String,
-             a: Option<String>,
-             key: Option<String>,
-             body: bytes::Bytes,
-             st: State| async move {
-                match ingest::ingest(&st, &stream, a, key, body).await {
-                    Ok(r) => r,
-                    Err(e) => e.into_response(),
-                }
-            },
-        );
+    let ingest =
+        warp::path!("v1" / "ingest" / String)
+            .and(warp::post())
+            .and(warp::body::content_length_limit(state.max_body_bytes))
+            .and(auth())
+            .and(raw_header("idempotency-key"))
+            .and(warp::body::stream())
+            .and(s())
+            .then(
+                |stream: String,
+                 a: Option<HeaderValue>,
+                 key: Option<HeaderValue>,
+                 body,
+                 st: State| async move {
+                    match ingest::ingest(&st, &stream, a, key, body).await {
+                        Ok(r) => r,
+                        Err(e) => e.into_response(),
+                    }
+                },
+            );
     let streams_list = warp::path!("v1" / "streams")
         .and(warp::get())
         .and(s())
@@ -365,7 +385,7 @@ pub fn routes(
         .and(warp::post())
         .and(auth())
         .and(s())
-        .then(|id: String, a: Option<String>, st: State| async move {
+        .then(|id: String, a: Option<HeaderValue>, st: State| async move {
             reply(cancel_run(st, id, a).await)
         });
 

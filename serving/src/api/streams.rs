@@ -2,6 +2,9 @@
 //! letters, and `GET /metrics`.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
+
+use lamina_speed::receivers::{IngestCounters, IngestSnapshot};
 
 use serde::Deserialize;
 use serde_json::json;
@@ -19,6 +22,8 @@ pub struct StreamInfo {
     pub format: String,
     /// Its receivers, described (e.g. `tcp_listen 127.0.0.1:9999`).
     pub receivers: Vec<String>,
+    /// The counters of each receiver, with its description, for `/metrics`.
+    pub receiver_counters: Vec<(String, Arc<IngestCounters>)>,
 }
 
 fn find<'a>(state: &'a ApiState, raw: &str) -> Result<&'a StreamInfo, ApiError> {
@@ -115,6 +120,14 @@ pub fn dead_letters(state: &ApiState, stream: &str, q: LimitQuery) -> Result<Res
     }))
     .into_response())
 }
+
+/// A receiver counter in `/metrics`: name, type, help, the counter.
+type ReceiverMetric = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&IngestSnapshot) -> u64,
+);
 
 /// `GET /metrics`: Prometheus text format.
 pub fn metrics(state: &ApiState) -> Response {
@@ -217,6 +230,73 @@ pub fn metrics(state: &ApiState) -> Response {
             })
             .collect(),
     );
+    let per_receiver = |f: &dyn Fn(&IngestSnapshot) -> u64| -> Vec<(String, f64)> {
+        state
+            .streams
+            .iter()
+            .flat_map(|s| {
+                s.receiver_counters.iter().map(|(receiver, counters)| {
+                    (
+                        format!("{{stream=\"{}\",receiver=\"{receiver}\"}}", s.name),
+                        f(&counters.snapshot()) as f64,
+                    )
+                })
+            })
+            .collect()
+    };
+    let receiver_metrics: [ReceiverMetric; 8] = [
+        (
+            "lamina_receiver_connections_accepted_total",
+            "counter",
+            "Connections a receiver accepted (listeners) or established (clients).",
+            |c| c.connections_accepted,
+        ),
+        (
+            "lamina_receiver_connections_active",
+            "gauge",
+            "Connections a receiver has open now.",
+            |c| c.connections_active,
+        ),
+        (
+            "lamina_receiver_connections_refused_total",
+            "counter",
+            "Connections closed at once: max_connections open and none of them idle.",
+            |c| c.connections_refused,
+        ),
+        (
+            "lamina_receiver_connections_evicted_total",
+            "counter",
+            "Idle connections closed to make room for a new one at max_connections.",
+            |c| c.connections_evicted,
+        ),
+        (
+            "lamina_receiver_connections_idle_closed_total",
+            "counter",
+            "Connections closed after sending nothing for idle_timeout_ms.",
+            |c| c.connections_idle_closed,
+        ),
+        (
+            "lamina_receiver_records_total",
+            "counter",
+            "Records a receiver made durable in the write-ahead log.",
+            |c| c.records,
+        ),
+        (
+            "lamina_receiver_rejected_total",
+            "counter",
+            "Records a receiver kept as dead letters (over max_record_bytes).",
+            |c| c.rejected,
+        ),
+        (
+            "lamina_receiver_errors_total",
+            "counter",
+            "Connection errors, failed connects and failed appends of a receiver.",
+            |c| c.errors,
+        ),
+    ];
+    for (name, kind, help, field) in receiver_metrics {
+        metric(name, kind, help, per_receiver(&field));
+    }
     if let Some(ingest) = &state.ingest {
         let w = ingest.wal.stats();
         metric(

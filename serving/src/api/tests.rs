@@ -64,7 +64,11 @@ fn fixture(tag: &str, token: Option<&str>, permits: usize) -> Fixture {
         streams: vec![StreamInfo {
             name: "lines".into(),
             format: "text".into(),
-            receivers: vec![],
+            receivers: vec!["tcp_listen 127.0.0.1:1".into()],
+            receiver_counters: vec![(
+                "tcp_listen 127.0.0.1:1".into(),
+                Arc::new(Default::default()),
+            )],
         }],
         stats: Arc::new(StatsLog::new(10, &["lines".to_string()])),
         ingest: Some(IngestState {
@@ -76,6 +80,7 @@ fn fixture(tag: &str, token: Option<&str>, permits: usize) -> Fixture {
             backlog: None,
         }),
         max_body_bytes: 1024,
+        request_timeout: std::time::Duration::from_secs(5),
     };
     Fixture {
         state: Arc::new(state),
@@ -311,4 +316,130 @@ async fn streams_batches_dead_letters_and_metrics() {
         text.contains("# TYPE lamina_wal_fsyncs_total counter"),
         "{text}"
     );
+    for name in [
+        "lamina_receiver_connections_refused_total",
+        "lamina_receiver_connections_evicted_total",
+        "lamina_receiver_connections_idle_closed_total",
+        "lamina_receiver_connections_active",
+    ] {
+        assert!(
+            text.contains(&format!(
+                "{name}{{stream=\"lines\",receiver=\"tcp_listen 127.0.0.1:1\"}} 0"
+            )),
+            "{name}: {text}"
+        );
+    }
+}
+
+/// Sends a request with raw header bytes (not necessarily ASCII).
+async fn send_raw_headers(f: &Fixture, path: &str, headers: &[(&str, &[u8])]) -> (u16, Value) {
+    let mut req = warp::test::request().method("POST").path(path).body("x\n");
+    for (name, value) in headers {
+        req = req.header(*name, warp::http::HeaderValue::from_bytes(value).unwrap());
+    }
+    let resp = req.reply(&routes(Arc::clone(&f.state))).await;
+    let body: Value = serde_json::from_slice(resp.body()).unwrap_or(Value::Null);
+    (resp.status().as_u16(), body)
+}
+
+#[tokio::test]
+async fn non_ascii_headers_are_client_errors_with_a_json_code() {
+    let f = fixture("nonascii", None, 8);
+    let wal = &f.state.ingest.as_ref().unwrap().wal;
+    // An Idempotency-Key that is not ASCII: 400, nothing appended.
+    let (status, body) = send_raw_headers(
+        &f,
+        "/v1/ingest/lines",
+        &[("idempotency-key", "clé-ü".as_bytes())],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (400, json!("bad_parameter")),
+        "{body}"
+    );
+    assert_eq!(wal.durable_seq(), 0, "nothing appended");
+    // Without a configured token the Authorization header is not looked at.
+    let (status, body) = send_raw_headers(
+        &f,
+        "/v1/ingest/lines",
+        &[("authorization", b"Bearer \xff\xfe")],
+    )
+    .await;
+    assert_eq!((status, body["records"].clone()), (200, json!(1)), "{body}");
+    let (status, _) = send_raw_headers(
+        &f,
+        "/v1/batch/runs",
+        &[("authorization", b"Bearer \xc3\xa9")],
+    )
+    .await;
+    assert_eq!(status, 202);
+
+    // With a token, a non-ASCII Authorization is a wrong token: 401.
+    let f = fixture("nonascii-auth", Some("s3cret"), 8);
+    for path in [
+        "/v1/ingest/lines",
+        "/v1/batch/runs",
+        "/v1/batch/runs/1/cancel",
+    ] {
+        let (status, body) =
+            send_raw_headers(&f, path, &[("authorization", b"Bearer s3cr\xc3\xa9t")]).await;
+        assert_eq!(
+            (status, body["error"]["code"].clone()),
+            (401, json!("unauthorized")),
+            "{path}: {body}"
+        );
+    }
+    // The right token and a non-ASCII key: the key is the problem.
+    let (status, body) = send_raw_headers(
+        &f,
+        "/v1/ingest/lines",
+        &[
+            ("authorization", b"Bearer s3cret"),
+            ("idempotency-key", b"\x80"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (400, json!("bad_parameter")),
+        "{body}"
+    );
+    assert_eq!(f.state.ingest.as_ref().unwrap().wal.durable_seq(), 0);
+}
+
+#[tokio::test]
+async fn every_rejection_is_json_with_a_code() {
+    let f = fixture("rejections", None, 8);
+    let cases: [(&str, &str, u16, &str); 5] = [
+        ("GET", "/nope", 404, "not_found"),
+        ("DELETE", "/v1/views", 405, "method_not_allowed"),
+        (
+            "GET",
+            "/v1/views/word_counts/top?k=1&x=2",
+            400,
+            "bad_parameter",
+        ),
+        (
+            "GET",
+            "/v1/views/word_counts/keys/%ZZ",
+            400,
+            "bad_parameter",
+        ),
+        (
+            "GET",
+            "/v1/streams/lines/batches?since=x",
+            400,
+            "bad_parameter",
+        ),
+    ];
+    for (method, path, want_status, want_code) in cases {
+        let (status, body) = call(&f, method, path, None).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (want_status, Some(want_code)),
+            "{method} {path}: {body}"
+        );
+        assert!(body["error"]["message"].is_string(), "{body}");
+    }
 }

@@ -134,6 +134,7 @@ fn default_pipeline() -> (Vec<StreamConfig>, Vec<ViewConfig>) {
         .push(ReceiverConfig::TcpListen(TcpListenConfig {
             listen: "127.0.0.1:9999".into(),
             max_connections: 1024,
+            idle_timeout_ms: 300_000,
         }));
     let word_counts = ViewConfig {
         name: "word_counts".into(),

@@ -28,14 +28,27 @@ pub enum ReceiverConfig {
 pub struct TcpListenConfig {
     /// Address to listen on, `IP:PORT`. Required.
     pub listen: String,
-    /// Connections served at once; more are refused until one closes.
-    /// Default 1024; 1..=65536.
+    /// Connections served at once. Default 1024; 1..=65536. At the limit a
+    /// new connection takes the place of the longest-idle one (idle for at
+    /// least a second); only when none is idle is it refused (closed at
+    /// once, counted in `lamina_receiver_connections_refused_total`).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// A connection that sends nothing for this long is closed, in
+    /// milliseconds. Default 300000 (5 minutes: a producer sending every
+    /// minute or so keeps its connection); 1..=86400000. Complete lines
+    /// are never lost by the close; an unfinished last line (no newline
+    /// yet) is dropped, as on shutdown.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
 }
 
 fn default_max_connections() -> usize {
     1024
+}
+
+fn default_idle_timeout_ms() -> u64 {
+    300_000
 }
 
 /// `type = "tcp_connect"`.
@@ -104,6 +117,11 @@ impl ReceiverConfig {
                     &format!("{key}.max_connections"),
                     c.max_connections,
                     1..=65_536,
+                );
+                report.range(
+                    &format!("{key}.idle_timeout_ms"),
+                    c.idle_timeout_ms,
+                    1..=86_400_000,
                 );
             }
             ReceiverConfig::TcpConnect(c) => {

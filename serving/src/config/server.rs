@@ -27,6 +27,12 @@ pub struct ServerConfig {
     /// How long a graceful shutdown waits for requests in flight, in
     /// milliseconds, before they are cut off. Default 10000; 0..=3600000.
     pub shutdown_timeout_ms: u64,
+    /// How long a request may take to arrive, in milliseconds: its line
+    /// and headers from their first byte (the connection is closed
+    /// otherwise), and its body from when the server starts reading it (408
+    /// `request_timeout` otherwise), so a stalled client cannot hold a
+    /// request open for ever. Default 30000; 1..=3600000.
+    pub request_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -36,6 +42,7 @@ impl Default for ServerConfig {
             max_body_bytes: 16 << 20,
             max_concurrent_requests: 256,
             shutdown_timeout_ms: 10_000,
+            request_timeout_ms: 30_000,
         }
     }
 }
@@ -56,6 +63,11 @@ impl ServerConfig {
         Duration::from_millis(self.shutdown_timeout_ms)
     }
 
+    /// [`request_timeout_ms`](Self::request_timeout_ms) as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
     pub(super) fn validate(&self, report: &mut Report) {
         if let Err(e) = self.listen_addr() {
             report.errors.push(e);
@@ -70,6 +82,11 @@ impl ServerConfig {
             "server.shutdown_timeout_ms",
             self.shutdown_timeout_ms,
             0..=3_600_000,
+        );
+        report.range(
+            "server.request_timeout_ms",
+            self.request_timeout_ms,
+            1..=3_600_000,
         );
     }
 }

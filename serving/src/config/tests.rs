@@ -75,7 +75,8 @@ fn embedded_default_has_the_contract_values() {
         lines.receivers,
         [ReceiverConfig::TcpListen(TcpListenConfig {
             listen: "127.0.0.1:9999".into(),
-            max_connections: 1024
+            max_connections: 1024,
+            idle_timeout_ms: 300_000,
         })]
     );
     assert_eq!(
@@ -749,6 +750,7 @@ impl Rng {
                             ReceiverConfig::TcpListen(TcpListenConfig {
                                 listen: format!("127.0.0.1:{}", self.below(65_536)),
                                 max_connections: self.below(5000) as usize,
+                                idle_timeout_ms: self.below(1 << 40),
                             })
                         } else {
                             ReceiverConfig::TcpConnect(TcpConnectConfig {

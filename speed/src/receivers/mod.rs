@@ -113,9 +113,14 @@ pub enum ReceiverSpec {
     TcpListen {
         /// Address to bind, e.g. `127.0.0.1:9999`.
         listen: SocketAddr,
-        /// Connections served at once; one more is accepted and closed
-        /// right away. Must be > 0.
+        /// Connections served at once. Must be > 0. At the limit, a new
+        /// connection takes the place of the longest-idle one (idle for at
+        /// least a second), or is accepted and closed right away when none
+        /// is idle.
         max_connections: usize,
+        /// A connection that sends nothing for this long is closed, in
+        /// milliseconds. Must be > 0.
+        idle_timeout_ms: u64,
     },
     /// Connect to a TCP server and read newline-delimited records from it.
     TcpConnect {
@@ -145,7 +150,12 @@ pub async fn build(spec: &ReceiverSpec) -> Result<Box<dyn Receiver>, ReceiverErr
         ReceiverSpec::TcpListen {
             listen,
             max_connections,
-        } => Box::new(TcpListenReceiver::bind(*listen, *max_connections).await?),
+            idle_timeout_ms,
+        } => Box::new(
+            TcpListenReceiver::bind(*listen, *max_connections)
+                .await?
+                .with_idle_timeout(Duration::from_millis(*idle_timeout_ms))?,
+        ),
         ReceiverSpec::TcpConnect {
             address,
             reconnect_min_ms,
@@ -279,6 +289,12 @@ impl StreamIngest {
         &self.counters
     }
 
+    /// The same counters, as a handle that outlives this `StreamIngest`
+    /// (for `/metrics`).
+    pub fn counters_handle(&self) -> Arc<IngestCounters> {
+        Arc::clone(&self.counters)
+    }
+
     /// Appends `lines` as one WAL append and returns once they are durable,
     /// with the seqs they got.
     ///
@@ -376,6 +392,8 @@ pub struct IngestCounters {
     connections_accepted: AtomicU64,
     connections_active: AtomicU64,
     connections_refused: AtomicU64,
+    connections_idle_closed: AtomicU64,
+    connections_evicted: AtomicU64,
     records: AtomicU64,
     bytes: AtomicU64,
     rejected: AtomicU64,
@@ -389,8 +407,14 @@ pub struct IngestSnapshot {
     pub connections_accepted: u64,
     /// Connections open now.
     pub connections_active: u64,
-    /// Connections closed right away because `max_connections` were open.
+    /// Connections closed right away because `max_connections` were open
+    /// and none of them was idle.
     pub connections_refused: u64,
+    /// Connections closed because they sent nothing for the idle timeout.
+    pub connections_idle_closed: u64,
+    /// Idle connections closed to make room for a new one at
+    /// `max_connections`.
+    pub connections_evicted: u64,
     /// Records made durable.
     pub records: u64,
     /// Bytes of those records (newlines not counted).
@@ -410,6 +434,8 @@ impl IngestCounters {
             connections_accepted: get(&self.connections_accepted),
             connections_active: get(&self.connections_active),
             connections_refused: get(&self.connections_refused),
+            connections_idle_closed: get(&self.connections_idle_closed),
+            connections_evicted: get(&self.connections_evicted),
             records: get(&self.records),
             bytes: get(&self.bytes),
             rejected: get(&self.rejected),
@@ -423,6 +449,114 @@ impl IngestCounters {
 
     fn refused(&self) {
         self.connections_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn idle_closed(&self) {
+        self.connections_idle_closed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn evicted(&self) {
+        self.connections_evicted.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// When one connection last did something, and the signal that closes it
+/// to make room: shared by its task and the accept loop.
+#[derive(Debug)]
+struct Activity {
+    origin: Instant,
+    /// Milliseconds since `origin` of the last read that returned bytes;
+    /// `u64::MAX` while an append is in flight (busy, not idle).
+    last_ms: AtomicU64,
+    evict: tokio::sync::Notify,
+}
+
+impl Activity {
+    fn new(origin: Instant) -> Activity {
+        let activity = Activity {
+            origin,
+            last_ms: AtomicU64::new(0),
+            evict: tokio::sync::Notify::new(),
+        };
+        activity.touch();
+        activity
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
+    }
+
+    /// Something happened now.
+    fn touch(&self) {
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// An append is in flight: not idle until [`touch`](Self::touch).
+    fn busy(&self) {
+        self.last_ms.store(u64::MAX, Ordering::Relaxed);
+    }
+
+    /// How long nothing happened (zero while busy).
+    fn idle_for(&self) -> Duration {
+        Duration::from_millis(
+            self.now_ms()
+                .saturating_sub(self.last_ms.load(Ordering::Relaxed)),
+        )
+    }
+
+    /// Asks the connection to close (it appends the complete lines it
+    /// holds first).
+    fn evict(&self) {
+        self.evict.notify_one();
+    }
+}
+
+/// An `AsyncRead` that records in an [`Activity`] when bytes arrive.
+#[derive(Debug)]
+struct Tracked<R> {
+    inner: R,
+    activity: Arc<Activity>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Tracked<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, std::task::Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.touch();
+        }
+        polled
+    }
+}
+
+/// What closes a connection that is not used: its idle timeout, or
+/// eviction by the accept loop.
+#[derive(Debug, Clone, Copy)]
+struct IdleWatch<'a> {
+    activity: &'a Activity,
+    timeout: Duration,
+}
+
+impl IdleWatch<'_> {
+    /// Resolves when the connection has been idle for the timeout, or is
+    /// evicted.
+    async fn closing(self) -> PumpEnd {
+        let evicted = self.activity.evict.notified();
+        tokio::pin!(evicted);
+        loop {
+            let idle = self.activity.idle_for();
+            if idle >= self.timeout {
+                return PumpEnd::IdleTimeout;
+            }
+            tokio::select! {
+                () = &mut evicted => return PumpEnd::Evicted,
+                () = tokio::time::sleep(self.timeout - idle) => {}
+            }
+        }
     }
 }
 
@@ -455,6 +589,12 @@ enum PumpEnd {
     Stopped,
     /// Reading failed.
     Failed(io::Error),
+    /// Nothing arrived for the idle timeout: the complete lines already
+    /// read were appended.
+    IdleTimeout,
+    /// Closed to make room for a new connection: the complete lines
+    /// already read were appended.
+    Evicted,
 }
 
 impl fmt::Display for PumpEnd {
@@ -463,14 +603,23 @@ impl fmt::Display for PumpEnd {
             PumpEnd::Eof => f.write_str("closed by peer"),
             PumpEnd::Stopped => f.write_str("shutting down"),
             PumpEnd::Failed(e) => write!(f, "read failed: {e}"),
+            PumpEnd::IdleTimeout => f.write_str("closed after its idle timeout"),
+            PumpEnd::Evicted => f.write_str("closed to make room for a new connection"),
         }
     }
 }
 
 /// Reads `reader` line batch by line batch and appends each batch, waiting
 /// for the append before reading on (that wait is the backpressure), until
-/// the peer closes, a read fails or `stop` turns true. Returns how it ended
-/// and how many frames it appended.
+/// the peer closes, a read fails, `stop` turns true or — with `idle` — the
+/// connection idles out or is evicted. Returns how it ended and how many
+/// frames it appended.
+///
+/// Whatever ends it, no complete line that was read is lost: the lines
+/// buffered when it stops are appended before it returns. An unfinished
+/// last line (no `\n` yet) is a record only at end of input; when the
+/// server ends the connection (shutdown, idle timeout, eviction) it is
+/// dropped.
 ///
 /// # Errors
 ///
@@ -479,27 +628,43 @@ async fn pump<R: AsyncRead + Unpin>(
     reader: R,
     ingest: &StreamIngest,
     stop: &mut watch::Receiver<bool>,
+    idle: Option<IdleWatch<'_>>,
 ) -> Result<(PumpEnd, u64), WalError> {
     let mut framer = LineFramer::new(reader, ingest.max_record_bytes);
     let mut frames = 0;
     let end = loop {
         // Biased: once stopping, read nothing more even if data is waiting.
+        // Data that is waiting is read before an idle close or eviction.
         // Only the read is raced; an append, once started, is awaited.
+        let closing = async {
+            match idle {
+                Some(watch) => watch.closing().await,
+                None => std::future::pending().await,
+            }
+        };
         let next = tokio::select! {
             biased;
             () = stopped(stop) => break PumpEnd::Stopped,
             next = framer.next() => next,
+            end = closing => break end,
         };
         match next {
             Ok(Some(frame)) => {
-                ingest.append_frame(frame, now_us()).await?;
+                if let Some(watch) = idle {
+                    watch.activity.busy();
+                }
+                let appended = ingest.append_frame(frame, now_us()).await;
+                if let Some(watch) = idle {
+                    watch.activity.touch();
+                }
+                appended?;
                 frames += 1;
             }
             Ok(None) => break PumpEnd::Eof,
             Err(e) => break PumpEnd::Failed(e),
         }
     };
-    if let PumpEnd::Stopped = end {
+    if let PumpEnd::Stopped | PumpEnd::IdleTimeout | PumpEnd::Evicted = end {
         // These bytes left the sender's socket buffer already: append what
         // forms whole lines rather than drop it.
         while let Some(frame) = framer.next_buffered() {

@@ -97,7 +97,7 @@ impl TcpConnectReceiver {
                     let _active = ActiveConnection::open(&ingest.counters);
                     tracing::info!(receiver = %name, stream = ingest.name(), "connected");
                     let (end, frames) =
-                        pump(socket, &ingest, &mut shutdown)
+                        pump(socket, &ingest, &mut shutdown, None)
                             .await
                             .map_err(|source| ReceiverError::Wal {
                                 receiver: name.clone(),
@@ -108,7 +108,11 @@ impl TcpConnectReceiver {
                     }
                     match end {
                         PumpEnd::Stopped => return Ok(()),
-                        PumpEnd::Eof => format!("connection {end} after {frames} batches"),
+                        // No idle watch here: a pulled source decides when
+                        // to send.
+                        PumpEnd::Eof | PumpEnd::IdleTimeout | PumpEnd::Evicted => {
+                            format!("connection {end} after {frames} batches")
+                        }
                         PumpEnd::Failed(_) => {
                             ingest.counters.error();
                             format!("connection {end}")

@@ -9,11 +9,37 @@
 //! lines are durable once the receiver closed the connection after its own
 //! close (it read EOF only after appending everything before it).
 //!
-//! Past `max_connections` open connections, a new one is accepted and
-//! closed at once (counted in `connections_refused`) rather than left in
-//! the kernel's backlog, where its sender could not tell it is not served.
+//! # Idle connections and the connection limit
+//!
+//! Idle connections must not lock producers out. Two rules, both in
+//! favour of a producer that sends rarely but keeps its connection:
+//!
+//! - A connection that sends nothing for `idle_timeout` (default 5
+//!   minutes) is closed (counted in `connections_idle_closed`). Long, so
+//!   that a producer sending every minute or so keeps its connection.
+//! - At `max_connections` open connections, a new connection takes the
+//!   place of the longest-idle one, if that one has been idle for at least
+//!   [`EVICT_MIN_IDLE`] (counted in `connections_evicted`): a new producer
+//!   is never refused while idle connections hold the slots. Only when
+//!   every connection sent something within that second is the new one
+//!   accepted and closed at once (counted in `connections_refused`) rather
+//!   than left in the kernel's backlog, where its sender could not tell it
+//!   is not served.
+//!
+//! A connection closed for idleness or evicted loses no line it sent: its
+//! complete lines are appended before it closes (each batch is appended
+//! before the next read anyway). An unfinished last line — bytes with no
+//! `\n` after them — is dropped, as on shutdown: only the producer closing
+//! its side makes an unfinished line a record. Refusals, idle closes and
+//! evictions are logged, at most one line per second for each.
 
-use std::{net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use tokio::{
     net::{TcpListener, TcpStream},
@@ -22,8 +48,8 @@ use tokio::{
 };
 
 use super::{
-    ActiveConnection, LogLimit, PumpEnd, Receiver, ReceiverError, Result, StreamIngest, pump,
-    stopped,
+    ActiveConnection, Activity, IdleWatch, LogLimit, PumpEnd, Receiver, ReceiverError, Result,
+    StreamIngest, Tracked, pump, stopped,
 };
 use crate::wal::WalError;
 
@@ -33,6 +59,31 @@ const KIND: &str = "tcp_listen";
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// At most one log line per this period for each kind of failure.
 const LOG_PERIOD: Duration = Duration::from_secs(1);
+/// Default idle timeout: 5 minutes.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// A connection idle at least this long (or its idle timeout, if shorter)
+/// may be closed to make room for a new one at `max_connections`.
+pub const EVICT_MIN_IDLE: Duration = Duration::from_secs(1);
+
+/// The open connections and their activity, by connection number; an
+/// evicted connection leaves it at once, before its task ends.
+type Registry = Arc<Mutex<HashMap<u64, Arc<Activity>>>>;
+
+/// Removes a connection from the registry however its task ends.
+struct Registered {
+    registry: Registry,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        lock(&self.registry).remove(&self.id);
+    }
+}
+
+fn lock(registry: &Registry) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Activity>>> {
+    registry.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// A bound TCP listener; see the module docs.
 #[derive(Debug)]
@@ -40,6 +91,9 @@ pub struct TcpListenReceiver {
     listener: TcpListener,
     local_addr: SocketAddr,
     max_connections: usize,
+    idle_timeout: Duration,
+    /// [`EVICT_MIN_IDLE`]; tests change it.
+    evict_min_idle: Duration,
 }
 
 impl TcpListenReceiver {
@@ -68,7 +122,32 @@ impl TcpListenReceiver {
             listener,
             local_addr,
             max_connections,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            evict_min_idle: EVICT_MIN_IDLE,
         })
+    }
+
+    /// Closes connections that send nothing for `idle_timeout` (default
+    /// [`DEFAULT_IDLE_TIMEOUT`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ReceiverError::Config`] if `idle_timeout` is zero.
+    pub fn with_idle_timeout(mut self, idle_timeout: Duration) -> Result<TcpListenReceiver> {
+        if idle_timeout.is_zero() {
+            return Err(ReceiverError::Config {
+                receiver: KIND,
+                reason: format!("`idle_timeout_ms` of {} must be > 0", self.local_addr),
+            });
+        }
+        self.idle_timeout = idle_timeout;
+        Ok(self)
+    }
+
+    #[cfg(test)]
+    fn with_evict_min_idle(mut self, min_idle: Duration) -> TcpListenReceiver {
+        self.evict_min_idle = min_idle;
+        self
     }
 
     /// The address it listens on.
@@ -83,8 +162,16 @@ impl TcpListenReceiver {
         let (stop, stop_rx) = watch::channel(false);
         let mut connections = JoinSet::new();
         let refusals = LogLimit::new(LOG_PERIOD);
+        let evictions = LogLimit::new(LOG_PERIOD);
         let accept_errors = LogLimit::new(LOG_PERIOD);
-        let read_errors = Arc::new(LogLimit::new(LOG_PERIOD));
+        let logs = Arc::new(ConnectionLogs {
+            read_errors: LogLimit::new(LOG_PERIOD),
+            idle_closes: LogLimit::new(LOG_PERIOD),
+        });
+        let registry: Registry = Arc::default();
+        let origin = Instant::now();
+        let evict_after = self.evict_min_idle.min(self.idle_timeout);
+        let mut next_id = 0u64;
         let mut failure = None;
 
         'accept: loop {
@@ -107,26 +194,59 @@ impl TcpListenReceiver {
                                 break 'accept;
                             }
                         }
-                        if connections.len() >= self.max_connections {
-                            ingest.counters.refused();
-                            drop(socket);
-                            if let Some(suppressed) = refusals.check() {
-                                tracing::warn!(
-                                    receiver = %name, %peer, suppressed,
-                                    "refused a connection: {} connections are open already",
-                                    self.max_connections
-                                );
+                        let activity = Arc::new(Activity::new(origin));
+                        {
+                            let mut open = lock(&registry);
+                            if open.len() >= self.max_connections {
+                                match evict_longest_idle(&mut open, evict_after) {
+                                    Some(idle) => {
+                                        ingest.counters.evicted();
+                                        if let Some(suppressed) = evictions.check() {
+                                            tracing::warn!(
+                                                receiver = %name, %peer, suppressed,
+                                                idle_ms = idle.as_millis() as u64,
+                                                "{} connections are open: closing the longest-idle one to serve a new one",
+                                                self.max_connections
+                                            );
+                                        }
+                                    }
+                                    None => {
+                                        drop(open);
+                                        ingest.counters.refused();
+                                        drop(socket);
+                                        if let Some(suppressed) = refusals.check() {
+                                            tracing::warn!(
+                                                receiver = %name, %peer, suppressed,
+                                                "refused a connection: {} connections are open and none has been idle for {evict_after:?}",
+                                                self.max_connections
+                                            );
+                                        }
+                                        continue;
+                                    }
+                                }
                             }
-                            continue;
+                            open.insert(next_id, Arc::clone(&activity));
                         }
+                        let registered = Registered {
+                            registry: Arc::clone(&registry),
+                            id: next_id,
+                        };
+                        next_id += 1;
                         let active = ActiveConnection::open(&ingest.counters);
                         connections.spawn(connection(
-                            socket,
+                            Tracked {
+                                inner: socket,
+                                activity: Arc::clone(&activity),
+                            },
                             peer,
                             ingest.clone(),
                             stop_rx.clone(),
-                            active,
-                            Arc::clone(&read_errors),
+                            (active, registered),
+                            IdleSettings {
+                                activity,
+                                timeout: self.idle_timeout,
+                            },
+                            Arc::clone(&logs),
                         ));
                     }
                     Err(e) => {
@@ -182,28 +302,80 @@ impl Receiver for TcpListenReceiver {
     }
 }
 
-/// Reads one connection until its peer closes it, it fails or `stop`.
+/// Rate limits of the log lines connection tasks write.
+#[derive(Debug)]
+struct ConnectionLogs {
+    read_errors: LogLimit,
+    idle_closes: LogLimit,
+}
+
+/// A connection's idle timeout and activity.
+#[derive(Debug)]
+struct IdleSettings {
+    activity: Arc<Activity>,
+    timeout: Duration,
+}
+
+/// Among `open`, the connection idle longest, if idle at least `min_idle`:
+/// removed from `open` and told to close. Returns how long it was idle.
+fn evict_longest_idle(
+    open: &mut HashMap<u64, Arc<Activity>>,
+    min_idle: Duration,
+) -> Option<Duration> {
+    let (&id, idle) = open
+        .iter()
+        .map(|(id, a)| (id, a.idle_for()))
+        .max_by_key(|&(_, idle)| idle)?;
+    if idle < min_idle {
+        return None;
+    }
+    if let Some(activity) = open.remove(&id) {
+        activity.evict();
+    }
+    Some(idle)
+}
+
+/// Reads one connection until its peer closes it, it fails, it idles out,
+/// it is evicted or `stop`.
 ///
 /// # Errors
 ///
 /// A failed append, which stops the whole receiver.
 async fn connection(
-    socket: TcpStream,
+    socket: Tracked<TcpStream>,
     peer: SocketAddr,
     ingest: StreamIngest,
     mut stop: watch::Receiver<bool>,
-    _active: ActiveConnection,
-    read_errors: Arc<LogLimit>,
+    _open: (ActiveConnection, Registered),
+    idle: IdleSettings,
+    logs: Arc<ConnectionLogs>,
 ) -> Result<(), WalError> {
-    let (end, frames) = pump(socket, &ingest, &mut stop).await?;
-    if let PumpEnd::Failed(e) = &end {
-        // One connection's trouble: it ends, the others go on.
-        ingest.counters.error();
-        if let Some(suppressed) = read_errors.check() {
-            tracing::warn!(stream = ingest.name(), %peer, error = %e, suppressed, "connection failed");
+    let watch = IdleWatch {
+        activity: &idle.activity,
+        timeout: idle.timeout,
+    };
+    let (end, frames) = pump(socket, &ingest, &mut stop, Some(watch)).await?;
+    match &end {
+        PumpEnd::Failed(e) => {
+            // One connection's trouble: it ends, the others go on.
+            ingest.counters.error();
+            if let Some(suppressed) = logs.read_errors.check() {
+                tracing::warn!(stream = ingest.name(), %peer, error = %e, suppressed, "connection failed");
+            }
         }
-    } else {
-        tracing::debug!(stream = ingest.name(), %peer, frames, "connection {end}");
+        PumpEnd::IdleTimeout => {
+            ingest.counters.idle_closed();
+            if let Some(suppressed) = logs.idle_closes.check() {
+                tracing::info!(
+                    stream = ingest.name(), %peer, suppressed,
+                    "closed a connection that sent nothing for {:?}", idle.timeout
+                );
+            }
+        }
+        // Counted and logged by the accept loop.
+        PumpEnd::Evicted | PumpEnd::Eof | PumpEnd::Stopped => {
+            tracing::debug!(stream = ingest.name(), %peer, frames, "connection {end}");
+        }
     }
     Ok(())
 }
@@ -253,9 +425,24 @@ mod tests {
         max_connections: usize,
         max_record_bytes: usize,
     ) -> Running {
+        // Nothing is evicted unless a test says so.
+        let idle = Duration::from_secs(3600);
+        start_with_idle(wal, max_connections, max_record_bytes, idle, idle).await
+    }
+
+    async fn start_with_idle(
+        wal: &crate::wal::Wal,
+        max_connections: usize,
+        max_record_bytes: usize,
+        idle_timeout: Duration,
+        evict_min_idle: Duration,
+    ) -> Running {
         let receiver = TcpListenReceiver::bind("127.0.0.1:0".parse().unwrap(), max_connections)
             .await
-            .unwrap();
+            .unwrap()
+            .with_idle_timeout(idle_timeout)
+            .unwrap()
+            .with_evict_min_idle(evict_min_idle);
         let addr = receiver.local_addr();
         let ingest = StreamIngest::new(wal.clone(), 0, "lines", max_record_bytes);
         let (shutdown, rx) = watch::channel(false);
@@ -335,6 +522,118 @@ mod tests {
         assert_eq!(
             (c.connections_accepted, c.connections_active),
             (2, 0),
+            "{c:?}"
+        );
+    }
+
+    /// Reads until the receiver closes `socket` (EOF or reset), at most
+    /// `LIMIT`; returns how long that took.
+    async fn closed_by_receiver(socket: &mut TcpStream) -> Duration {
+        let started = Instant::now();
+        let mut buf = [0; 64];
+        let read = tokio::time::timeout(LIMIT, socket.read(&mut buf))
+            .await
+            .expect("the receiver closes the connection");
+        assert!(matches!(read, Ok(0) | Err(_)), "the receiver never writes");
+        started.elapsed()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_connections_make_room_for_a_new_producer() {
+        let (_dir, wal) = testkit::open_wal(1 << 20);
+        let hour = Duration::from_secs(3600);
+        let running = start_with_idle(&wal, 3, 1000, hour, Duration::from_millis(200)).await;
+        let ingest = running.ingest.clone();
+        let counters = || ingest.counters().snapshot();
+        let mut idle = Vec::new();
+        for i in 0..3 {
+            let mut s = TcpStream::connect(running.addr).await.unwrap();
+            // A complete line, and for the first (longest idle) connection
+            // an unfinished one.
+            let data = if i == 0 {
+                "idle 0\nunfinished".to_string()
+            } else {
+                format!("idle {i}\n")
+            };
+            s.write_all(data.as_bytes()).await.unwrap();
+            testkit::wait_until("line appended", LIMIT, || counters().records == i + 1).await;
+            idle.push(s);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        // A new producer: served at once, its lines durable.
+        send(running.addr, b"new 0\nnew 1\n").await;
+        let c = counters();
+        assert_eq!(
+            (c.connections_evicted, c.connections_refused, c.records),
+            (1, 0, 5),
+            "{c:?}"
+        );
+        // The longest-idle connection made room; the others stay open.
+        closed_by_receiver(&mut idle[0]).await;
+        for s in &mut idle[1..] {
+            s.write_all(b"still open\n").await.unwrap();
+        }
+        testkit::wait_until("the others still served", LIMIT, || counters().records == 7).await;
+        running.stop().await.unwrap();
+        let got = testkit::sorted_payloads(&wal);
+        assert_eq!(
+            got,
+            [
+                &b"idle 0"[..],
+                b"idle 1",
+                b"idle 2",
+                b"new 0",
+                b"new 1",
+                b"still open",
+                b"still open"
+            ],
+            "complete lines kept, the unfinished one dropped"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idle_connection_is_closed_after_its_timeout_and_activity_keeps_one_open() {
+        let (_dir, wal) = testkit::open_wal(1 << 20);
+        let timeout = Duration::from_millis(600);
+        let running = start_with_idle(&wal, 4, 1000, timeout, timeout).await;
+        let ingest = running.ingest.clone();
+        let counters = || ingest.counters().snapshot();
+
+        let mut quiet = TcpStream::connect(running.addr).await.unwrap();
+        quiet.write_all(b"quiet\n").await.unwrap();
+        let sent = Instant::now();
+        // A producer that trickles one line, a byte every 50 ms, for longer
+        // than the timeout: never idle that long, never closed.
+        let mut chatty = TcpStream::connect(running.addr).await.unwrap();
+        for byte in b"chatty line\n" {
+            chatty.write_all(&[*byte]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(70)).await;
+        }
+        closed_by_receiver(&mut quiet).await;
+        let idle = sent.elapsed();
+        assert!(
+            idle >= timeout - Duration::from_millis(50) && idle < LIMIT,
+            "closed after {idle:?}"
+        );
+        testkit::wait_until("idle close counted", LIMIT, || {
+            counters().connections_idle_closed == 1
+        })
+        .await;
+        chatty.write_all(b"more\n").await.unwrap();
+        chatty.shutdown().await.unwrap();
+        closed_by_receiver(&mut chatty).await;
+        running.stop().await.unwrap();
+        let got = testkit::sorted_payloads(&wal);
+        assert_eq!(got, [&b"chatty line"[..], b"more", b"quiet"]);
+        let c = counters();
+        assert_eq!(
+            (
+                c.connections_idle_closed,
+                c.connections_evicted,
+                c.connections_refused
+            ),
+            (1, 0, 0),
             "{c:?}"
         );
     }
@@ -458,6 +757,11 @@ mod tests {
         assert!(err.is_retryable());
         let err = TcpListenReceiver::bind(addr, 0).await.unwrap_err();
         assert!(matches!(err, ReceiverError::Config { .. }), "{err:?}");
+        let other = TcpListenReceiver::bind("127.0.0.1:0".parse().unwrap(), 1)
+            .await
+            .unwrap();
+        let err = other.with_idle_timeout(Duration::ZERO).unwrap_err();
+        assert!(err.to_string().contains("idle_timeout_ms"), "{err}");
         assert_eq!(first.describe(), format!("tcp_listen {addr}"));
     }
 }
