@@ -18,6 +18,7 @@ pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod health;
 pub mod receivers;
 pub mod server;
 pub mod store;

@@ -332,10 +332,21 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     }
     tasks.spawn(renew_lease(lease.clone(), shutdown_rx.clone()));
 
+    // What /healthz reports, and the watchdog that restarts the process
+    // once storage that failed for good works again.
+    let health = Arc::new(crate::health::Health::default());
+    tasks.spawn(crate::health::watchdog(
+        Arc::clone(&health),
+        wal.clone(),
+        state_dir.clone(),
+        shutdown_rx.clone(),
+    ));
+
     // The micro-batch thread.
     let stop = Arc::new(AtomicBool::new(false));
     let microbatch = {
         let stop = Arc::clone(&stop);
+        let (ok_health, err_health) = (Arc::clone(&health), Arc::clone(&health));
         std::thread::Builder::new()
             .name("lamina-microbatch".into())
             .spawn(move || {
@@ -343,13 +354,23 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
                     batcher,
                     &stop,
                     |epoch| {
+                        ok_health.clear("micro_batches");
                         epoch_tx.send_if_modified(|e| {
                             let changed = *e != epoch;
                             *e = epoch;
                             changed
                         });
                     },
-                    |e| error!("{e}; retrying at the next tick"),
+                    |e| {
+                        let message = e.to_string();
+                        // An I/O failure of the state store does not heal in
+                        // place; anything else may at the next tick.
+                        let storage = ["os error", "No space left", "Input/output error"]
+                            .iter()
+                            .any(|m| message.contains(m));
+                        err_health.report("micro_batches", message.clone(), storage);
+                        error!("{message}; retrying at the next tick")
+                    },
                 )
             })
             .map_err(|e| startup("micro-batch thread", e))?
@@ -422,6 +443,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         }),
         max_body_bytes: config.server.max_body_bytes,
         request_timeout: config.server.request_timeout(),
+        health: Arc::clone(&health),
     });
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -64,6 +64,8 @@ pub struct ApiState {
     /// How long a request body may take to arrive; past it the answer is
     /// 408 `request_timeout`.
     pub request_timeout: std::time::Duration,
+    /// Problems `/healthz` reports.
+    pub health: Arc<crate::health::Health>,
 }
 
 type State = Arc<ApiState>;
@@ -316,7 +318,15 @@ pub fn routes(
 
     let healthz = warp::path!("healthz")
         .and(warp::get())
-        .map(|| warp::reply::json(&json!({"status": "ok"})).into_response());
+        .and(s())
+        .map(|st: State| match st.health.status() {
+            Ok(()) => warp::reply::json(&json!({"status": "ok"})).into_response(),
+            Err(problems) => warp::reply::with_status(
+                warp::reply::json(&problems),
+                StatusCode::SERVICE_UNAVAILABLE,
+            )
+            .into_response(),
+        });
     let views = warp::path!("v1" / "views")
         .and(warp::get())
         .and(s())

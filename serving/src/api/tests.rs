@@ -81,6 +81,7 @@ fn fixture(tag: &str, token: Option<&str>, permits: usize) -> Fixture {
         }),
         max_body_bytes: 1024,
         request_timeout: std::time::Duration::from_secs(5),
+        health: Default::default(),
     };
     Fixture {
         state: Arc::new(state),

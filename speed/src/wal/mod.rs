@@ -424,6 +424,12 @@ impl Wal {
         self.inner.shared.next_seq.load(Ordering::Acquire)
     }
 
+    /// Why the log failed for good (a write or fsync error), if it did:
+    /// every append fails from then on, until the log is reopened.
+    pub fn failure(&self) -> Option<String> {
+        self.inner.shared.failed.get().map(ToString::to_string)
+    }
+
     /// Every seq below this is durable.
     pub fn durable_seq(&self) -> u64 {
         self.inner.shared.durable_seq.load(Ordering::Acquire)
