@@ -302,7 +302,15 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let current_epoch = clock.epoch_of(now_us());
     let (epoch_tx, epoch_rx) = watch::channel(current_epoch);
     let sealer = Sealer::new(master.clone(), Arc::clone(&log), Arc::clone(&sink), formats);
-    tasks.spawn(seal_loop(sealer, epoch_rx, sealed_tx, shutdown_rx.clone()));
+    // What /healthz reports.
+    let health = Arc::new(crate::health::Health::default());
+    tasks.spawn(seal_loop(
+        sealer,
+        epoch_rx,
+        sealed_tx,
+        Arc::clone(&health),
+        shutdown_rx.clone(),
+    ));
 
     let history = load_runs(&store);
     let runs = Arc::new(BatchRuns::new(config.batch.history, history));
@@ -332,9 +340,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     }
     tasks.spawn(renew_lease(lease.clone(), shutdown_rx.clone()));
 
-    // What /healthz reports, and the watchdog that restarts the process
-    // once storage that failed for good works again.
-    let health = Arc::new(crate::health::Health::default());
+    // The watchdog that restarts the process once storage that failed for
+    // good works again.
     tasks.spawn(crate::health::watchdog(
         Arc::clone(&health),
         wal.clone(),
@@ -575,11 +582,21 @@ async fn seal_loop(
     sealer: Sealer,
     mut epochs: watch::Receiver<u64>,
     sealed: watch::Sender<Option<u64>>,
+    health: Arc<crate::health::Health>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
         let current = *epochs.borrow_and_update();
-        match sealer.seal_before(current).await {
+        let result = sealer.seal_before(current).await;
+        match &result {
+            Ok(_) => health.clear("sealing"),
+            Err(e) => health.report(
+                "sealing",
+                format!("sealing epochs before {current}: {e}"),
+                false,
+            ),
+        }
+        match result {
             Ok(Some(report)) => {
                 if !report.files.is_empty() {
                     info!(
