@@ -210,18 +210,28 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let master = MasterStore::open(&config.storage.master_url)
         .map_err(|e| startup("storage.master_url", e))?;
     // One writer per master dataset: refuse to start beside another one.
-    let owner = server_id(&state_dir).map_err(|e| startup("storage.state_dir", e))?;
-    let lease = master
-        .acquire_writer_lease(
-            &owner,
-            &std::fs::canonicalize(&state_dir)
-                .unwrap_or_else(|_| state_dir.clone())
-                .display()
-                .to_string(),
-            LEASE_TTL,
+    // A reader takes no lease and writes nothing.
+    let read_only = config.storage.master_read_only;
+    let lease = if read_only {
+        master.set_read_only();
+        info!(master = %config.storage.master_url, "master dataset opened read-only: no ingest, no sealing");
+        None
+    } else {
+        let owner = server_id(&state_dir).map_err(|e| startup("storage.state_dir", e))?;
+        Some(
+            master
+                .acquire_writer_lease(
+                    &owner,
+                    &std::fs::canonicalize(&state_dir)
+                        .unwrap_or_else(|_| state_dir.clone())
+                        .display()
+                        .to_string(),
+                    LEASE_TTL,
+                )
+                .await
+                .map_err(|e| startup("storage.master_url", e))?,
         )
-        .await
-        .map_err(|e| startup("storage.master_url", e))?;
+    };
     let ctx = Context::new();
 
     let mut streams = Vec::new();
@@ -304,13 +314,15 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let sealer = Sealer::new(master.clone(), Arc::clone(&log), Arc::clone(&sink), formats);
     // What /healthz reports.
     let health = Arc::new(crate::health::Health::default());
-    tasks.spawn(seal_loop(
-        sealer,
-        epoch_rx,
-        sealed_tx,
-        Arc::clone(&health),
-        shutdown_rx.clone(),
-    ));
+    if !read_only {
+        tasks.spawn(seal_loop(
+            sealer,
+            epoch_rx,
+            sealed_tx,
+            Arc::clone(&health),
+            shutdown_rx.clone(),
+        ));
+    }
 
     let history = load_runs(&store);
     let runs = Arc::new(BatchRuns::new(config.batch.history, history));
@@ -332,13 +344,16 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             epoch_floor: Arc::clone(&epoch_floor),
             sealed: sealed_rx,
             wal: wal.clone(),
+            read_only,
         },
         shutdown_rx.clone(),
     ));
     if let Some(schedule) = schedule {
         tasks.spawn(cron_loop(schedule, Arc::clone(&runs), shutdown_rx.clone()));
     }
-    tasks.spawn(renew_lease(lease.clone(), shutdown_rx.clone()));
+    if let Some(lease) = &lease {
+        tasks.spawn(renew_lease(lease.clone(), shutdown_rx.clone()));
+    }
 
     // The watchdog that restarts the process once storage that failed for
     // good works again.
@@ -393,7 +408,9 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     for (id, s) in config.streams.iter().enumerate() {
         let mut described = Vec::new();
         let mut receiver_counters = Vec::new();
-        for r in &s.receivers {
+        // A reader of another server's dataset ingests nothing.
+        let receivers = if read_only { &[][..] } else { &s.receivers[..] };
+        for r in receivers {
             let spec = crate::receivers::spec_of(r)
                 .map_err(|e| startup(format!("stream `{}` receiver", s.name), e))?;
             let receiver = lamina_speed::receivers::build(&spec).await.map_err(|e| {
@@ -447,6 +464,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             in_flight: Default::default(),
             recent: Default::default(),
             backlog: Some(Arc::clone(&input_budget)),
+            read_only,
         }),
         max_body_bytes: config.server.max_body_bytes,
         request_timeout: config.server.request_timeout(),
@@ -490,7 +508,9 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     save_runs(&store, &runs.list());
     // Last: the final seals are written. Another server may take the
     // dataset from now on.
-    if let Err(e) = lease.release().await {
+    if let Some(lease) = &lease
+        && let Err(e) = lease.release().await
+    {
         warn!(
             "could not release the master dataset's writer lease ({e}); it expires {LEASE_TTL:?} after its last renewal"
         );
@@ -630,6 +650,8 @@ struct BatchWorker {
     epoch_floor: Arc<std::sync::atomic::AtomicU64>,
     sealed: watch::Receiver<Option<u64>>,
     wal: Wal,
+    /// A reader of another server's dataset: nothing of its own to seal.
+    read_only: bool,
 }
 
 /// Longest wait for the current epoch to be sealed before a run.
@@ -687,7 +709,12 @@ async fn batch_worker(mut w: BatchWorker, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.wait_for(|s| *s) => return,
         };
         info!(run = run.id, trigger = %run.trigger, "batch run started");
-        if let Err(e) = w.close_current_epoch(&cancel).await {
+        let closed = if w.read_only {
+            Ok(())
+        } else {
+            w.close_current_epoch(&cancel).await
+        };
+        if let Err(e) = closed {
             let outcome = if *cancel.borrow() {
                 Outcome::Cancelled
             } else {

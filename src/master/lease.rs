@@ -61,6 +61,7 @@ pub(super) struct WriteGuard(Arc<AtomicU8>);
 // 0: no lease taken (the default): writes are allowed.
 const HELD: u8 = 1;
 const LOST: u8 = 2;
+const READ_ONLY: u8 = 3;
 
 impl WriteGuard {
     /// `Ok` unless this server had the lease and lost it (a dataset opened
@@ -69,6 +70,9 @@ impl WriteGuard {
         match self.0.load(Ordering::Acquire) {
             LOST => Err(Error::execution(format!(
                 "master dataset `{url}`: this server no longer holds its writer lease ({LEASE}); it was taken over by another server or released, so this server writes nothing more to it"
+            ))),
+            READ_ONLY => Err(Error::execution(format!(
+                "master dataset `{url}` is opened read-only (storage.master_read_only); this server writes nothing to it"
             ))),
             _ => Ok(()),
         }
@@ -93,6 +97,12 @@ pub struct WriterLease {
 }
 
 impl MasterStore {
+    /// Opens the dataset for reading only: every write fails from now on,
+    /// for every clone of this store; no lease is needed.
+    pub fn set_read_only(&self) {
+        self.guard.set(READ_ONLY);
+    }
+
     /// Takes the dataset's writer lease for `owner` (see the module docs).
     ///
     /// # Errors
@@ -348,6 +358,29 @@ mod tests {
             assert!(!lease_a.is_held());
             assert!(a.write_manifest(&Default::default()).await.is_err());
             b.write_manifest(&Default::default()).await.unwrap();
+        });
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn a_read_only_store_writes_nothing_and_needs_no_lease() {
+        let d = dir("readonly");
+        let url = format!("file://{}", d.display());
+        rt().block_on(async {
+            let writer = MasterStore::open(&url).unwrap();
+            writer
+                .acquire_writer_lease("A", "/state/a", Duration::from_secs(30))
+                .await
+                .unwrap();
+            let reader = MasterStore::open(&url).unwrap();
+            reader.set_read_only();
+            assert!(reader.manifest().await.is_ok());
+            let err = reader
+                .write_manifest(&Default::default())
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains("read-only"), "{err}");
+            writer.write_manifest(&Default::default()).await.unwrap();
         });
         let _ = std::fs::remove_dir_all(d);
     }

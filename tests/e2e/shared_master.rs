@@ -92,11 +92,53 @@ fn a_second_writer_of_the_same_master_dataset_is_refused() {
     );
     assert_eq!(count(&a, "word_counts", "one"), 1);
 
+    // Reading it stays possible, read-only, while its writer runs: no
+    // lease, no ingest, batch runs over what the writer sealed.
+    let r_dir = WorkDir::new("shared-reader");
+    let r_http = free_port();
+    let r_config = write_config(
+        r_dir.path(),
+        r_http,
+        free_port(),
+        &format!("{master}master_read_only = true\n"),
+    );
+    let reader = Server::start(
+        r_dir.path(),
+        r_http,
+        &["--config", r_config.to_str().unwrap()],
+    );
+    let r = reader
+        .client()
+        .post("/v1/ingest/lines", b"x\n", &[])
+        .unwrap();
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json().unwrap()["error"]["code"], "read_only");
+    let r = reader.client().post("/v1/batch/runs", b"", &[]).unwrap();
+    let id = r.json().unwrap()["id"].as_u64().unwrap();
+    assert!(
+        eventually(Duration::from_secs(30), || reader
+            .get(&format!("/v1/batch/runs/{id}"))
+            .1["state"]
+            == "succeeded")
+        .is_some(),
+        "{}",
+        reader.log_text()
+    );
+    assert_eq!(count(&reader, "word_counts", "one"), 1);
+    assert!(reader.terminate().success());
+    // The writer was not disturbed.
+    send_tcp(a_tcp, &["one".to_string()]);
+    assert!(
+        eventually(Duration::from_secs(10), || count(&a, "word_counts", "one")
+            == 2)
+        .is_some()
+    );
+
     // Killed and restarted on its own state, the owner takes its lease
     // back at once.
     a.kill9();
     let a = Server::start(a_dir.path(), a_http, &a_args);
-    assert_eq!(count(&a, "word_counts", "one"), 1);
+    assert_eq!(count(&a, "word_counts", "one"), 2);
     let (code, log) = refused(b_dir.path(), &b_config);
     assert_eq!(code, Some(1), "{log}");
 

@@ -41,6 +41,9 @@ pub struct IngestState {
     pub recent: Mutex<HashMap<(String, String), i64>>,
     /// The budget of unprocessed input; `None`: unbounded (tests).
     pub backlog: Option<Arc<lamina_speed::backlog::Backlog>>,
+    /// The server reads another server's master dataset and ingests
+    /// nothing (`storage.master_read_only`).
+    pub read_only: bool,
 }
 
 fn now_us() -> i64 {
@@ -146,6 +149,13 @@ where
             "ingest is not running",
         )
     })?;
+    if ingest.read_only {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "read_only",
+            "this server reads another server's master dataset (storage.master_read_only = true) and ingests nothing; send records to the server that writes the dataset",
+        ));
+    }
     let stream = super::decode_segment(stream)?;
     let (id, (name, max_record_bytes)) = ingest
         .streams

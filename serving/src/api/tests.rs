@@ -78,6 +78,7 @@ fn fixture(tag: &str, token: Option<&str>, permits: usize) -> Fixture {
             in_flight: Default::default(),
             recent: Default::default(),
             backlog: None,
+            read_only: false,
         }),
         max_body_bytes: 1024,
         request_timeout: std::time::Duration::from_secs(5),

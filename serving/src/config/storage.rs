@@ -20,6 +20,12 @@ pub struct StorageConfig {
     /// write-ahead log; relative to the working directory.
     /// Default `./lamina-data/state`.
     pub state_dir: PathBuf,
+    /// Read the master dataset of another server without writing to it:
+    /// no writer lease is taken, nothing is ingested (receivers are not
+    /// started, HTTP ingest answers 403 `read_only`) and nothing is sealed;
+    /// batch runs compute the views over the epochs the writer sealed.
+    /// Default false.
+    pub master_read_only: bool,
 }
 
 impl Default for StorageConfig {
@@ -27,6 +33,7 @@ impl Default for StorageConfig {
         StorageConfig {
             master_url: "file://./lamina-data/master".into(),
             state_dir: PathBuf::from("./lamina-data/state"),
+            master_read_only: false,
         }
     }
 }
