@@ -117,6 +117,10 @@ pub struct MicroBatcher {
     clock: Clock,
     next_seq: u64,
     next_batch: u64,
+    /// Most records the next micro-batch takes: `max_records`, lowered
+    /// while micro-batches take longer than [`batch_time_target`] (see
+    /// [`next_cap`]).
+    cap: u64,
     /// The epoch whose start is already recorded (the last epoch that got
     /// records).
     started_epoch: Option<u64>,
@@ -205,6 +209,7 @@ impl MicroBatcher {
             started_epoch: has_started.then_some(last_started),
             record_totals,
             backlog: None,
+            cap: clock.max_records,
             epoch_floor: Arc::new(AtomicU64::new(last_started)),
         })
     }
@@ -255,7 +260,7 @@ impl MicroBatcher {
         let mut end = self
             .log
             .durable_end()
-            .min(self.next_seq.saturating_add(self.clock.max_records));
+            .min(self.next_seq.saturating_add(self.cap));
         let mut commit = MicroBatchCommit {
             batch_id: batch,
             epoch,
@@ -408,6 +413,13 @@ impl MicroBatcher {
             }
         }
         let end_us = now_us();
+        self.cap = next_cap(
+            self.cap,
+            end - self.next_seq,
+            Duration::from_micros((end_us - start_us).max(0) as u64),
+            batch_time_target(&self.clock),
+            self.clock.max_records,
+        );
         for (((def, _), buffer), (records, dead)) in
             self.streams.iter().zip(&self.buffers).zip(per_stream)
         {
@@ -433,6 +445,37 @@ impl MicroBatcher {
         self.next_batch += 1;
         Ok(epoch)
     }
+}
+
+/// How long one micro-batch should take at most: four intervals, and at
+/// least a second. Batches of ordinary views stay far below it; a costly
+/// view (e.g. a key per pair of words, a hundred keys a record) would
+/// otherwise take a backlog of a million records in one batch of tens of
+/// seconds, during which nothing becomes visible and shutdown waits.
+pub fn batch_time_target(clock: &Clock) -> Duration {
+    (clock.interval * 4).max(Duration::from_secs(1))
+}
+
+/// Fewest records a micro-batch is cut down to.
+const MIN_CAP: u64 = 100;
+
+/// The record cap of the next micro-batch, from the last one: a batch that
+/// took `elapsed` over `target` for `taken` records lowers the cap to what
+/// fits the target at that pace; a batch well under the target (half)
+/// doubles it, up to `max`. A batch that took no records changes nothing.
+pub fn next_cap(cap: u64, taken: u64, elapsed: Duration, target: Duration, max: u64) -> u64 {
+    if taken == 0 {
+        return cap;
+    }
+    let next = if elapsed > target {
+        let fits = taken as f64 * target.as_secs_f64() / elapsed.as_secs_f64().max(1e-6);
+        fits as u64
+    } else if elapsed < target / 2 && taken >= cap / 2 {
+        cap.saturating_mul(2)
+    } else {
+        cap
+    };
+    next.clamp(MIN_CAP.min(max), max)
 }
 
 /// Runs micro-batches until `stop` is set, then runs one last micro-batch
@@ -469,5 +512,44 @@ pub fn run_loop(
             // Far behind (a long stall): do not try to catch up tick by tick.
             scheduled = now_us();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_batch_lowers_the_cap_and_fast_ones_raise_it_back() {
+        let target = Duration::from_secs(1);
+        let ms = Duration::from_millis;
+        // 500k records in 20 s: the next batch takes what fits a second.
+        assert_eq!(
+            next_cap(1_000_000, 500_000, ms(20_000), target, 1_000_000),
+            25_000
+        );
+        // At the target or a little under: unchanged.
+        assert_eq!(next_cap(25_000, 25_000, ms(900), target, 1_000_000), 25_000);
+        // Well under, with a full batch: doubled, up to the maximum.
+        assert_eq!(next_cap(25_000, 25_000, ms(100), target, 1_000_000), 50_000);
+        assert_eq!(
+            next_cap(800_000, 800_000, ms(100), target, 1_000_000),
+            1_000_000
+        );
+        // A small batch (little input) says nothing about the pace.
+        assert_eq!(next_cap(25_000, 10, ms(1), target, 1_000_000), 25_000);
+        assert_eq!(next_cap(25_000, 0, ms(5_000), target, 1_000_000), 25_000);
+        // Never below the floor.
+        assert_eq!(
+            next_cap(1_000, 1_000, ms(3_600_000), target, 1_000_000),
+            MIN_CAP
+        );
+        let clock = Clock {
+            interval: ms(50),
+            epoch: ms(1000),
+            max_records: 10,
+            max_bytes: 10,
+        };
+        assert_eq!(batch_time_target(&clock), target);
     }
 }
