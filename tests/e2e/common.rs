@@ -248,3 +248,51 @@ impl Rng {
         Duration::from_millis(self.range(lo, hi))
     }
 }
+
+/// A config with one text stream `lines` (fed by a TCP listener on `tcp`
+/// when given), the view `word_counts` (words of `line`, counted) and
+/// scheduled batch runs off; `sections` adds tables such as `[speed]` or
+/// `[storage]`. Written to `dir/lamina.toml`.
+pub fn lines_config(dir: &Path, http: u16, tcp: Option<u16>, sections: &str) -> PathBuf {
+    let receiver = tcp.map_or_else(String::new, |tcp| {
+        format!("  [[stream.receiver]]\n  type = \"tcp_listen\"\n  listen = \"127.0.0.1:{tcp}\"\n")
+    });
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:{http}\"\n\n{sections}\n\n[[stream]]\nname = \"lines\"\nformat = \"text\"\n{receiver}\n[[view]]\nname = \"word_counts\"\nstream = \"lines\"\nkey = {{ words = \"line\" }}\naggregate = \"count\"\n\n[batch]\nschedule = \"off\"\n"
+    );
+    let path = dir.join("lamina.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Runs `lamina serve --config CONFIG` in `dir`, expecting it to exit
+/// within `limit`; returns its exit status and output (logged to
+/// `dir/refused.log`). Panics, killing it, when it is still running then.
+pub fn serve_expecting_exit(dir: &Path, config: &Path, limit: Duration) -> (ExitStatus, String) {
+    let log = dir.join("refused.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut child = lamina()
+        .args(["serve", "--config"])
+        .arg(config)
+        .current_dir(dir)
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status, std::fs::read_to_string(&log).unwrap_or_default());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "lamina serve was expected to exit but is still running after {limit:?}:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

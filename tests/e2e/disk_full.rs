@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Server, WorkDir, count, eventually, free_port};
+use common::{Server, WorkDir, count, eventually, free_port, lines_config};
 
 /// A tmpfs of `mib` MiB at `at`, unmounted on drop.
 struct Tmpfs(PathBuf);
@@ -54,41 +54,16 @@ fn a_full_disk_is_reported_and_the_server_recovers_by_itself_when_space_returns(
         return;
     };
     let http = free_port();
-    let config = dir.path().join("lamina.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[server]
-listen = "127.0.0.1:{http}"
-
-[storage]
-state_dir = "{state}"
-master_url = "file://{master}"
-
-[speed]
-batch_interval_ms = 50
-epoch_ms = 60000
-wal_segment_bytes = 1048576
-
-[[stream]]
-name = "lines"
-format = "text"
-
-[[view]]
-name = "word_counts"
-stream = "lines"
-key = {{ words = "line" }}
-aggregate = "count"
-
-[batch]
-schedule = "off"
-"#,
+    let config = lines_config(
+        dir.path(),
+        http,
+        None,
+        &format!(
+            "[storage]\nstate_dir = \"{state}\"\nmaster_url = \"file://{master}\"\n\n[speed]\nbatch_interval_ms = 50\nepoch_ms = 60000\nwal_segment_bytes = 1048576",
             state = tmpfs.0.join("state").display(),
             master = dir.path().join("master").display(),
         ),
-    )
-    .unwrap();
+    );
     let server = Server::start(dir.path(), http, &["--config", config.to_str().unwrap()]);
     let client = server.client();
     let body = "w\n".repeat(2000);

@@ -6,41 +6,17 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Server, WorkDir, count, eventually, free_port, send_tcp};
+use common::{Server, WorkDir, count, eventually, free_port, lines_config, send_tcp};
 
 fn config(dir: &std::path::Path, http: u16, tcp: u16) -> std::path::PathBuf {
     // Slow micro-batches (every 2 s) and the smallest record budget, so the
     // backlog passes its budget within one interval.
-    let text = format!(
-        r#"
-[server]
-listen = "127.0.0.1:{http}"
-
-[speed]
-batch_interval_ms = 2000
-epoch_ms = 60000
-max_backlog_records = 1000
-
-[[stream]]
-name = "lines"
-format = "text"
-  [[stream.receiver]]
-  type = "tcp_listen"
-  listen = "127.0.0.1:{tcp}"
-
-[[view]]
-name = "word_counts"
-stream = "lines"
-key = {{ words = "line" }}
-aggregate = "count"
-
-[batch]
-schedule = "off"
-"#
-    );
-    let path = dir.join("lamina.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    lines_config(
+        dir,
+        http,
+        Some(tcp),
+        "[speed]\nbatch_interval_ms = 2000\nepoch_ms = 60000\nmax_backlog_records = 1000",
+    )
 }
 
 #[test]

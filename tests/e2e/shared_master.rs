@@ -5,44 +5,16 @@
 
 mod common;
 
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Server, WorkDir, count, eventually, free_port, lamina, send_tcp, write_config};
+use common::{
+    Server, WorkDir, count, eventually, free_port, send_tcp, serve_expecting_exit, write_config,
+};
 
-/// Runs `lamina serve --config CONFIG` in `dir` and expects it to exit
-/// (within 20 s); returns its exit code and output.
+/// Runs a server that must be refused; its exit code and output.
 fn refused(dir: &std::path::Path, config: &std::path::Path) -> (Option<i32>, String) {
-    let log = dir.join("refused.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let mut child = lamina()
-        .args(["serve", "--config"])
-        .arg(config)
-        .current_dir(dir)
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "the second server did not exit: it is running beside the first\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    (
-        status.code(),
-        std::fs::read_to_string(&log).unwrap_or_default(),
-    )
+    let (status, log) = serve_expecting_exit(dir, config, Duration::from_secs(20));
+    (status.code(), log)
 }
 
 #[test]

@@ -14,9 +14,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Server, WorkDir, count, free_port, lamina};
+use common::{Server, WorkDir, count, free_port, lamina, lines_config, serve_expecting_exit};
 
 const REQUESTS: usize = 320;
 const RECORDS_PER_REQUEST: usize = 50;
@@ -26,33 +26,12 @@ const WORDS: usize = 40;
 /// One long interval: no micro-batch runs between the start and the kill,
 /// so every record is replayed from the log at the next start.
 fn write_config(dir: &Path, http: u16) -> std::path::PathBuf {
-    let text = format!(
-        r#"
-[server]
-listen = "127.0.0.1:{http}"
-
-[speed]
-batch_interval_ms = 60000
-epoch_ms = 86400000
-wal_segment_bytes = 1048576
-
-[[stream]]
-name = "lines"
-format = "text"
-
-[[view]]
-name = "word_counts"
-stream = "lines"
-key = {{ words = "line" }}
-aggregate = "count"
-
-[batch]
-schedule = "off"
-"#
-    );
-    let path = dir.join("lamina.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    lines_config(
+        dir,
+        http,
+        None,
+        "[speed]\nbatch_interval_ms = 60000\nepoch_ms = 86400000\nwal_segment_bytes = 1048576",
+    )
 }
 
 /// Every file under `dir`, recursively, by relative path.
@@ -156,32 +135,7 @@ fn flipped_byte_in_the_newest_segment_refuses_start_then_salvage_recovers_the_re
     let data_before = snapshot(&data);
 
     // The server refuses to start, naming the segment and the offset.
-    let log = dir.join("refused.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let mut child = lamina()
-        .args(["serve", "--config", config_arg])
-        .current_dir(dir)
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "the server started on a damaged log:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let text = std::fs::read_to_string(&log).unwrap();
+    let (status, text) = serve_expecting_exit(dir, Path::new(config_arg), Duration::from_secs(30));
     assert!(!status.success(), "{text}");
     assert!(text.contains(&newest), "{text}");
     assert!(text.contains(&format!("byte {entry}")), "{text}");
