@@ -19,6 +19,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod health;
+mod publishing;
 pub mod receivers;
 pub mod server;
 pub mod store;

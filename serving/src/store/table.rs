@@ -12,8 +12,9 @@
 //! the epochs it covers and the store can compact a closed epoch.
 //!
 //! A count view keeps its values as `i64`, every other view as [`AggValue`]
-//! (see [`Cell`]); about 80 bytes per key for a count view, against ~1 KB
-//! for a `String` + `Arc` + ranking node per key.
+//! (see [`Cell`]); measured ~100 bytes of RSS per key for a count view at
+//! 10M keys (`lamina bench keys`), against ~3 KB with a `String` + `Arc` +
+//! ranking node per key and a sled row per key.
 //!
 //! # Consistency
 //!
