@@ -135,7 +135,8 @@ mod tests {
     use lamina::view::{AggValue, AggregateKind};
 
     fn store(tag: &str) -> (ViewStore, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!("lamina-publishing-{tag}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("lamina-publishing-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let views = [("v".to_string(), AggregateKind::Count)];
         (ViewStore::open(&dir, &views).unwrap(), dir)
