@@ -19,6 +19,9 @@
 //! - [`cache`]: the byte-bounded LRU cache behind [`Rdd::cache`].
 //! - [`columnar`]: Arrow record batches as dataset elements, with typed column
 //!   access by name.
+//! - [`streaming`]: discretized streams — each micro-batch an RDD, every
+//!   DStream operation the RDD operation applied per batch, output
+//!   operations run as jobs (Spark Streaming's model).
 //! - [`view`]: a view is defined once — a key extractor and a monoid
 //!   aggregate, or any pipeline that ends in `(key, monoid)` — and run by both
 //!   layers.
@@ -50,6 +53,7 @@ pub mod partitioner;
 pub mod rdd;
 pub mod scheduler;
 pub mod shuffle;
+pub mod streaming;
 pub mod view;
 
 pub use context::{Context, ContextBuilder, ContextConfig, TaskContext};

@@ -1,0 +1,446 @@
+//! [`StreamingContext`]: the batch interval, the graph of input streams and
+//! output operations, and the clock that runs one batch per interval.
+
+use std::any::Any;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::rdd::Data;
+use crate::streaming::Time;
+use crate::streaming::dstream::{BatchScope, DStream, InputId, InputRdds, input_stream};
+use crate::streaming::input::{InputStream, QueueInput};
+use crate::streaming::output::{OutputOp, ServedDelta, ServedView};
+
+/// The shortest batch interval.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
+
+/// What one batch did.
+#[derive(Debug, Clone, Default)]
+pub struct BatchOutcome {
+    /// The batch's time.
+    pub time: Time,
+    /// Records per input stream, by name, in registration order.
+    pub records: Vec<(String, u64)>,
+    /// The merged partials of every served view, in declaration order.
+    pub served: Vec<ServedDelta>,
+    /// How long the batch took, inputs to last output.
+    pub processing: Duration,
+}
+
+impl BatchOutcome {
+    /// Records over all inputs.
+    pub fn total_records(&self) -> u64 {
+        self.records.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// An input stream behind its element type.
+trait ErasedInput: Send + Sync {
+    fn name(&self) -> String;
+    fn start(&self) -> Result<()>;
+    fn stop(&self);
+    fn batch(&self, ctx: &Context, time: Time) -> Result<(Box<dyn Any + Send + Sync>, u64)>;
+}
+
+struct Typed<T>(Arc<dyn InputStream<T>>, PhantomData<fn() -> T>);
+
+impl<T: Data> ErasedInput for Typed<T> {
+    fn name(&self) -> String {
+        self.0.name()
+    }
+    fn start(&self) -> Result<()> {
+        self.0.start()
+    }
+    fn stop(&self) {
+        self.0.stop()
+    }
+    fn batch(&self, ctx: &Context, time: Time) -> Result<(Box<dyn Any + Send + Sync>, u64)> {
+        let b = self.0.next_batch(ctx, time)?;
+        Ok((Box::new(b.rdd), b.records))
+    }
+}
+
+#[derive(Default)]
+struct Graph {
+    inputs: Vec<(InputId, Arc<dyn ErasedInput>)>,
+    outputs: Vec<Arc<dyn OutputOp>>,
+    served: Vec<ServedView>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Initialized,
+    Active,
+    Stopped,
+}
+
+struct RunState {
+    phase: Phase,
+    /// The first batch error; it stops the context.
+    error: Option<Error>,
+    clock: Option<JoinHandle<()>>,
+}
+
+type Listener = Arc<dyn Fn(&BatchOutcome) + Send + Sync>;
+
+struct Inner {
+    ctx: Context,
+    interval: Duration,
+    next_id: AtomicUsize,
+    graph: Mutex<Graph>,
+    /// Held while a batch runs: batches never overlap.
+    batch: Mutex<()>,
+    run: Mutex<RunState>,
+    changed: Condvar,
+    listener: Mutex<Option<Listener>>,
+}
+
+/// The entry point of a DStream program (Spark's `StreamingContext`): an
+/// engine [`Context`] and a batch interval. Declare input streams,
+/// transformations and output operations, then [`start`](Self::start) it
+/// — or drive it batch by batch with [`run_batch`](Self::run_batch).
+///
+/// Cheap to clone; clones share the program.
+#[derive(Clone)]
+pub struct StreamingContext {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for StreamingContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamingContext")
+            .field("interval", &self.inner.interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StreamingContext {
+    /// A context that runs a batch every `interval` (at least 10 ms).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Plan`] for an interval under 10 ms.
+    pub fn new(ctx: Context, interval: Duration) -> Result<Self> {
+        if interval < MIN_INTERVAL {
+            return Err(Error::plan(format!(
+                "the batch interval must be at least {} ms (got {:?})",
+                MIN_INTERVAL.as_millis(),
+                interval
+            )));
+        }
+        Ok(StreamingContext {
+            inner: Arc::new(Inner {
+                ctx,
+                interval,
+                next_id: AtomicUsize::new(0),
+                graph: Mutex::new(Graph::default()),
+                batch: Mutex::new(()),
+                run: Mutex::new(RunState {
+                    phase: Phase::Initialized,
+                    error: None,
+                    clock: None,
+                }),
+                changed: Condvar::new(),
+                listener: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The engine context batches run on.
+    pub fn context(&self) -> &Context {
+        &self.inner.ctx
+    }
+
+    /// The batch interval.
+    pub fn interval(&self) -> Duration {
+        self.inner.interval
+    }
+
+    pub(crate) fn next_id(&self) -> usize {
+        self.inner.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn graph(&self) -> std::sync::MutexGuard<'_, Graph> {
+        self.inner.graph.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn run_state(&self) -> std::sync::MutexGuard<'_, RunState> {
+        self.inner.run.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A stream fed by `source` (a receiver of your own, a [`FedInput`]
+    /// (super::FedInput), ...). Keep a clone of the `Arc` to talk to the
+    /// source.
+    pub fn input_stream<T: Data>(&self, source: Arc<dyn InputStream<T>>) -> DStream<T> {
+        let id = self.next_id();
+        self.graph()
+            .inputs
+            .push((id, Arc::new(Typed(source, PhantomData))));
+        input_stream(self, id)
+    }
+
+    /// A stream of prepared batches, one per batch interval, then empty
+    /// batches (Spark's `queueStream`); each batch is split into as many
+    /// partitions as the context has threads. For tests and demos.
+    pub fn queue_stream<T: Data>(&self, batches: impl IntoIterator<Item = Vec<T>>) -> DStream<T> {
+        let parts = self.inner.ctx.default_parallelism().max(1);
+        let queue = QueueInput::new(batches.into_iter().map(|b| split(b, parts)));
+        self.input_stream(Arc::new(queue))
+    }
+
+    /// The name of input stream `id`.
+    pub fn input_name(&self, id: InputId) -> Option<String> {
+        self.graph()
+            .inputs
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, s)| s.name())
+    }
+
+    /// The served views, in declaration order.
+    pub fn served_views(&self) -> Vec<ServedView> {
+        self.graph().served.clone()
+    }
+
+    pub(crate) fn add_output(&self, op: Arc<dyn OutputOp>) {
+        self.graph().outputs.push(op);
+    }
+
+    pub(crate) fn add_served(&self, view: ServedView, op: Arc<dyn OutputOp>) -> Result<()> {
+        if view.name().is_empty() {
+            return Err(Error::plan("a served view needs a name"));
+        }
+        let mut graph = self.graph();
+        if graph.served.iter().any(|v| v.name() == view.name()) {
+            return Err(Error::plan(format!(
+                "view `{}` is served twice: view names must be unique",
+                view.name()
+            )));
+        }
+        graph.served.push(view);
+        graph.outputs.push(op);
+        Ok(())
+    }
+
+    /// Calls `f` with the outcome of every batch the clock runs (e.g. to
+    /// log throughput). Replaces an earlier listener.
+    pub fn set_batch_listener(&self, f: impl Fn(&BatchOutcome) + Send + Sync + 'static) {
+        *self
+            .inner
+            .listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(f));
+    }
+
+    /// Runs the batch at `time` now, on the calling thread: takes every
+    /// input's records and runs every output operation, in declaration
+    /// order, each as a job on the engine. Batches never overlap: a call
+    /// waits for a batch running on another thread.
+    ///
+    /// # Errors
+    ///
+    /// The first input or output operation that failed; later output
+    /// operations of the batch do not run.
+    pub fn run_batch(&self, time: Time) -> Result<BatchOutcome> {
+        let _one_at_a_time = self.inner.batch.lock().unwrap_or_else(|p| p.into_inner());
+        let start = Instant::now();
+        let (inputs, outputs) = {
+            let g = self.graph();
+            (g.inputs.clone(), g.outputs.clone())
+        };
+        let ctx = &self.inner.ctx;
+        let mut rdds = InputRdds::new();
+        let mut outcome = BatchOutcome {
+            time,
+            ..BatchOutcome::default()
+        };
+        for (id, input) in &inputs {
+            let (rdd, records) = input.batch(ctx, time)?;
+            rdds.insert_boxed(*id, rdd);
+            outcome.records.push((input.name(), records));
+        }
+        let scope = BatchScope::new(ctx, time, rdds);
+        for op in &outputs {
+            op.run(&scope, &mut outcome)?;
+        }
+        outcome.processing = start.elapsed();
+        Ok(outcome)
+    }
+
+    /// Starts the inputs and the clock: from now on a batch runs every
+    /// interval, at times that are multiples of the interval. A batch that
+    /// overruns delays the next (batches never overlap). The first failed
+    /// batch stops the context; [`await_termination`](Self::await_termination)
+    /// returns its error.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Plan`] when the context was started before or has no output
+    /// operation; an input's error when it cannot start.
+    pub fn start(&self) -> Result<()> {
+        let mut run = self.run_state();
+        if run.phase != Phase::Initialized {
+            return Err(Error::plan(
+                "a streaming context can be started once (create a new one to restart)",
+            ));
+        }
+        if self.graph().outputs.is_empty() {
+            return Err(Error::plan(
+                "no output operation is registered: nothing would run (add print, foreach_rdd, save_as_text_files or serve)",
+            ));
+        }
+        let inputs: Vec<_> = self
+            .graph()
+            .inputs
+            .iter()
+            .map(|(_, i)| Arc::clone(i))
+            .collect();
+        for (n, input) in inputs.iter().enumerate() {
+            if let Err(e) = input.start() {
+                inputs[..n].iter().for_each(|i| i.stop());
+                return Err(e);
+            }
+        }
+        let me = self.clone();
+        let clock = std::thread::Builder::new()
+            .name("lamina-streaming-clock".into())
+            .spawn(move || me.clock_loop())
+            .map_err(|e| Error::Internal(format!("cannot start the clock thread: {e}")))?;
+        run.phase = Phase::Active;
+        run.clock = Some(clock);
+        Ok(())
+    }
+
+    fn clock_loop(&self) {
+        let interval = self.inner.interval.as_millis().max(1) as i64;
+        // The first batch time: the next multiple of the interval.
+        let mut next = (Time::now().millis() / interval + 1) * interval;
+        loop {
+            // Wait for the batch time, or for a stop.
+            {
+                let mut run = self.run_state();
+                loop {
+                    if run.phase == Phase::Stopped {
+                        return;
+                    }
+                    let wait = next - Time::now().millis();
+                    if wait <= 0 {
+                        break;
+                    }
+                    run = self
+                        .inner
+                        .changed
+                        .wait_timeout(run, Duration::from_millis(wait as u64))
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+            match self.run_batch(Time::from_millis(next)) {
+                Ok(outcome) => {
+                    let listener = self
+                        .inner
+                        .listener
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clone();
+                    if let Some(f) = listener {
+                        f(&outcome);
+                    }
+                }
+                Err(e) => {
+                    let mut run = self.run_state();
+                    run.error.get_or_insert(Error::Execution(format!(
+                        "the batch at {} failed: {e}",
+                        Time::from_millis(next)
+                    )));
+                    run.phase = Phase::Stopped;
+                    self.inner.changed.notify_all();
+                    return;
+                }
+            }
+            next += interval;
+        }
+    }
+
+    /// Stops the clock after the batch that is running (if any), then stops
+    /// the inputs. Records an input received but that no batch took are
+    /// dropped. The program is released: the context cannot be started
+    /// again.
+    pub fn stop(&self) {
+        let clock = {
+            let mut run = self.run_state();
+            run.phase = Phase::Stopped;
+            self.inner.changed.notify_all();
+            run.clock.take()
+        };
+        // A stop from inside a batch (the clock thread) cannot wait for itself.
+        if let Some(clock) = clock
+            && clock.thread().id() != std::thread::current().id()
+        {
+            let _ = clock.join();
+        }
+        let graph = std::mem::take(&mut *self.graph());
+        for (_, input) in &graph.inputs {
+            input.stop();
+        }
+    }
+
+    /// Waits until the context stops: [`stop`](Self::stop) from another
+    /// thread, or a failed batch.
+    ///
+    /// # Errors
+    ///
+    /// The error of the batch that stopped the context.
+    pub fn await_termination(&self) -> Result<()> {
+        self.await_termination_timeout(Duration::MAX).map(|_| ())
+    }
+
+    /// Like [`await_termination`](Self::await_termination) for at most
+    /// `timeout`; `Ok(true)` when the context stopped.
+    ///
+    /// # Errors
+    ///
+    /// As [`await_termination`](Self::await_termination).
+    pub fn await_termination_timeout(&self, timeout: Duration) -> Result<bool> {
+        let deadline = Instant::now().checked_add(timeout);
+        let mut run = self.run_state();
+        while run.phase != Phase::Stopped {
+            let left = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => Duration::from_secs(3600),
+            };
+            if left.is_zero() {
+                return Ok(false);
+            }
+            run = self
+                .inner
+                .changed
+                .wait_timeout(run, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        match run.error.take() {
+            Some(e) => Err(e),
+            None => Ok(true),
+        }
+    }
+}
+
+/// `data` cut into at most `parts` contiguous blocks of near-equal size.
+pub(crate) fn split<T>(data: Vec<T>, parts: usize) -> Vec<Vec<T>> {
+    let len = data.len();
+    let parts = parts.clamp(1, len.max(1));
+    let mut out = Vec::with_capacity(parts);
+    let mut it = data.into_iter();
+    for i in 0..parts {
+        let n = (i + 1) * len / parts - i * len / parts;
+        out.push(it.by_ref().take(n).collect());
+    }
+    out
+}
