@@ -668,7 +668,7 @@ impl BatchWorker {
         loop {
             let committed = self
                 .store
-                .position(lamina_speed::commit::WAL_POSITION)
+                .position(&lamina_speed::commit::Position::Wal)
                 .map_err(|e| e.to_string())?
                 .unwrap_or(0);
             if committed >= acknowledged {

@@ -330,7 +330,7 @@ async fn sealed_epochs_become_a_generation_with_no_gap_and_no_double_count() {
 
 #[test]
 fn rejected_records_become_dead_letters_and_idempotency_keys_commit_with_their_records() {
-    use lamina_speed::commit::idempotency_position;
+    use lamina_speed::commit::Position;
     use lamina_speed::control;
     let dir = Dir::new("control");
     let mut n = start(&dir.0).unwrap();
@@ -353,7 +353,10 @@ fn rejected_records_become_dead_letters_and_idempotency_keys_commit_with_their_r
     assert_eq!(dead[0].record.len(), control::REJECTED_PREFIX_BYTES);
     assert_eq!(
         n.store
-            .position(&idempotency_position("lines", "req-42"))
+            .position(&Position::Idempotency {
+                stream: "lines".into(),
+                key: "req-42".into()
+            })
             .unwrap(),
         Some(1_000)
     );

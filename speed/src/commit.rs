@@ -5,6 +5,7 @@
 //! to merge it with batch views); it writes through [`CommitSink`], and
 //! reads durable records through [`RecordLog`] (the write-ahead log).
 
+use std::fmt;
 use std::ops::Range;
 
 use lamina::view::AggValue;
@@ -30,10 +31,11 @@ pub struct MicroBatchCommit {
     pub batch_id: u64,
     /// The epoch the micro-batch belongs to.
     pub epoch: u64,
-    /// Source positions reached (e.g. `("wal", next seq)`) and epoch
-    /// boundaries (`("epoch_start/…", first seq)`): where to resume after a
-    /// restart, and what to seal.
-    pub positions: Vec<(String, u64)>,
+    /// Source positions reached (e.g. `(Position::Wal, next seq)`), epoch
+    /// boundaries (`(Position::EpochStart(epoch), first seq)`), record
+    /// totals and idempotency keys: where to resume after a restart, and
+    /// what to seal (see [`Position`]).
+    pub positions: Vec<(Position, u64)>,
     /// Per view, the merged partial aggregate of each key in this
     /// micro-batch.
     pub deltas: Vec<(String, Vec<(String, AggValue)>)>,
@@ -56,7 +58,7 @@ pub trait CommitSink: Send + Sync {
     /// # Errors
     ///
     /// A message naming what failed.
-    fn position(&self, name: &str) -> Result<Option<u64>, String>;
+    fn position(&self, position: &Position) -> Result<Option<u64>, String>;
 
     /// The id of the last committed micro-batch.
     ///
@@ -65,12 +67,13 @@ pub trait CommitSink: Send + Sync {
     /// A message naming what failed.
     fn last_batch_id(&self) -> Result<Option<u64>, String>;
 
-    /// Every committed position whose name starts with `prefix`.
+    /// Every committed position of a family, in the order of their
+    /// [keys](Position::key) (epoch starts: by epoch).
     ///
     /// # Errors
     ///
     /// A message naming what failed.
-    fn positions_with_prefix(&self, prefix: &str) -> Result<Vec<(String, u64)>, String>;
+    fn positions_of(&self, family: &PositionKind) -> Result<Vec<(Position, u64)>, String>;
 
     /// Makes every commit so far durable (before the log records they came
     /// from may be deleted).
@@ -148,20 +151,231 @@ impl RecordLog for crate::wal::Wal {
     }
 }
 
-/// The position name of the first sequence number of `epoch`.
-pub fn epoch_start_position(epoch: u64) -> String {
-    format!("epoch_start/{epoch:020}")
+/// A source position committed with a micro-batch: a name and a `u64`,
+/// kept in the state store (the serving layer's sled `meta` tree, under
+/// `pos/` + [`key`](Position::key)).
+///
+/// Stream names never contain `/` (config validation allows
+/// `[A-Za-z0-9_.-]`), which keeps every key unambiguous.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Position {
+    /// The write-ahead log: one past the last record committed. Written by
+    /// every micro-batch; read by the micro-batch loop to resume after a
+    /// restart, by the sealer (the end of the last epoch) and by a batch
+    /// run waiting for acknowledged records to be committed.
+    Wal,
+    /// The first sequence number of an epoch. Written by the first
+    /// micro-batch of the epoch that takes records; read by the sealer (an
+    /// epoch's records end where the next epoch starts) and by the loop on
+    /// resume (no earlier epoch may receive records any more).
+    EpochStart(u64),
+    /// A stream's total of committed records: every record taken from it
+    /// into a micro-batch, parsed or not (dead letters included), ever.
+    /// Written by each micro-batch that took records of the stream; read by
+    /// the loop on resume (the stream's stats).
+    Records {
+        /// The stream.
+        stream: String,
+    },
+    /// An HTTP ingest request's idempotency key; the value is the
+    /// request's receive time (µs since the Unix epoch), for expiry.
+    /// Written by the micro-batch that takes the keyed append; read by the
+    /// ingest endpoint to answer a retried request as a duplicate.
+    Idempotency {
+        /// The stream the request was sent to.
+        stream: String,
+        /// The key (the ingest endpoint refuses keys containing `/`, but
+        /// [`Position::parse`] accepts them).
+        key: String,
+    },
 }
 
-/// The position name under which an HTTP request's idempotency key is
-/// committed; its value is the request's receive time (µs), for expiry.
-pub fn idempotency_position(stream: &str, key: &str) -> String {
-    format!("{IDEMPOTENCY_PREFIX}{stream}/{key}")
+const WAL: &str = "wal";
+const EPOCH_START_PREFIX: &str = "epoch_start/";
+const RECORDS_PREFIX: &str = "records/";
+const IDEMPOTENCY_PREFIX: &str = "idem/";
+
+impl Position {
+    /// The name the position is stored under: `wal`,
+    /// `epoch_start/{epoch:020}`, `records/{stream}`, `idem/{stream}/{key}`.
+    /// This is the on-disk layout of existing state directories: never
+    /// change it.
+    pub fn key(&self) -> String {
+        match self {
+            Position::Wal => WAL.to_owned(),
+            Position::EpochStart(epoch) => format!("{EPOCH_START_PREFIX}{epoch:020}"),
+            Position::Records { stream } => format!("{RECORDS_PREFIX}{stream}"),
+            Position::Idempotency { stream, key } => {
+                format!("{IDEMPOTENCY_PREFIX}{stream}/{key}")
+            }
+        }
+    }
+
+    /// The position stored under `name` (the inverse of [`key`](Self::key));
+    /// `None` for a name no position has. An idempotency key's stream ends
+    /// at the first `/` after `idem/`.
+    pub fn parse(name: &str) -> Option<Position> {
+        if name == WAL {
+            return Some(Position::Wal);
+        }
+        if let Some(digits) = name.strip_prefix(EPOCH_START_PREFIX) {
+            // Exactly the 20 digits `key` writes, so that parsing is the
+            // inverse of `key` (no sign, no other widths).
+            if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            return digits.parse().ok().map(Position::EpochStart);
+        }
+        if let Some(stream) = name.strip_prefix(RECORDS_PREFIX) {
+            return Some(Position::Records {
+                stream: stream.to_owned(),
+            });
+        }
+        if let Some(rest) = name.strip_prefix(IDEMPOTENCY_PREFIX) {
+            let (stream, key) = rest.split_once('/')?;
+            return Some(Position::Idempotency {
+                stream: stream.to_owned(),
+                key: key.to_owned(),
+            });
+        }
+        None
+    }
+
+    /// Whether the position belongs to `family`.
+    pub fn is_of(&self, family: &PositionKind) -> bool {
+        match (self, family) {
+            (Position::EpochStart(_), PositionKind::EpochStart)
+            | (Position::Records { .. }, PositionKind::Records) => true,
+            (Position::Idempotency { stream, .. }, PositionKind::Idempotency { stream: s }) => {
+                stream == s
+            }
+            _ => false,
+        }
+    }
 }
 
-/// Prefix of the positions of idempotency keys.
-pub const IDEMPOTENCY_PREFIX: &str = "idem/";
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.key())
+    }
+}
 
-/// The position name of the write-ahead log: one past the last record
-/// committed.
-pub const WAL_POSITION: &str = "wal";
+/// A family of positions, to list them all at once (see
+/// [`CommitSink::positions_of`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PositionKind {
+    /// Every [`Position::EpochStart`].
+    EpochStart,
+    /// Every [`Position::Records`].
+    Records,
+    /// Every [`Position::Idempotency`] of one stream.
+    Idempotency {
+        /// The stream.
+        stream: String,
+    },
+}
+
+impl PositionKind {
+    /// What the [keys](Position::key) of the family, and no others, start
+    /// with (for a store that scans by prefix; filter with
+    /// [`Position::parse`] and [`Position::is_of`]).
+    pub fn key_prefix(&self) -> String {
+        match self {
+            PositionKind::EpochStart => EPOCH_START_PREFIX.to_owned(),
+            PositionKind::Records => RECORDS_PREFIX.to_owned(),
+            PositionKind::Idempotency { stream } => format!("{IDEMPOTENCY_PREFIX}{stream}/"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idem(stream: &str, key: &str) -> Position {
+        Position::Idempotency {
+            stream: stream.into(),
+            key: key.into(),
+        }
+    }
+
+    #[test]
+    fn keys_are_the_on_disk_names() {
+        assert_eq!(Position::Wal.key(), "wal");
+        assert_eq!(
+            Position::EpochStart(42).key(),
+            "epoch_start/00000000000000000042"
+        );
+        assert_eq!(
+            Position::EpochStart(u64::MAX).key(),
+            "epoch_start/18446744073709551615"
+        );
+        assert_eq!(
+            Position::Records {
+                stream: "lines".into()
+            }
+            .key(),
+            "records/lines"
+        );
+        assert_eq!(idem("lines", "req-42").key(), "idem/lines/req-42");
+    }
+
+    #[test]
+    fn parse_is_the_inverse_of_key() {
+        let all = [
+            Position::Wal,
+            Position::EpochStart(0),
+            Position::EpochStart(7),
+            Position::EpochStart(u64::MAX),
+            Position::Records {
+                stream: "lines".into(),
+            },
+            Position::Records {
+                stream: "a/b".into(),
+            },
+            Position::Records { stream: "".into() },
+            idem("lines", "req-42"),
+            idem("lines", "a/b/c"),
+            idem("lines", "/"),
+            idem("lines", ""),
+            idem("s", "clé-ü"),
+        ];
+        for p in all {
+            assert_eq!(Position::parse(&p.key()), Some(p.clone()), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn names_of_no_position_do_not_parse() {
+        for name in [
+            "",
+            "wal/",
+            "wall",
+            "epoch_start/",
+            "epoch_start/42",
+            "epoch_start/+0000000000000000042",
+            "epoch_start/99999999999999999999",
+            "epoch_start/0000000000000000004x",
+            "idem/lines",
+            "other/x",
+        ] {
+            assert_eq!(Position::parse(name), None, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn families_cover_their_keys() {
+        let a = idem("a", "k/1");
+        let ab = idem("a.b", "k");
+        let fam = PositionKind::Idempotency { stream: "a".into() };
+        assert!(a.key().starts_with(&fam.key_prefix()) && a.is_of(&fam));
+        assert!(!ab.key().starts_with(&fam.key_prefix()) && !ab.is_of(&fam));
+        let e = Position::EpochStart(3);
+        assert!(e.key().starts_with(&PositionKind::EpochStart.key_prefix()));
+        assert!(e.is_of(&PositionKind::EpochStart) && !e.is_of(&PositionKind::Records));
+        let r = Position::Records { stream: "s".into() };
+        assert!(r.key().starts_with(&PositionKind::Records.key_prefix()));
+        assert!(r.is_of(&PositionKind::Records));
+        assert!(!Position::Wal.is_of(&PositionKind::EpochStart));
+    }
+}

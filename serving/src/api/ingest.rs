@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use lamina_speed::commit::idempotency_position;
+use lamina_speed::commit::Position;
 use lamina_speed::control;
 use lamina_speed::wal::Wal;
 use serde_json::json;
@@ -225,7 +225,10 @@ where
         return Err(bad_key());
     }
     // Committed already (by an earlier request, possibly before a restart)?
-    let position = idempotency_position(name, &key);
+    let position = Position::Idempotency {
+        stream: name.to_owned(),
+        key: key.clone(),
+    };
     let seen = state
         .store
         .position(&position)

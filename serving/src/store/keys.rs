@@ -1,6 +1,6 @@
 //! Byte layout of sled keys (see the table in the module above).
 
-use super::{Result, StoreError};
+use super::{Position, Result, StoreError};
 
 pub(super) const WATERMARK: &[u8] = b"watermark";
 pub(super) const BATCH_ID: &[u8] = b"batch_id";
@@ -9,8 +9,22 @@ pub(super) const LAYOUT: &[u8] = b"layout";
 pub(super) const LAYOUT_VERSION: u64 = 2;
 pub(super) const COMPACTED_PREFIX: &[u8] = b"compacted/";
 
-pub(super) fn position(source: &str) -> Vec<u8> {
-    [b"pos/".as_slice(), source.as_bytes()].concat()
+const POSITION_PREFIX: &[u8] = b"pos/";
+
+/// `pos/ name`: a committed source position.
+pub(super) fn position(position: &Position) -> Vec<u8> {
+    position_prefix(&position.key())
+}
+
+/// `pos/ prefix`: what the keys of positions whose names start with
+/// `prefix` start with.
+pub(super) fn position_prefix(prefix: &str) -> Vec<u8> {
+    [POSITION_PREFIX, prefix.as_bytes()].concat()
+}
+
+/// The position name of a `pos/` key.
+pub(super) fn position_name(raw: &[u8]) -> &[u8] {
+    raw.strip_prefix(POSITION_PREFIX).unwrap_or(raw)
 }
 
 /// `compacted/ epoch(BE)`: the epoch's deltas are in the `epochs` tree.
@@ -113,6 +127,12 @@ mod tests {
         assert!(compacted_epoch(b"compacted/x").is_err());
         assert_eq!(leading_u64(&batch(5, 9)), 5);
         assert_eq!(leading_u64(b"x"), 0);
+        assert_eq!(position(&Position::Wal), b"pos/wal");
+        assert_eq!(
+            position(&Position::EpochStart(1)),
+            b"pos/epoch_start/00000000000000000001"
+        );
+        assert_eq!(position_name(&position(&Position::Wal)), b"wal");
     }
 
     #[test]

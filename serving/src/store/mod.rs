@@ -5,7 +5,7 @@
 //!
 //! | tree | key | value |
 //! |---|---|---|
-//! | `meta` | `watermark`, `batch_id`, `layout`, `pos/{source}` | big-endian `u64` |
+//! | `meta` | `watermark`, `batch_id`, `layout`, `pos/{source}` (`source` = [`Position::key`]) | big-endian `u64` |
 //! | `log` | epoch (BE `u64`), micro-batch id (BE `u64`) | one micro-batch's deltas of every view ([`codec`]) |
 //! | `epochs` | epoch, view, `0x00`, chunk (BE `u32`) | a compacted epoch's deltas, in chunks |
 //! | `meta` | `compacted/{epoch}` | empty: that epoch's deltas are in `epochs`, not `log` |
@@ -66,7 +66,7 @@ use sled::Transactional;
 use tracing::info;
 
 use codec::PairList;
-pub use lamina_speed::commit::{DeadRecord, MicroBatchCommit};
+pub use lamina_speed::commit::{DeadRecord, MicroBatchCommit, Position, PositionKind};
 use load::{Progress, load, open_db};
 pub use publish::Publisher;
 pub use table::{Answer, RankedItem};
@@ -354,26 +354,34 @@ impl ViewStore {
         read_u64(&self.meta, keys::BATCH_ID)
     }
 
-    /// The last committed position of a source (e.g. `"wal"`).
-    pub fn position(&self, source: &str) -> Result<Option<u64>> {
-        read_u64(&self.meta, &keys::position(source))
+    /// The last committed value of a position (e.g. [`Position::Wal`]).
+    pub fn position(&self, position: &Position) -> Result<Option<u64>> {
+        read_u64(&self.meta, &keys::position(position))
     }
 
-    /// Every committed position whose name starts with `prefix`.
+    /// Every committed position of a family, in key order (epoch starts:
+    /// by epoch). Names under the family's prefix that are no position of
+    /// it are skipped.
     ///
     /// # Errors
     ///
     /// sled errors or malformed values.
-    pub fn positions_with_prefix(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+    pub fn positions_of(&self, family: &PositionKind) -> Result<Vec<(Position, u64)>> {
         let mut out = Vec::new();
-        for row in self.meta.scan_prefix(keys::position(prefix)) {
+        for row in self
+            .meta
+            .scan_prefix(keys::position_prefix(&family.key_prefix()))
+        {
             let (k, v) = row?;
-            let name = String::from_utf8_lossy(&k[b"pos/".len()..]).into_owned();
+            let name = String::from_utf8_lossy(keys::position_name(&k));
+            let Some(position) = Position::parse(&name).filter(|p| p.is_of(family)) else {
+                continue;
+            };
             let bytes: [u8; 8] = v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
-                what: name.clone(),
+                what: name.into_owned(),
                 detail: format!("{} bytes, expected 8", v.len()),
             })?;
-            out.push((name, u64::from_be_bytes(bytes)));
+            out.push((position, u64::from_be_bytes(bytes)));
         }
         Ok(out)
     }
@@ -797,19 +805,19 @@ impl lamina_speed::commit::CommitSink for ViewStore {
         ViewStore::commit(self, commit).map_err(|e| e.to_string())
     }
 
-    fn position(&self, name: &str) -> std::result::Result<Option<u64>, String> {
-        ViewStore::position(self, name).map_err(|e| e.to_string())
+    fn position(&self, position: &Position) -> std::result::Result<Option<u64>, String> {
+        ViewStore::position(self, position).map_err(|e| e.to_string())
     }
 
     fn last_batch_id(&self) -> std::result::Result<Option<u64>, String> {
         ViewStore::last_batch_id(self).map_err(|e| e.to_string())
     }
 
-    fn positions_with_prefix(
+    fn positions_of(
         &self,
-        prefix: &str,
-    ) -> std::result::Result<Vec<(String, u64)>, String> {
-        ViewStore::positions_with_prefix(self, prefix).map_err(|e| e.to_string())
+        family: &PositionKind,
+    ) -> std::result::Result<Vec<(Position, u64)>, String> {
+        ViewStore::positions_of(self, family).map_err(|e| e.to_string())
     }
 
     fn flush(&self) -> std::result::Result<(), String> {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use lamina::view::{AggValue, AggregateKind};
 use proptest::prelude::*;
 
-use super::{MicroBatchCommit, ViewStore};
+use super::{MicroBatchCommit, Position, PositionKind, ViewStore};
 
 /// A fresh directory under the system temp dir, removed on drop.
 struct TempDir(PathBuf);
@@ -118,7 +118,7 @@ proptest! {
                         dead_letters: vec![],
                         batch_id,
                         epoch,
-                        positions: vec![("wal".into(), batch_id * 10)],
+                        positions: vec![(Position::Wal, batch_id * 10)],
                         deltas: vec![("counts".into(), merged.into_iter().map(|(k, c)| (k, AggValue::Count(c))).collect())],
                     }).unwrap();
                 }
@@ -142,7 +142,7 @@ proptest! {
                     drop(store);
                     store = ViewStore::open(&dir.0, &views()).unwrap();
                     prop_assert_eq!(store.last_batch_id().unwrap(), (batch_id > 0).then_some(batch_id));
-                    prop_assert_eq!(store.position("wal").unwrap(), (batch_id > 0).then_some(batch_id * 10));
+                    prop_assert_eq!(store.position(&Position::Wal).unwrap(), (batch_id > 0).then_some(batch_id * 10));
                 }
             }
             // Every key answers exactly the model's total, split at the
@@ -330,7 +330,7 @@ fn a_micro_batch_is_one_row_and_a_closed_epoch_compacts_to_its_totals() {
             .commit(MicroBatchCommit {
                 batch_id,
                 epoch,
-                positions: vec![("wal".into(), batch_id)],
+                positions: vec![(Position::Wal, batch_id)],
                 deltas: vec![(
                     "counts".into(),
                     keys.map(|k| (format!("k{k}"), AggValue::Count(1)))
@@ -473,4 +473,80 @@ fn an_unfinished_generation_changes_nothing() {
     let store = ViewStore::open(&dir.0, &views()).unwrap();
     assert_eq!(store.watermark(), Some(1));
     assert!(store.get("counts", "new").unwrap().is_none());
+}
+
+#[test]
+fn positions_keep_their_on_disk_names_and_list_by_family() {
+    let dir = TempDir::new("positions");
+    let idem = |stream: &str, key: &str| Position::Idempotency {
+        stream: stream.into(),
+        key: key.into(),
+    };
+    {
+        let store = ViewStore::open(&dir.0, &views()).unwrap();
+        store
+            .commit(MicroBatchCommit {
+                batch_id: 1,
+                epoch: 3,
+                positions: vec![
+                    (Position::Wal, 40),
+                    (Position::EpochStart(3), 10),
+                    (Position::EpochStart(12), 30),
+                    (
+                        Position::Records {
+                            stream: "lines".into(),
+                        },
+                        25,
+                    ),
+                    (idem("lines", "req/1"), 1_000),
+                    (idem("lines.b", "req-2"), 2_000),
+                ],
+                deltas: vec![],
+                dead_letters: vec![],
+            })
+            .unwrap();
+        // The names of existing state directories.
+        for (name, value) in [
+            ("wal", 40u64),
+            ("epoch_start/00000000000000000003", 10),
+            ("epoch_start/00000000000000000012", 30),
+            ("records/lines", 25),
+            ("idem/lines/req/1", 1_000),
+            ("idem/lines.b/req-2", 2_000),
+        ] {
+            let raw = store.meta.get(format!("pos/{name}")).unwrap();
+            assert_eq!(raw.as_deref(), Some(&value.to_be_bytes()[..]), "{name}");
+        }
+    }
+    let store = ViewStore::open(&dir.0, &views()).unwrap();
+    assert_eq!(store.position(&Position::Wal).unwrap(), Some(40));
+    assert_eq!(
+        store.position(&idem("lines", "req/1")).unwrap(),
+        Some(1_000)
+    );
+    assert_eq!(store.position(&idem("lines", "req-2")).unwrap(), None);
+    assert_eq!(
+        store.positions_of(&PositionKind::EpochStart).unwrap(),
+        vec![
+            (Position::EpochStart(3), 10),
+            (Position::EpochStart(12), 30)
+        ]
+    );
+    assert_eq!(
+        store.positions_of(&PositionKind::Records).unwrap(),
+        vec![(
+            Position::Records {
+                stream: "lines".into()
+            },
+            25
+        )]
+    );
+    assert_eq!(
+        store
+            .positions_of(&PositionKind::Idempotency {
+                stream: "lines".into()
+            })
+            .unwrap(),
+        vec![(idem("lines", "req/1"), 1_000)]
+    );
 }

@@ -12,7 +12,7 @@
 //! enters a new epoch, every earlier epoch is sealed: no micro-batch can
 //! join it any more, and the sealer (see [`seal`]) may write it to the
 //! master dataset. The first sequence number of each epoch is committed as
-//! a position (`epoch_start/…`), so the sealer knows each epoch's records
+//! a position ([`Position::EpochStart`]), so the sealer knows each epoch's records
 //! also after a restart.
 //!
 //! The loop runs on its own thread: parsing and aggregation are CPU work and
@@ -28,10 +28,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lamina::view::ViewSpec;
 
-use crate::commit::LogRecord;
-use crate::commit::idempotency_position;
 use crate::commit::{
-    CommitSink, DeadRecord, MicroBatchCommit, RecordLog, WAL_POSITION, epoch_start_position,
+    CommitSink, DeadRecord, LogRecord, MicroBatchCommit, Position, PositionKind, RecordLog,
 };
 use crate::control::{self, Kind};
 use crate::format::{Format, Parser};
@@ -94,13 +92,6 @@ pub enum LoopError {
     },
 }
 
-/// The position under which a stream's total of committed records is kept:
-/// every record taken from the stream into a micro-batch, parsed or not
-/// (dead letters included), ever.
-pub fn records_position(stream: &str) -> String {
-    format!("records/{stream}")
-}
-
 fn now_us() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -124,7 +115,7 @@ pub struct MicroBatcher {
     /// The epoch whose start is already recorded (the last epoch that got
     /// records).
     started_epoch: Option<u64>,
-    /// Records of each stream ever committed (see [`records_position`]).
+    /// Records of each stream ever committed (see [`Position::Records`]).
     record_totals: Vec<u64>,
     /// Told what each micro-batch committed (see [`crate::backlog`]).
     backlog: Option<Arc<crate::backlog::Backlog>>,
@@ -159,15 +150,18 @@ impl MicroBatcher {
         clock: Clock,
     ) -> Result<Self, LoopError> {
         let fail = |message: String| LoopError::Batch { batch: 0, message };
-        let next_seq = sink.position(WAL_POSITION).map_err(fail)?.unwrap_or(0);
+        let next_seq = sink.position(&Position::Wal).map_err(fail)?.unwrap_or(0);
         let next_batch = sink.last_batch_id().map_err(fail)?.map_or(1, |b| b + 1);
         // The last epoch that received records may still be open; none
         // before it may receive any more.
         let last_started = sink
-            .positions_with_prefix("epoch_start/")
+            .positions_of(&PositionKind::EpochStart)
             .map_err(fail)?
             .iter()
-            .filter_map(|(name, _)| name.strip_prefix("epoch_start/")?.parse::<u64>().ok())
+            .filter_map(|(p, _)| match p {
+                Position::EpochStart(epoch) => Some(*epoch),
+                _ => None,
+            })
             .max();
         let has_started = last_started.is_some();
         let last_started = last_started.unwrap_or(0);
@@ -181,7 +175,9 @@ impl MicroBatcher {
         let mut record_totals = Vec::with_capacity(streams.len());
         for s in &streams {
             let total = sink
-                .position(&records_position(&s.name))
+                .position(&Position::Records {
+                    stream: s.name.clone(),
+                })
                 .map_err(fail)?
                 .unwrap_or(0);
             stats.set_total(&s.name, total);
@@ -264,7 +260,7 @@ impl MicroBatcher {
         let mut commit = MicroBatchCommit {
             batch_id: batch,
             epoch,
-            positions: vec![(WAL_POSITION.to_owned(), end)],
+            positions: vec![(Position::Wal, end)],
             deltas: Vec::new(),
             dead_letters: Vec::new(),
         };
@@ -314,7 +310,10 @@ impl MicroBatcher {
                             if let Some((def, _)) = streams.get(stream as usize) {
                                 let key = String::from_utf8_lossy(r.payload);
                                 commit.positions.push((
-                                    idempotency_position(&def.name, &key),
+                                    Position::Idempotency {
+                                        stream: def.name.clone(),
+                                        key: key.into_owned(),
+                                    },
                                     r.receive_us.max(0) as u64,
                                 ));
                             }
@@ -359,7 +358,7 @@ impl MicroBatcher {
         if end > self.next_seq && self.started_epoch != Some(epoch) {
             commit
                 .positions
-                .push((epoch_start_position(epoch), self.next_seq));
+                .push((Position::EpochStart(epoch), self.next_seq));
         }
         let mut per_stream = Vec::with_capacity(self.streams.len());
         for (((def, parser), buffer), &refused) in
@@ -401,7 +400,12 @@ impl MicroBatcher {
         {
             if *records > 0 {
                 *total += *records as u64;
-                commit.positions.push((records_position(&def.name), *total));
+                commit.positions.push((
+                    Position::Records {
+                        stream: def.name.clone(),
+                    },
+                    *total,
+                ));
             }
         }
         if end > self.next_seq {

@@ -4,7 +4,7 @@
 //!
 //! Order matters for crash safety:
 //! 1. flush the state store, so the commits of the epochs being sealed (and
-//!    their `epoch_start` positions) are durable;
+//!    their epoch-start positions) are durable;
 //! 2. write the files — named by stream and epoch, so rewriting after a
 //!    crash replaces the same objects;
 //! 3. write the manifest, which is what makes the files part of the dataset;
@@ -19,12 +19,10 @@ use std::sync::Arc;
 use arrow::record_batch::RecordBatch;
 use lamina::master::{EpochFile, MasterStore};
 
-use crate::commit::{CommitSink, RecordLog, WAL_POSITION};
+use crate::commit::{CommitSink, Position, PositionKind, RecordLog};
 use crate::control::{self, Kind};
 use crate::format::Format;
 use crate::microbatch::buffer::RecordBuffer;
-
-const EPOCH_START_PREFIX: &str = "epoch_start/";
 
 /// Log records read and parsed at a time while sealing.
 const SEAL_CHUNK_RECORDS: u64 = 262_144;
@@ -89,13 +87,14 @@ impl Sealer {
         // 1. Everything committed so far, durable.
         let sink = Arc::clone(&self.sink);
         blocking(move || sink.flush()).await?;
-        let committed_end = self.sink.position(WAL_POSITION)?.unwrap_or(0);
+        let committed_end = self.sink.position(&Position::Wal)?.unwrap_or(0);
         let starts: BTreeMap<u64, u64> = self
             .sink
-            .positions_with_prefix(EPOCH_START_PREFIX)?
+            .positions_of(&PositionKind::EpochStart)?
             .into_iter()
-            .filter_map(|(name, seq)| {
-                Some((name.strip_prefix(EPOCH_START_PREFIX)?.parse().ok()?, seq))
+            .filter_map(|(p, seq)| match p {
+                Position::EpochStart(epoch) => Some((epoch, seq)),
+                _ => None,
             })
             .collect();
         let end_of = |epoch: u64| {
