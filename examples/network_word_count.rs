@@ -18,6 +18,10 @@ use std::time::Duration;
 use lamina::Context;
 use lamina::streaming::StreamingContext;
 
+// The allocator of the `lamina` binary (see docs/BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     if let Err(e) = run() {
         eprintln!("network_word_count: {e}");

@@ -16,7 +16,7 @@ pub mod run;
 pub mod runs;
 
 pub use run::{
-    Generation, GenerationStats, GenerationSummary, RowSink, ViewInput, ViewRows,
-    compute_generation, stream_generation,
+    BatchView, Generation, GenerationStats, GenerationSummary, ProgramView, RowSink, ViewInput,
+    ViewRows, compute_generation, stream_generation,
 };
 pub use runs::{BatchRuns, Outcome, RunRecord, RunState};

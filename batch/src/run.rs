@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use lamina::master::MasterStore;
-use lamina::view::{AggValue, KeySpec, View, ViewSpec};
+use lamina::partitioner::{FastMap, fast_map};
+use lamina::streaming::dstream::InputId;
+use lamina::streaming::{InputRdds, ServedView, Time};
+use lamina::view::{AggValue, KeySpec, Partial, View, ViewSpec};
 use lamina::{Context, Error, Result};
 use tokio::sync::watch;
 
@@ -16,6 +19,43 @@ pub struct ViewInput {
     pub stream: String,
     /// The view.
     pub spec: ViewSpec,
+}
+
+/// A view written as a DStream program (see `lamina_speed::program`): the
+/// batch layer runs the same program over the master dataset, each input
+/// stream's RDD being the stream's sealed files.
+#[derive(Debug, Clone)]
+pub struct ProgramView {
+    /// The served view.
+    pub view: ServedView,
+    /// Each input stream of the view: its id in the program, its name.
+    pub streams: Vec<(InputId, String)>,
+}
+
+/// A view as the batch layer runs it.
+#[derive(Debug, Clone)]
+pub enum BatchView {
+    /// A view from the config: its definition reads only the columns it
+    /// needs.
+    Config(ViewInput),
+    /// A view written in Rust: its program over every column.
+    Program(ProgramView),
+}
+
+impl From<ViewInput> for BatchView {
+    fn from(v: ViewInput) -> Self {
+        BatchView::Config(v)
+    }
+}
+
+impl BatchView {
+    /// The view's name.
+    pub fn name(&self) -> &str {
+        match self {
+            BatchView::Config(v) => &v.spec.name,
+            BatchView::Program(p) => p.view.name(),
+        }
+    }
 }
 
 /// What a run read.
@@ -108,6 +148,28 @@ pub struct GenerationSummary {
     pub stats: GenerationStats,
 }
 
+impl GenerationStats {
+    fn add(&mut self, files: &[lamina::master::EpochFile]) {
+        self.files += files.len() as u64;
+        self.rows += files.iter().map(|f| f.rows).sum::<u64>();
+        self.bytes += files.iter().map(|f| f.bytes).sum::<u64>();
+    }
+}
+
+/// One partial per key of a partition's pairs.
+fn combine_partition(pairs: impl Iterator<Item = (String, AggValue)>) -> Vec<(String, AggValue)> {
+    let mut merged: FastMap<String, AggValue> = fast_map(0);
+    for (key, value) in pairs {
+        match merged.get_mut(&key) {
+            Some(acc) => acc.merge(value),
+            None => {
+                merged.insert(key, value);
+            }
+        }
+    }
+    merged.into_iter().collect()
+}
+
 /// Computes generation `E`, where `E` is the last sealed epoch in the
 /// manifest, and collects it; `Ok(None)` when no epoch is sealed yet. See
 /// [`stream_generation`], which hands rows over as they are computed.
@@ -118,7 +180,7 @@ pub struct GenerationSummary {
 pub async fn compute_generation(
     ctx: &Context,
     master: &MasterStore,
-    views: &[ViewInput],
+    views: &[BatchView],
     cancel: watch::Receiver<bool>,
 ) -> Result<Option<Generation>> {
     type Collected = BTreeMap<String, BTreeMap<String, AggValue>>;
@@ -182,7 +244,7 @@ pub async fn compute_generation(
 pub async fn stream_generation(
     ctx: &Context,
     master: &MasterStore,
-    views: &[ViewInput],
+    views: &[BatchView],
     cancel: watch::Receiver<bool>,
     start: impl FnOnce(u64) -> RowSink,
 ) -> Result<Option<GenerationSummary>> {
@@ -198,22 +260,54 @@ pub async fn stream_generation(
         if *cancel.borrow() {
             return Err(cancelled());
         }
-        let files: Vec<_> = manifest.snapshot(&view.stream, epoch).cloned().collect();
-        if counted.insert(view.stream.as_str(), ()).is_none() {
-            stats.files += files.len() as u64;
-            stats.rows += files.iter().map(|f| f.rows).sum::<u64>();
-            stats.bytes += files.iter().map(|f| f.bytes).sum::<u64>();
-        }
-        if files.is_empty() {
-            continue;
-        }
-        let input = master.scan(ctx, &files, Some(&columns(&view.spec))).await?;
-        let name = view.spec.name.clone();
+        let name = view.name().to_owned();
         let to = Arc::clone(&sink);
-        let job = view.spec.partials(&input).run_each_async(
-            |_, it| Ok(it.collect::<Vec<_>>()),
-            move |_, rows| to(&name, rows),
-        );
+        let job = match view {
+            BatchView::Config(view) => {
+                let files: Vec<_> = manifest.snapshot(&view.stream, epoch).cloned().collect();
+                if counted.insert(view.stream.as_str(), ()).is_none() {
+                    stats.add(&files);
+                }
+                if files.is_empty() {
+                    continue;
+                }
+                let input = master.scan(ctx, &files, Some(&columns(&view.spec))).await?;
+                view.spec.partials(&input).run_each_async(
+                    |_, it| Ok(it.collect::<Vec<_>>()),
+                    move |_, rows| to(&name, rows),
+                )
+            }
+            BatchView::Program(program) => {
+                let mut inputs = InputRdds::new();
+                let mut any = false;
+                for (id, stream) in &program.streams {
+                    let files: Vec<_> = manifest.snapshot(stream, epoch).cloned().collect();
+                    if counted.insert(stream.as_str(), ()).is_none() {
+                        stats.add(&files);
+                    }
+                    any |= !files.is_empty();
+                    let rdd = if files.is_empty() {
+                        ctx.parallelize(Vec::new(), 1)
+                    } else {
+                        master.scan(ctx, &files, None).await?
+                    };
+                    inputs.insert(*id, rdd);
+                }
+                if !any {
+                    continue;
+                }
+                // A program's pairs need not be combined per partition yet:
+                // each task merges its partition's pairs per key, so what
+                // reaches the sink is one partial per key and partition.
+                program
+                    .view
+                    .pairs_over(ctx, Time::now(), inputs)?
+                    .run_each_async(
+                        |_, it| Ok(combine_partition(it)),
+                        move |_, rows| to(&name, rows),
+                    )
+            }
+        };
         let mut watch = cancel.clone();
         tokio::select! {
             result = job => result?,

@@ -9,7 +9,7 @@ use arrow::record_batch::RecordBatch;
 use lamina::Context;
 use lamina::master::MasterStore;
 use lamina::view::{AggValue, AggregateKind, KeySpec, ViewSpec};
-use lamina_batch::{ViewInput, compute_generation};
+use lamina_batch::{BatchView, ViewInput, compute_generation};
 use tokio::sync::watch;
 
 fn temp_master(tag: &str) -> (std::path::PathBuf, MasterStore) {
@@ -23,8 +23,8 @@ fn lines(text: &[&str]) -> RecordBatch {
     RecordBatch::try_from_iter([("line", Arc::new(StringArray::from(text.to_vec())) as _)]).unwrap()
 }
 
-fn word_counts() -> Vec<ViewInput> {
-    vec![ViewInput {
+fn word_counts() -> Vec<BatchView> {
+    vec![BatchView::Config(ViewInput {
         stream: "lines".into(),
         spec: ViewSpec {
             name: "word_counts".into(),
@@ -32,7 +32,7 @@ fn word_counts() -> Vec<ViewInput> {
             aggregate: AggregateKind::Count,
             column: None,
         },
-    }]
+    })]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]

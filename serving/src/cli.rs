@@ -154,9 +154,14 @@ pub struct ServerArgs {
 /// Parses the process's arguments and runs the command. Exit code 0 on
 /// success, 1 when the command failed, 2 on a usage or configuration error.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    run(Cli::parse(), &crate::app::App::new("lamina"))
+}
+
+/// Runs a parsed command line for `app` (the `lamina` binary, or a binary
+/// that embeds the server with views of its own).
+pub fn run(cli: Cli, app: &crate::app::App) -> ExitCode {
     match cli.command {
-        Command::Serve { config } => serve(config),
+        Command::Serve { config } => serve(config, app),
         Command::Query { view, key, server } => client_command(&server, |c| query(c, &view, &key)),
         Command::Top { view, k, server } => client_command(&server, |c| top(c, &view, k)),
         Command::Ingest {
@@ -195,10 +200,10 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn serve(path: Option<PathBuf>) -> ExitCode {
+fn serve(path: Option<PathBuf>, app: &crate::app::App) -> ExitCode {
     let config = match &path {
         Some(p) => crate::config::Config::load(p),
-        None => Ok(crate::config::Config::default()),
+        None => app.default_config(),
     };
     let config = match config {
         Ok(c) => c,
@@ -219,10 +224,10 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(crate::server::serve(config)) {
+    match runtime.block_on(crate::server::serve_with(config, app.program_fn())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("lamina: {e}");
+            eprintln!("{}: {e}", app.name());
             ExitCode::FAILURE
         }
     }

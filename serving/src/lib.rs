@@ -9,11 +9,14 @@
 //! - [`server`]: `lamina serve`, wiring the layers into one process.
 //! - [`receivers`]: configured receivers to the speed layer's specs.
 //! - [`bench`]: `lamina bench stream` and `lamina bench keys`, the speed and serving layers measured from outside with realistic text and millions of keys.
+//! - [`app`]: [`app::App`], a server binary of your own with views written
+//!   as DStream programs in Rust and the whole of `lamina serve`.
 //! - [`cli`]: the command line; [`client`] is the small HTTP client its
 //!   client subcommands use; [`wal_cli`]: `lamina wal check` and
 //!   `lamina wal salvage`.
 
 pub mod api;
+pub mod app;
 pub mod bench;
 pub mod cli;
 pub mod client;

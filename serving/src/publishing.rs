@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use lamina::Context;
 use lamina::master::MasterStore;
-use lamina_batch::{Outcome, ViewInput, stream_generation};
+use lamina_batch::{BatchView, Outcome, stream_generation};
 use tokio::sync::watch;
 
 use crate::store::ViewStore;
@@ -30,7 +30,7 @@ enum ToPublisher {
 pub(crate) async fn run_and_publish(
     ctx: &Context,
     master: &MasterStore,
-    views: &[ViewInput],
+    views: &[BatchView],
     store: &Arc<ViewStore>,
     cancel: &watch::Receiver<bool>,
 ) -> Outcome {

@@ -23,11 +23,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lamina::Context;
 use lamina::master::MasterStore;
-use lamina_batch::{BatchRuns, Outcome, RunRecord, ViewInput};
+use lamina_batch::{BatchRuns, BatchView, Outcome, ProgramView, RunRecord, ViewInput};
 use lamina_speed::commit::{CommitSink, RecordLog};
 use lamina_speed::format::{ColumnDef, Format, FormatKind};
 use lamina_speed::microbatch::seal::Sealer;
 use lamina_speed::microbatch::{Clock, MicroBatcher, StatsLog, StreamDef, run_loop};
+use lamina_speed::program::Program;
 use lamina_speed::wal::{Wal, WalConfig, WalError};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -155,12 +156,29 @@ async fn serve_http<F>(
     graceful.shutdown().await;
 }
 
+/// Defines the views of a server written in Rust: called once at start-up
+/// with the program, whose configured streams it reads
+/// ([`Program::stream`], [`Program::text_stream`]) and whose views it
+/// serves (`DStream::serve`). See [`crate::app::App`].
+pub type ProgramFn = dyn Fn(&Program) -> lamina::Result<()> + Send + Sync;
+
 /// Runs the server until SIGINT or SIGTERM.
 ///
 /// # Errors
 ///
 /// [`ServeError`] naming what could not start.
 pub async fn serve(config: Config) -> Result<(), ServeError> {
+    serve_with(config, None).await
+}
+
+/// Runs the server with the views of the config and those `program`
+/// defines, until SIGINT or SIGTERM.
+///
+/// # Errors
+///
+/// [`ServeError`] naming what could not start; a program error (an unknown
+/// stream, a view name used twice) is one.
+pub async fn serve_with(config: Config, define: Option<&ProgramFn>) -> Result<(), ServeError> {
     let listen: SocketAddr = config
         .server
         .listen_addr()
@@ -171,10 +189,63 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         .build_schedule()
         .map_err(|e| startup("batch.schedule", e))?;
     let views = config.view_specs().map_err(|e| startup("view", e))?;
-    let view_kinds: Vec<(String, lamina::view::AggregateKind)> = views
+    // The program every micro-batch runs: the config's views, then the
+    // Rust program's.
+    let ctx = Context::new();
+    let mut streams = Vec::new();
+    for s in &config.streams {
+        streams.push(StreamDef {
+            name: s.name.clone(),
+            format: format_of(s)?,
+            views: views
+                .iter()
+                .filter(|(stream, _)| *stream == s.name)
+                .map(|(_, v)| v.clone())
+                .collect(),
+        });
+    }
+    let program = Program::from_streams(&ctx, config.speed.batch_interval(), &streams)
+        .map_err(|e| startup("view", e))?;
+    let config_views = program.served_views().len();
+    if let Some(define) = define {
+        define(&program).map_err(|e| startup("program", e))?;
+    }
+    let served = program.served_views();
+    let view_kinds: Vec<(String, lamina::view::AggregateKind)> = served
         .iter()
-        .map(|(_, v)| (v.name.clone(), v.aggregate.clone()))
+        .map(|v| (v.name().to_owned(), v.aggregate().clone()))
         .collect();
+    // What the batch layer runs: config views by their definition, the
+    // program's views by their program.
+    let batch_views: Vec<BatchView> = views
+        .iter()
+        .map(|(stream, spec)| {
+            BatchView::Config(ViewInput {
+                stream: stream.clone(),
+                spec: spec.clone(),
+            })
+        })
+        .chain(served[config_views..].iter().map(|v| {
+            BatchView::Program(ProgramView {
+                view: v.clone(),
+                streams: v
+                    .input_ids()
+                    .iter()
+                    .zip(program.streams_of(v))
+                    .map(|(id, name)| (*id, name))
+                    .collect(),
+            })
+        }))
+        .collect();
+    let view_infos: Vec<ViewInfo> = served
+        .iter()
+        .map(|v| ViewInfo {
+            name: v.name().to_owned(),
+            stream: program.streams_of(v).join(","),
+            aggregate: v.aggregate().clone(),
+        })
+        .collect();
+    let program = Arc::new(program);
 
     let state_dir = PathBuf::from(&config.storage.state_dir);
     std::fs::create_dir_all(&state_dir)
@@ -232,20 +303,6 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
                 .map_err(|e| startup("storage.master_url", e))?,
         )
     };
-    let ctx = Context::new();
-
-    let mut streams = Vec::new();
-    for s in &config.streams {
-        streams.push(StreamDef {
-            name: s.name.clone(),
-            format: format_of(s)?,
-            views: views
-                .iter()
-                .filter(|(stream, _)| *stream == s.name)
-                .map(|(_, v)| v.clone())
-                .collect(),
-        });
-    }
     let stream_names: Vec<String> = streams.iter().map(|s| s.name.clone()).collect();
     let stats = Arc::new(StatsLog::new(config.speed.batch_history, &stream_names));
     let clock = Clock {
@@ -261,7 +318,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         .map(|s| (s.name.clone(), s.format.clone()))
         .collect();
     let mut batcher = MicroBatcher::resume(
-        streams,
+        Arc::clone(&program),
         Arc::clone(&log),
         Arc::clone(&sink),
         Arc::clone(&stats),
@@ -326,18 +383,11 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
 
     let history = load_runs(&store);
     let runs = Arc::new(BatchRuns::new(config.batch.history, history));
-    let view_inputs: Vec<ViewInput> = views
-        .iter()
-        .map(|(stream, spec)| ViewInput {
-            stream: stream.clone(),
-            spec: spec.clone(),
-        })
-        .collect();
     tasks.spawn(batch_worker(
         BatchWorker {
             ctx: ctx.clone(),
             master: master.clone(),
-            views: view_inputs,
+            views: batch_views,
             store: Arc::clone(&store),
             runs: Arc::clone(&runs),
             clock,
@@ -445,14 +495,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let state = Arc::new(ApiState {
         store: Arc::clone(&store),
         runs: Arc::clone(&runs),
-        views: views
-            .iter()
-            .map(|(stream, v)| ViewInfo {
-                name: v.name.clone(),
-                stream: stream.clone(),
-                aggregate: v.aggregate.clone(),
-            })
-            .collect(),
+        views: view_infos,
         token,
         permits: Semaphore::new(config.server.max_concurrent_requests),
         streams: stream_infos,
@@ -643,7 +686,7 @@ async fn seal_loop(
 struct BatchWorker {
     ctx: Context,
     master: MasterStore,
-    views: Vec<ViewInput>,
+    views: Vec<BatchView>,
     store: Arc<ViewStore>,
     runs: Arc<BatchRuns>,
     clock: Clock,

@@ -10,12 +10,13 @@ use std::time::Duration;
 use lamina::Context;
 use lamina::master::MasterStore;
 use lamina::view::{AggValue, AggregateKind, KeySpec, ViewSpec};
-use lamina_batch::{ViewInput, compute_generation};
+use lamina_batch::{BatchView, ViewInput, compute_generation};
 use lamina_serving::store::ViewStore;
 use lamina_speed::commit::{CommitSink, RecordLog};
 use lamina_speed::format::{ColumnDef, ColumnType, Format};
 use lamina_speed::microbatch::seal::Sealer;
 use lamina_speed::microbatch::{Clock, LoopError, MicroBatcher, StatsLog, StreamDef};
+use lamina_speed::program::Program;
 use lamina_speed::wal::{Wal, WalConfig};
 
 struct Dir(PathBuf);
@@ -108,7 +109,9 @@ fn start_with(dir: &Path, clock: Clock) -> Result<Node, LoopError> {
     let stats = Arc::new(StatsLog::new(100, &["lines".into(), "events".into()]));
     let log: Arc<dyn RecordLog> = Arc::new(wal.clone());
     let sink: Arc<dyn CommitSink> = Arc::clone(&store) as Arc<dyn CommitSink>;
-    let batcher = MicroBatcher::resume(streams(), log, sink, Arc::clone(&stats), clock)?;
+    let ctx = lamina::Context::builder().threads(2).build().unwrap();
+    let program = Arc::new(Program::from_streams(&ctx, clock.interval, &streams()).unwrap());
+    let batcher = MicroBatcher::resume(program, log, sink, Arc::clone(&stats), clock)?;
     Ok(Node {
         wal,
         store,
@@ -286,12 +289,14 @@ async fn sealed_epochs_become_a_generation_with_no_gap_and_no_double_count() {
     );
 
     let ctx = Context::builder().threads(2).build().unwrap();
-    let views: Vec<ViewInput> = streams()
+    let views: Vec<BatchView> = streams()
         .into_iter()
         .flat_map(|s| {
-            s.views.into_iter().map(move |spec| ViewInput {
-                stream: s.name.clone(),
-                spec,
+            s.views.into_iter().map(move |spec| {
+                BatchView::from(ViewInput {
+                    stream: s.name.clone(),
+                    spec,
+                })
             })
         })
         .collect();

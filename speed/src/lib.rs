@@ -25,6 +25,10 @@
 //!   committed with the log position; closed epochs are sealed into the
 //!   master dataset.
 //!
+//! - [`program`]: the DStream program every micro-batch runs: the streams
+//!   as input streams fed from the log, every view (config or Rust) a served
+//!   DStream, one engine job per view.
+//!
 //! - [`backlog`]: the budget of records received but not yet processed;
 //!   push sources wait (TCP) or are told to retry (HTTP) beyond it.
 //! - [`receivers`]: sources of records (a TCP listener, a TCP client), one
@@ -36,5 +40,6 @@ pub mod commit;
 pub mod control;
 pub mod format;
 pub mod microbatch;
+pub mod program;
 pub mod receivers;
 pub mod wal;

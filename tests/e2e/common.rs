@@ -66,11 +66,19 @@ impl Server {
     /// Starts `lamina serve` in `dir` with `args`, logging to `dir/serve-N.log`,
     /// and waits until `/healthz` answers on `http` (at most 20 s).
     pub fn start(dir: &Path, http: u16, args: &[&str]) -> Server {
+        let mut serve = lamina();
+        serve.arg("serve");
+        Server::start_command(serve, dir, http, args)
+    }
+
+    /// Like [`start`](Self::start) for another server binary (e.g. an
+    /// example that embeds the server), given as a command with its
+    /// leading arguments.
+    pub fn start_command(mut command: Command, dir: &Path, http: u16, args: &[&str]) -> Server {
         static RUN: AtomicU64 = AtomicU64::new(0);
         let log = dir.join(format!("serve-{}.log", RUN.fetch_add(1, Ordering::Relaxed)));
         let out = std::fs::File::create(&log).unwrap();
-        let child = lamina()
-            .arg("serve")
+        let child = command
             .args(args)
             .current_dir(dir)
             .env("RUST_LOG", "info")

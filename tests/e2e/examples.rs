@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::eventually;
+use common::{Server, WorkDir, eventually, free_port, send_tcp};
 
 /// An example binary. `cargo test` builds the examples next to the test
 /// binaries; when only this test was asked for (`--test e2e_examples`) it
@@ -188,4 +188,146 @@ fn network_word_count_explains_bad_arguments() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("PORT must be a number"));
+}
+
+/// A config for served_word_count: the text stream `lines` fed by a TCP
+/// listener, no config view, batch runs on demand only.
+fn served_config(dir: &std::path::Path, http: u16, tcp: u16) -> PathBuf {
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:{http}\"\n\n[speed]\nbatch_interval_ms = 50\nepoch_ms = 1000\n\n\
+         [[stream]]\nname = \"lines\"\nformat = \"text\"\n  [[stream.receiver]]\n  type = \"tcp_listen\"\n  listen = \"127.0.0.1:{tcp}\"\n\n\
+         [batch]\nschedule = \"off\"\n"
+    );
+    let path = dir.join("served.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn key(server: &Server, word: &str) -> serde_json::Value {
+    let (status, v) = server.get(&format!("/v1/views/word_counts/keys/{word}"));
+    assert_eq!(status, 200, "{v}");
+    v
+}
+
+fn batch_run(server: &Server) {
+    let r = server.client().post("/v1/batch/runs", b"", &[]).unwrap();
+    assert_eq!(r.status, 202);
+    let id = r.json().unwrap()["id"].as_u64().unwrap();
+    let mut last = serde_json::Value::Null;
+    eventually(Duration::from_secs(60), || {
+        last = server.get(&format!("/v1/batch/runs/{id}")).1;
+        matches!(
+            last["state"].as_str(),
+            Some("succeeded" | "failed" | "cancelled")
+        )
+    })
+    .expect("the run ends");
+    assert_eq!(last["state"], "succeeded", "{last}");
+}
+
+#[test]
+fn served_word_count_serves_its_rust_view_merged_with_batch_runs_and_exact_after_kill_9() {
+    let dir = WorkDir::new("served-word-count");
+    let (http, tcp) = (free_port(), free_port());
+    let config = served_config(dir.path(), http, tcp);
+    let config = config.to_str().unwrap();
+    let server = Server::start_command(
+        example("served_word_count"),
+        dir.path(),
+        http,
+        &["--config", config],
+    );
+    let (status, views) = server.get("/v1/views");
+    assert_eq!(status, 200);
+    assert!(views.to_string().contains("word_counts"), "{views}");
+
+    let lines: Vec<String> = (0..500)
+        .map(|i| format!("to be or not to be w{}", i % 7))
+        .collect();
+    send_tcp(tcp, &lines);
+    let ok = eventually(Duration::from_secs(20), || {
+        key(&server, "be")["value"] == 1000
+    });
+    assert!(
+        ok.is_some(),
+        "{}\n{}",
+        key(&server, "be"),
+        server.log_text()
+    );
+    assert_eq!(key(&server, "w3")["value"], 71);
+
+    // The batch layer runs the same program over the master dataset.
+    batch_run(&server);
+    let be = key(&server, "be");
+    assert_eq!(
+        (be["value"].as_i64(), be["batch_value"].as_i64()),
+        (Some(1000), Some(1000)),
+        "{be}"
+    );
+
+    // New records on top of the batch view: no gap, no double count.
+    send_tcp(tcp, &vec!["be be quick".to_string(); 100]);
+    let ok = eventually(Duration::from_secs(20), || {
+        key(&server, "be")["value"] == 1200
+    });
+    assert!(ok.is_some(), "{}", key(&server, "be"));
+    assert_eq!(key(&server, "quick")["value"], 100);
+
+    // kill -9 and restart: the same numbers.
+    server.kill9();
+    let server = Server::start_command(
+        example("served_word_count"),
+        dir.path(),
+        http,
+        &["--config", config],
+    );
+    let be = key(&server, "be");
+    assert_eq!(
+        (be["value"].as_i64(), be["batch_value"].as_i64()),
+        (Some(1200), Some(1000)),
+        "{be}"
+    );
+
+    // The client subcommands of `lamina` work through the example too.
+    let out = example("served_word_count")
+        .args(["query", "word_counts", "quick", "--server"])
+        .arg(format!("http://127.0.0.1:{http}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("100"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(server.terminate().success());
+}
+
+#[test]
+fn served_word_count_refuses_a_config_without_its_stream_naming_it() {
+    let dir = WorkDir::new("served-no-stream");
+    let http = free_port();
+    let path = dir.path().join("nostream.toml");
+    std::fs::write(
+        &path,
+        format!("[server]\nlisten = \"127.0.0.1:{http}\"\n\n[[stream]]\nname = \"events\"\nformat = \"text\"\n\n[batch]\nschedule = \"off\"\n"),
+    )
+    .unwrap();
+    let out = example("served_word_count")
+        .arg("--config")
+        .arg(&path)
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no stream `lines` is configured (configured: events)"),
+        "{err}"
+    );
 }

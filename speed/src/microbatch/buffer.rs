@@ -62,6 +62,16 @@ impl RecordBuffer {
         })
     }
 
+    /// Records `start..end`, in order.
+    pub fn range(&self, start: usize, end: usize) -> impl Iterator<Item = &[u8]> + '_ {
+        let mut from = if start == 0 { 0 } else { self.ends[start - 1] };
+        self.ends[start..end].iter().map(move |&to| {
+            let r = &self.bytes[from..to];
+            from = to;
+            r
+        })
+    }
+
     /// The sequence number of record `index`.
     pub fn seq(&self, index: usize) -> u64 {
         self.seqs[index]
@@ -86,6 +96,9 @@ mod tests {
         let got: Vec<&[u8]> = b.records().collect();
         assert_eq!(got, vec![&b"ab"[..], b"", b"cde"]);
         assert_eq!((b.len(), b.bytes(), b.seq(2)), (3, 5, 7));
+        assert_eq!(b.range(1, 3).collect::<Vec<_>>(), vec![&b""[..], b"cde"]);
+        assert_eq!(b.range(0, 1).collect::<Vec<_>>(), vec![&b"ab"[..]]);
+        assert_eq!(b.range(2, 2).count(), 0);
         assert_eq!(b.receive_span_us(), (Some(90), Some(120)));
         b.clear();
         assert!(b.is_empty());

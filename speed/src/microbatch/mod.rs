@@ -15,28 +15,40 @@
 //! a position ([`Position::EpochStart`]), so the sealer knows each epoch's records
 //! also after a restart.
 //!
-//! The loop runs on its own thread: parsing and aggregation are CPU work and
-//! never run on the async runtime.
+//! Each micro-batch runs in four steps: **read** the durable records from the
+//! log (split by stream; control records become positions and dead
+//! letters), **parse** each stream's records into Arrow record batches
+//! (blocks of the batch, parsed in parallel on the engine when the batch is
+//! large), run the **program** (see [`crate::program`]: every view is a
+//! served DStream, one engine job per view), and **commit** its output.
+//!
+//! The loop runs on its own thread: parsing and aggregation are CPU work on
+//! the engine's pool and never run on the async runtime.
 
 pub mod buffer;
 pub mod seal;
 pub mod stats;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use arrow::record_batch::RecordBatch;
+use lamina::streaming::Time;
 use lamina::view::ViewSpec;
+use lamina::{Context, Error};
 
 use crate::commit::{
     CommitSink, DeadRecord, LogRecord, MicroBatchCommit, Position, PositionKind, RecordLog,
 };
 use crate::control::{self, Kind};
-use crate::format::{Format, Parser};
+use crate::format::{DeadLetter, Format, Parsed, Parser};
+use crate::program::Program;
 use buffer::RecordBuffer;
 pub use stats::{BatchStats, StatsLog};
 
-/// One stream as the loop sees it.
+/// One configured stream: its name, format and config views (see
+/// [`Program::from_streams`]).
 #[derive(Debug, Clone)]
 pub struct StreamDef {
     /// Its id in the write-ahead log (its index in the list).
@@ -46,6 +58,22 @@ pub struct StreamDef {
     /// The views over it.
     pub views: Vec<ViewSpec>,
 }
+
+/// Fewest records per parallel parse block: smaller batches are parsed
+/// on the micro-batch thread in one block.
+const MIN_BLOCK_RECORDS: usize = 4096;
+
+/// Parse blocks for `records` records with `threads` workers.
+fn blocks_for(records: usize, threads: usize) -> usize {
+    (records / MIN_BLOCK_RECORDS).clamp(1, threads.max(1))
+}
+
+/// One stream's records of a micro-batch, parsed: the record batch of each
+/// block, and the dead letters with their index in the micro-batch.
+type ParsedStream = (Vec<RecordBatch>, Vec<(usize, DeadLetter)>);
+
+/// A stream's parsers, one per block (each reused from batch to batch).
+type Parsers = Arc<Vec<Mutex<Parser>>>;
 
 /// Timing of the loop.
 #[derive(Debug, Clone, Copy)]
@@ -100,8 +128,13 @@ fn now_us() -> i64 {
 
 /// The state of the loop between micro-batches.
 pub struct MicroBatcher {
-    streams: Vec<(StreamDef, Parser)>,
-    buffers: Vec<RecordBuffer>,
+    /// The streams' names, in log order.
+    streams: Vec<String>,
+    parsers: Vec<Parsers>,
+    /// Shared with parse tasks while they run.
+    buffers: Vec<Arc<RecordBuffer>>,
+    program: Arc<Program>,
+    ctx: Context,
     log: Arc<dyn RecordLog>,
     sink: Arc<dyn CommitSink>,
     stats: Arc<StatsLog>,
@@ -136,14 +169,15 @@ impl std::fmt::Debug for MicroBatcher {
 }
 
 impl MicroBatcher {
-    /// Resumes from the sink's committed position.
+    /// Resumes from the sink's committed position; every micro-batch runs
+    /// `program` over the streams it was built with.
     ///
     /// # Errors
     ///
     /// [`LoopError::LogBehindState`] when the log lost committed records;
     /// [`LoopError::Batch`] when the sink cannot be read.
     pub fn resume(
-        streams: Vec<StreamDef>,
+        program: Arc<Program>,
         log: Arc<dyn RecordLog>,
         sink: Arc<dyn CommitSink>,
         stats: Arc<StatsLog>,
@@ -171,28 +205,34 @@ impl MicroBatcher {
                 committed: next_seq,
             });
         }
-        let buffers = streams.iter().map(|_| RecordBuffer::default()).collect();
-        let mut record_totals = Vec::with_capacity(streams.len());
-        for s in &streams {
+        let formats = program.formats();
+        let buffers = formats.iter().map(|_| Arc::default()).collect();
+        let mut record_totals = Vec::with_capacity(formats.len());
+        for (name, _) in &formats {
             let total = sink
                 .position(&Position::Records {
-                    stream: s.name.clone(),
+                    stream: name.clone(),
                 })
                 .map_err(fail)?
                 .unwrap_or(0);
-            stats.set_total(&s.name, total);
+            stats.set_total(name, total);
             record_totals.push(total);
         }
-        let streams = streams
-            .into_iter()
-            .map(|s| {
-                let parser = s.format.parser();
-                (s, parser)
+        let ctx = program.streaming_context().context().clone();
+        let threads = ctx.default_parallelism();
+        let parsers = formats
+            .iter()
+            .map(|(_, format)| {
+                Arc::new((0..threads).map(|_| Mutex::new(format.parser())).collect())
             })
             .collect();
+        let streams = formats.into_iter().map(|(name, _)| name).collect();
         Ok(MicroBatcher {
             streams,
+            parsers,
             buffers,
+            program,
+            ctx,
             log,
             sink,
             stats,
@@ -251,7 +291,11 @@ impl MicroBatcher {
         self.epoch_floor.fetch_max(epoch, Ordering::AcqRel);
         let fail = |message: String| LoopError::Batch { batch, message };
         for b in &mut self.buffers {
-            b.clear();
+            match Arc::get_mut(b) {
+                Some(b) => b.clear(),
+                // A parse task of a failed batch still holds it.
+                None => *b = Arc::default(),
+            }
         }
         let mut end = self
             .log
@@ -271,7 +315,11 @@ impl MicroBatcher {
         // byte count).
         let mut new_bytes = 0u64;
         if end > self.next_seq {
-            let buffers = &mut self.buffers;
+            let mut buffers: Vec<&mut RecordBuffer> = self
+                .buffers
+                .iter_mut()
+                .map(|b| Arc::get_mut(b).expect("cleared above: not shared"))
+                .collect();
             let streams = &self.streams;
             let commit = &mut commit;
             let max_bytes = self.clock.max_bytes;
@@ -307,11 +355,11 @@ impl MicroBatcher {
                         }
                         // The first record of a keyed append is its key.
                         Kind::Keyed(stream) if r.seq == r.entry_first_seq => {
-                            if let Some((def, _)) = streams.get(stream as usize) {
+                            if let Some(name) = streams.get(stream as usize) {
                                 let key = String::from_utf8_lossy(r.payload);
                                 commit.positions.push((
                                     Position::Idempotency {
-                                        stream: def.name.clone(),
+                                        stream: name.clone(),
                                         key: key.into_owned(),
                                     },
                                     r.receive_us.max(0) as u64,
@@ -324,11 +372,11 @@ impl MicroBatcher {
                             }
                         }
                         Kind::Rejected(stream) => {
-                            if let Some((def, _)) = streams.get(stream as usize) {
+                            if let Some(name) = streams.get(stream as usize) {
                                 rejected[stream as usize] += 1;
                                 let (reason, record) = control::split_rejected(r.payload);
                                 commit.dead_letters.push(DeadRecord {
-                                    stream: def.name.clone(),
+                                    stream: name.clone(),
                                     seq: r.seq,
                                     reason,
                                     record: record.to_vec(),
@@ -360,49 +408,52 @@ impl MicroBatcher {
                 .positions
                 .push((Position::EpochStart(epoch), self.next_seq));
         }
+        // Parse, then feed each stream's blocks to the program.
         let mut per_stream = Vec::with_capacity(self.streams.len());
-        for (((def, parser), buffer), &refused) in
-            self.streams.iter_mut().zip(&self.buffers).zip(&rejected)
-        {
+        let mut fed = false;
+        for (i, &refused) in rejected.iter().enumerate() {
+            let buffer = Arc::clone(&self.buffers[i]);
             if buffer.is_empty() {
                 per_stream.push((refused as usize, refused as usize));
                 continue;
             }
-            let parsed = parser.parse(buffer.records());
-            for d in &parsed.dead_letters {
-                commit.dead_letters.push(DeadRecord {
-                    stream: def.name.clone(),
-                    seq: buffer.seq(d.index),
-                    reason: d.reason.clone(),
-                    record: d.record.clone(),
-                });
-            }
-            for view in &def.views {
-                let partials = view
-                    .aggregate_batches([&parsed.batch])
-                    .map_err(|e| fail(e.to_string()))?;
-                commit
-                    .deltas
-                    .push((view.name.clone(), partials.into_iter().collect()));
-            }
+            let (blocks, dead) = self.parse(i).map_err(|e| fail(e.to_string()))?;
             per_stream.push((
                 buffer.len() + refused as usize,
-                parsed.dead_letters.len() + refused as usize,
+                dead.len() + refused as usize,
             ));
+            for (index, d) in dead {
+                commit.dead_letters.push(DeadRecord {
+                    stream: self.streams[i].clone(),
+                    seq: buffer.seq(index),
+                    reason: d.reason,
+                    record: d.record,
+                });
+            }
+            self.program.feed(i, blocks);
+            fed = true;
+        }
+        if fed {
+            let outcome = self
+                .program
+                .run_batch(Time::from_millis(scheduled_us.div_euclid(1000)))
+                .map_err(|e| fail(e.to_string()))?;
+            commit.deltas = outcome
+                .served
+                .into_iter()
+                .filter(|d| !d.pairs.is_empty())
+                .map(|d| (d.view, d.pairs))
+                .collect();
         }
         // The streams' record totals commit with the batch, so that they
         // survive restarts exactly like the dead-letter totals.
         let mut totals = self.record_totals.clone();
-        for ((total, (records, _)), ((def, _), _)) in totals
-            .iter_mut()
-            .zip(&per_stream)
-            .zip(self.streams.iter().zip(&self.buffers))
-        {
+        for ((total, (records, _)), name) in totals.iter_mut().zip(&per_stream).zip(&self.streams) {
             if *records > 0 {
                 *total += *records as u64;
                 commit.positions.push((
                     Position::Records {
-                        stream: def.name.clone(),
+                        stream: name.clone(),
                     },
                     *total,
                 ));
@@ -424,12 +475,12 @@ impl MicroBatcher {
             batch_time_target(&self.clock),
             self.clock.max_records,
         );
-        for (((def, _), buffer), (records, dead)) in
+        for ((name, buffer), (records, dead)) in
             self.streams.iter().zip(&self.buffers).zip(per_stream)
         {
             let (first, last) = buffer.receive_span_us();
             self.stats.push(
-                &def.name,
+                name,
                 BatchStats {
                     id: batch,
                     epoch,
@@ -448,6 +499,39 @@ impl MicroBatcher {
         self.next_seq = end;
         self.next_batch += 1;
         Ok(epoch)
+    }
+}
+
+impl MicroBatcher {
+    /// Parses stream `i`'s records of this micro-batch: the record batches
+    /// of its blocks, and its dead letters with their index in the batch.
+    /// A large batch is cut into blocks parsed in parallel, one engine task
+    /// each; a small one is parsed here in one block.
+    fn parse(&mut self, i: usize) -> Result<ParsedStream, Error> {
+        let buffer = Arc::clone(&self.buffers[i]);
+        let parsers = Arc::clone(&self.parsers[i]);
+        let n = buffer.len();
+        let k = blocks_for(n, parsers.len());
+        let parsed: Vec<(usize, Parsed)> = if k == 1 {
+            let mut parser = parsers[0].lock().unwrap_or_else(|p| p.into_inner());
+            vec![(0, parser.parse(buffer.records()))]
+        } else {
+            self.ctx
+                .parallelize((0..k).collect::<Vec<usize>>(), k)
+                .map(move |j| {
+                    let (start, end) = (j * n / k, (j + 1) * n / k);
+                    let mut parser = parsers[j].lock().unwrap_or_else(|p| p.into_inner());
+                    (start, parser.parse(buffer.range(start, end)))
+                })
+                .collect()?
+        };
+        let mut blocks = Vec::with_capacity(parsed.len());
+        let mut dead = Vec::new();
+        for (start, p) in parsed {
+            blocks.push(p.batch);
+            dead.extend(p.dead_letters.into_iter().map(|d| (start + d.index, d)));
+        }
+        Ok((blocks, dead))
     }
 }
 

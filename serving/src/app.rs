@@ -1,0 +1,130 @@
+//! Embedding the server: a binary of your own whose views are DStream
+//! programs written in Rust, with the whole of `lamina serve` — REST, the
+//! client subcommands, the write-ahead log, batch runs and the exact merge.
+//!
+//! ```no_run
+//! use lamina_serving::app::App;
+//!
+//! fn main() -> std::process::ExitCode {
+//!     App::new("my_server")
+//!         .program(|p| {
+//!             p.text_stream("lines")?
+//!                 .flat_map(|l: String| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+//!                 .map(|w| (w, 1i64))
+//!                 .serve("word_counts")?;
+//!             Ok(())
+//!         })
+//!         .main()
+//! }
+//! ```
+//!
+//! The binary takes the same command line as `lamina`; without a
+//! subcommand it serves (`my_server --config FILE` is `my_server serve
+//! --config FILE`). The program runs in the speed layer every micro-batch
+//! (each served view one engine job) and in the batch layer over the master
+//! dataset, so its view merges exactly like a config view. It must be a
+//! pure function of each batch's records (no state kept between batches,
+//! no clock, no randomness): the batch layer recomputes it over the same
+//! records and the two results must agree.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{CommandFactory, Parser};
+
+use crate::cli::Cli;
+use crate::config::{Config, ConfigErrors, DEFAULT_CONFIG, DEFAULT_ORIGIN};
+use crate::server::ProgramFn;
+use lamina_speed::program::Program;
+
+/// A server binary: a name, an embedded default config, and the program
+/// that defines its Rust views.
+#[derive(Clone)]
+pub struct App {
+    name: String,
+    default_config: Option<String>,
+    program: Option<Arc<ProgramFn>>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("name", &self.name)
+            .field("program", &self.program.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// An app named `name` (in messages) serving `lamina`'s embedded
+    /// default config and no Rust views.
+    pub fn new(name: impl Into<String>) -> Self {
+        App {
+            name: name.into(),
+            default_config: None,
+            program: None,
+        }
+    }
+
+    /// The config served when no `--config` is given (TOML, as in a file).
+    pub fn with_default_config(mut self, toml: impl Into<String>) -> Self {
+        self.default_config = Some(toml.into());
+        self
+    }
+
+    /// The program that defines the Rust views, called once at start-up.
+    /// Its error stops the start-up with a message naming it.
+    pub fn program(
+        mut self,
+        define: impl Fn(&Program) -> lamina::Result<()> + Send + Sync + 'static,
+    ) -> Self {
+        self.program = Some(Arc::new(define));
+        self
+    }
+
+    /// The app's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The config served without `--config`.
+    ///
+    /// # Errors
+    ///
+    /// The embedded default does not parse.
+    pub fn default_config(&self) -> Result<Config, ConfigErrors> {
+        match &self.default_config {
+            Some(text) => {
+                Config::from_toml_str(text, &format!("embedded default of {}", self.name))
+            }
+            None => Config::from_toml_str(DEFAULT_CONFIG, DEFAULT_ORIGIN),
+        }
+    }
+
+    pub(crate) fn program_fn(&self) -> Option<&ProgramFn> {
+        self.program.as_deref()
+    }
+
+    /// Parses the process's arguments like `lamina` (serving when no
+    /// subcommand is given) and runs the command.
+    pub fn main(self) -> ExitCode {
+        let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        let subcommands: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_owned())
+            .collect();
+        let first = args.get(1).and_then(|a| a.to_str()).map(str::to_owned);
+        let is_command = first.as_deref().is_some_and(|f| {
+            subcommands.iter().any(|c| c == f)
+                || ["-h", "--help", "-V", "--version", "help"].contains(&f)
+        });
+        if !is_command {
+            args.insert(1, "serve".into());
+        }
+        let cli = match Cli::try_parse_from(args) {
+            Ok(cli) => cli,
+            Err(e) => e.exit(),
+        };
+        crate::cli::run(cli, &self)
+    }
+}

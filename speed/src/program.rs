@@ -1,0 +1,227 @@
+//! The server's DStream program: every configured stream is an input
+//! stream fed from the write-ahead log, and every view — declared in the
+//! config or written in Rust — is a served DStream over those inputs.
+//!
+//! The micro-batch loop ([`crate::microbatch`]) reads each batch's records
+//! from the log, parses them into Arrow record batches (blocks of the
+//! batch, parsed in parallel on the engine), [`feed`](Program::feed)s them
+//! to the inputs, and runs the program's batch: each served view is one
+//! job on the engine. A config view is the program
+//! `stream(s).transform(spec.partials).serve_as(name, aggregate)`, so there
+//! is one speed-layer path for both.
+//!
+//! ```
+//! use lamina::Context;
+//! use lamina_speed::format::Format;
+//! use lamina_speed::program::Program;
+//! use std::time::Duration;
+//!
+//! let program = Program::new(
+//!     &Context::builder().threads(2).build()?,
+//!     Duration::from_millis(200),
+//!     &[("lines".to_string(), Format::Text)],
+//! )?;
+//! program
+//!     .text_stream("lines")?
+//!     .flat_map(|l: String| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+//!     .map(|w| (w, 1i64))
+//!     .serve("word_counts")?;
+//! assert_eq!(program.served_views()[0].name(), "word_counts");
+//! assert!(program.stream("nope").is_err());
+//! # Ok::<(), lamina::Error>(())
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::record_batch::RecordBatch;
+use lamina::columnar::TextColumn;
+use lamina::streaming::input::InputBatch;
+use lamina::streaming::{
+    BatchOutcome, DStream, FedInput, InputStream, ServedView, StreamingContext, Time,
+};
+use lamina::view::{View, ViewSpec};
+use lamina::{Context, Error, Result};
+
+use crate::format::text::LINE_COLUMN;
+use crate::format::{Format, FormatKind};
+use crate::microbatch::StreamDef;
+
+/// One configured stream as an input of the program.
+#[derive(Debug)]
+struct Input {
+    name: String,
+    format: Format,
+    fed: Arc<FedInput<RecordBatch>>,
+    stream: DStream<RecordBatch>,
+}
+
+/// The program the speed layer runs every micro-batch.
+#[derive(Debug)]
+pub struct Program {
+    ssc: StreamingContext,
+    inputs: Vec<Input>,
+}
+
+impl Program {
+    /// A program over the given streams (in write-ahead-log order) with no
+    /// view yet.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Plan`] for a batch interval under 10 ms.
+    pub fn new(ctx: &Context, interval: Duration, streams: &[(String, Format)]) -> Result<Self> {
+        let ssc = StreamingContext::new(ctx.clone(), interval)?;
+        let inputs = streams
+            .iter()
+            .map(|(name, format)| {
+                let fed = Arc::new(FedInput::new(name.clone()));
+                let stream =
+                    ssc.input_stream(Arc::clone(&fed) as Arc<dyn InputStream<RecordBatch>>);
+                Input {
+                    name: name.clone(),
+                    format: format.clone(),
+                    fed,
+                    stream,
+                }
+            })
+            .collect();
+        Ok(Program { ssc, inputs })
+    }
+
+    /// A program over `streams` serving their config views.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new) and [`add_view`](Self::add_view).
+    pub fn from_streams(ctx: &Context, interval: Duration, streams: &[StreamDef]) -> Result<Self> {
+        let formats: Vec<(String, Format)> = streams
+            .iter()
+            .map(|s| (s.name.clone(), s.format.clone()))
+            .collect();
+        let program = Program::new(ctx, interval, &formats)?;
+        for s in streams {
+            for view in &s.views {
+                program.add_view(&s.name, view)?;
+            }
+        }
+        Ok(program)
+    }
+
+    /// The streams' names and formats, in write-ahead-log order.
+    pub fn formats(&self) -> Vec<(String, Format)> {
+        self.inputs
+            .iter()
+            .map(|i| (i.name.clone(), i.format.clone()))
+            .collect()
+    }
+
+    /// The streaming context (for output operations beyond serving).
+    pub fn streaming_context(&self) -> &StreamingContext {
+        &self.ssc
+    }
+
+    fn input(&self, name: &str) -> Result<&Input> {
+        self.inputs.iter().find(|i| i.name == name).ok_or_else(|| {
+            let known: Vec<&str> = self.inputs.iter().map(|i| i.name.as_str()).collect();
+            Error::plan(format!(
+                "no stream `{name}` is configured (configured: {})",
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            ))
+        })
+    }
+
+    /// The records of stream `name`, parsed: every batch's RDD holds Arrow
+    /// record batches with the stream's schema (one per block).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Plan`] naming the configured streams when there is none of
+    /// that name.
+    pub fn stream(&self, name: &str) -> Result<DStream<RecordBatch>> {
+        Ok(self.input(name)?.stream.clone())
+    }
+
+    /// The lines of the text stream `name`, one `String` per record.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Plan`] when there is no such stream or it is not of format
+    /// `text`.
+    pub fn text_stream(&self, name: &str) -> Result<DStream<String>> {
+        let input = self.input(name)?;
+        if input.format.kind() != FormatKind::Text {
+            return Err(Error::plan(format!(
+                "stream `{name}` has format {}; text_stream needs format text (use stream() for its record batches)",
+                input.format.kind().name()
+            )));
+        }
+        Ok(input.stream.flat_map(|batch: RecordBatch| lines_of(&batch)))
+    }
+
+    /// Serves a config view: `spec` over stream `stream`.
+    ///
+    /// # Errors
+    ///
+    /// An unknown stream, an invalid spec, or a view name served already.
+    pub fn add_view(&self, stream: &str, spec: &ViewSpec) -> Result<ServedView> {
+        spec.validate()?;
+        let spec = spec.clone();
+        let name = spec.name.clone();
+        let aggregate = spec.aggregate.clone();
+        self.stream(stream)?
+            .transform(move |rdd, _| Ok(spec.partials(rdd)))
+            .serve_as(name, aggregate)
+    }
+
+    /// Every served view, in declaration order.
+    pub fn served_views(&self) -> Vec<ServedView> {
+        self.ssc.served_views()
+    }
+
+    /// The names of the streams a served view reads.
+    pub fn streams_of(&self, view: &ServedView) -> Vec<String> {
+        view.input_ids()
+            .iter()
+            .filter_map(|id| self.ssc.input_name(*id))
+            .collect()
+    }
+
+    /// Hands stream `index` (write-ahead-log order) its parsed blocks for
+    /// the next batch.
+    pub fn feed(&self, index: usize, blocks: Vec<RecordBatch>) {
+        if let Some(input) = self.inputs.get(index) {
+            let records = blocks.iter().map(|b| b.num_rows() as u64).sum();
+            let mut batch = InputBatch::from_blocks(
+                self.ssc.context(),
+                blocks.into_iter().map(|b| vec![b]).collect(),
+            );
+            batch.records = records;
+            input.fed.feed(batch);
+        }
+    }
+
+    /// Runs the batch at `time` with what was fed.
+    ///
+    /// # Errors
+    ///
+    /// The first output operation that failed.
+    pub fn run_batch(&self, time: Time) -> Result<BatchOutcome> {
+        self.ssc.run_batch(time)
+    }
+}
+
+/// The `line` column of a text batch (as parsed, or as read back from the
+/// master dataset, whatever its string encoding).
+fn lines_of(batch: &RecordBatch) -> Vec<String> {
+    let Ok(col) = TextColumn::of(batch, LINE_COLUMN) else {
+        return Vec::new();
+    };
+    (0..batch.num_rows())
+        .filter_map(|i| col.get(i).map(str::to_owned))
+        .collect()
+}
