@@ -44,6 +44,15 @@
 //! `--vocabs 10000,100000,1000000` repeats all of it per size, each against
 //! a fresh server, with one `RESULT` line per size.
 //!
+//! `--server-bin BIN` benchmarks a binary that embeds the server and serves
+//! `word_counts` as a Rust DStream program (e.g. the example
+//! `served_word_count`) instead of the config view, on the same load.
+//!
+//! # `lamina bench source`: the load for programs that read a socket
+//!
+//! [`source`] listens and sends the same text to whoever connects, paced
+//! or as fast as it is read — e.g. for `examples/network_word_count`.
+//!
 //! # `lamina bench keys`: the cost of many distinct keys
 //!
 //! [`keys`] sends `--keys` lines each holding one new key, paced, waits until
@@ -58,8 +67,10 @@
 mod http;
 mod keys;
 mod server;
+mod source;
 mod stream;
 pub mod text;
 
 pub use keys::{KeysBench, keys};
+pub use source::{SourceBench, source};
 pub use stream::{DistributionArg, StreamBench, stream};

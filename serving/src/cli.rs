@@ -98,6 +98,11 @@ pub enum BenchCommand {
     /// times, a batch run, a restart after SIGKILL, against a real server
     /// this command starts.
     Keys(crate::bench::KeysBench),
+    /// A TCP server that sends the same realistic text to whoever
+    /// connects (like `nc -lk` with fresh Zipf text), paced or as fast as
+    /// it is read: the load for programs that read a socket, such as
+    /// `examples/network_word_count`.
+    Source(crate::bench::SourceBench),
 }
 
 /// `lamina wal ...`
@@ -178,6 +183,7 @@ pub fn run(cli: Cli, app: &crate::app::App) -> ExitCode {
             let result = match command {
                 BenchCommand::Stream(args) => crate::bench::stream(&args),
                 BenchCommand::Keys(args) => crate::bench::keys(&args),
+                BenchCommand::Source(args) => crate::bench::source(&args),
             };
             match result {
                 Ok(()) => ExitCode::SUCCESS,

@@ -45,14 +45,22 @@ impl Drop for WorkDir {
     }
 }
 
-/// A free port on 127.0.0.1 (bound and released; good enough for tests that
-/// start one server at a time per port).
+/// A free port on 127.0.0.1 for a server a test starts. Taken below the
+/// kernel's ephemeral range (32768 and up), from which outgoing connections
+/// of tests running in parallel get their local ports: a port found free
+/// there could be taken by a client before the server binds it. Never the
+/// same port twice in one test process; checked free by binding it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let start = (u64::from(std::process::id()) * 7919) % 12_000;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < 12_000, "no free port left below 32000");
+        let port = 20_000 + ((start + n * 13) % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A running server, killed on drop if still running.

@@ -196,7 +196,7 @@ pub fn keys(args: &KeysBench) -> Result<(), String> {
     }
     let n = args.keys;
     let timeout = Duration::from_secs(args.timeout_secs);
-    let mut server = ServerProcess::start("keys", args.interval_ms, epoch_ms, args.keep)?;
+    let mut server = ServerProcess::start("keys", args.interval_ms, epoch_ms, args.keep, None)?;
     println!(
         "lamina bench keys: {n} distinct keys (one a line, `{}`..`{}`) at {} lines/s over {} connections; server interval {} ms, epoch {epoch_ms} ms, pid {}, data in {}",
         key(0),

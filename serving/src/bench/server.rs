@@ -32,6 +32,7 @@ pub struct ServerProcess {
     pub dir: PathBuf,
     config: PathBuf,
     keep: bool,
+    server_bin: Option<PathBuf>,
 }
 
 /// Servers alive (pid, directory, whether kept), for [`guard_signals`].
@@ -116,7 +117,18 @@ impl ServerProcess {
     /// the view `word_counts` (count of the words of `line`), the
     /// write-ahead log on and scheduled batch runs off, and waits until
     /// `/healthz` answers. `label` names its directory.
-    pub fn start(label: &str, interval_ms: u64, epoch_ms: u64, keep: bool) -> Result<Self, String> {
+    ///
+    /// With `server_bin`, that binary is started instead (`BIN serve
+    /// --config FILE`): a server that embeds Lamina and defines
+    /// `word_counts` itself as a Rust program (such as the example
+    /// `served_word_count`), so the config leaves the view out.
+    pub fn start(
+        label: &str,
+        interval_ms: u64,
+        epoch_ms: u64,
+        keep: bool,
+        server_bin: Option<&std::path::Path>,
+    ) -> Result<Self, String> {
         let dir = std::env::temp_dir().join(format!(
             "lamina-bench-{}-{label}-{interval_ms}",
             std::process::id()
@@ -124,15 +136,20 @@ impl ServerProcess {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let (http, tcp) = (free_port(), free_port());
+        let view = if server_bin.is_some() {
+            ""
+        } else {
+            "[[view]]\nname = \"word_counts\"\nstream = \"lines\"\nkey = { words = \"line\" }\naggregate = \"count\"\n\n"
+        };
         let config = format!(
             "[server]\nlisten = \"127.0.0.1:{http}\"\n\n[speed]\nbatch_interval_ms = {interval_ms}\nepoch_ms = {epoch_ms}\n\n\
              [[stream]]\nname = \"lines\"\nformat = \"text\"\n  [[stream.receiver]]\n  type = \"tcp_listen\"\n  listen = \"127.0.0.1:{tcp}\"\n\n\
-             [[view]]\nname = \"word_counts\"\nstream = \"lines\"\nkey = {{ words = \"line\" }}\naggregate = \"count\"\n\n[batch]\nschedule = \"off\"\n"
+             {view}[batch]\nschedule = \"off\"\n"
         );
         let path = dir.join("lamina.toml");
         std::fs::write(&path, config).map_err(|e| e.to_string())?;
         guard_signals();
-        let child = spawn(&dir, &path, keep)?;
+        let child = spawn(&dir, &path, keep, server_bin)?;
         let client = Client::new(&format!("http://127.0.0.1:{http}"), None)?
             .with_timeout(Duration::from_secs(5));
         let server = ServerProcess {
@@ -143,6 +160,7 @@ impl ServerProcess {
             dir,
             config: path,
             keep,
+            server_bin: server_bin.map(std::path::Path::to_path_buf),
         };
         server.wait_healthy(Duration::from_secs(30))?;
         Ok(server)
@@ -178,7 +196,12 @@ impl ServerProcess {
         let pid = self.child.id();
         live().retain(|(p, _, _)| *p != pid);
         let at = Instant::now();
-        self.child = spawn(&self.dir, &self.config, self.keep)?;
+        self.child = spawn(
+            &self.dir,
+            &self.config,
+            self.keep,
+            self.server_bin.as_deref(),
+        )?;
         Ok(at)
     }
 
@@ -252,13 +275,21 @@ pub fn epoch_ms(interval_ms: u64, epoch_ms: Option<u64>) -> Result<u64, String> 
 /// Bytes in a MiB.
 pub const MIB: f64 = 1024.0 * 1024.0;
 
-fn spawn(dir: &std::path::Path, config: &std::path::Path, keep: bool) -> Result<Child, String> {
+fn spawn(
+    dir: &std::path::Path,
+    config: &std::path::Path,
+    keep: bool,
+    server_bin: Option<&std::path::Path>,
+) -> Result<Child, String> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("serve.log"))
         .map_err(|e| e.to_string())?;
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let exe = match server_bin {
+        Some(bin) => bin.to_path_buf(),
+        None => std::env::current_exe().map_err(|e| e.to_string())?,
+    };
     let child = Command::new(exe)
         .args(["serve", "--config"])
         .arg(config)

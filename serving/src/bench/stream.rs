@@ -65,6 +65,12 @@ pub struct StreamBench {
     /// Keep the server's directory (logs, data) instead of deleting it.
     #[arg(long)]
     pub keep: bool,
+    /// Benchmark this server binary instead of `lamina serve`: one that
+    /// embeds Lamina and serves `word_counts` as a Rust DStream program,
+    /// e.g. `target/release/examples/served_word_count` (started as `BIN
+    /// serve --config FILE`, the config without the view).
+    #[arg(long, value_name = "BIN")]
+    pub server_bin: Option<std::path::PathBuf>,
 }
 
 /// The vocabulary and how words are drawn from it.
@@ -494,7 +500,13 @@ fn stream_one(
         probabilities,
     };
     let speed = lines_per_second(&work.vocab, &work.sampler, 0.3);
-    let server = ServerProcess::start(&format!("v{n}"), args.interval_ms, epoch_ms, args.keep)?;
+    let server = ServerProcess::start(
+        &format!("v{n}"),
+        args.interval_ms,
+        epoch_ms,
+        args.keep,
+        args.server_bin.as_deref(),
+    )?;
     let s = dist.exponent();
     println!(
         "lamina bench stream: vocabulary {n} words ({} s={s}; built in {build_s:.2} s; mean word length {mean_len:.2} letters, {token_len:.2} weighted by frequency), 8-12 words a line generated afresh; generator: {:.2} M lines/s on one thread",
