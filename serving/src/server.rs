@@ -211,6 +211,11 @@ pub async fn serve_with(config: Config, define: Option<&ProgramFn>) -> Result<()
         define(&program).map_err(|e| startup("program", e))?;
     }
     let served = program.served_views();
+    for v in &served[config_views..] {
+        if let Some(problem) = config::name_problem(v.name()) {
+            return Err(startup("program", format!("view {problem}")));
+        }
+    }
     let view_kinds: Vec<(String, lamina::view::AggregateKind)> = served
         .iter()
         .map(|v| (v.name().to_owned(), v.aggregate().clone()))
@@ -805,6 +810,63 @@ async fn cron_loop(
         tokio::select! {
             () = tokio::time::sleep(wait) => { runs.request("schedule"); }
             _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config::from_toml_str(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[[stream]]\nname = \"lines\"\nformat = \"text\"\n\n\
+             [[view]]\nname = \"word_counts\"\nstream = \"lines\"\nkey = { words = \"line\" }\naggregate = \"count\"\n",
+            "test",
+        )
+        .unwrap()
+    }
+
+    /// The program is checked before anything is opened: these fail with
+    /// no state directory or port touched.
+    #[tokio::test]
+    async fn program_errors_stop_the_start_up_naming_the_problem() {
+        let cases: Vec<(Box<ProgramFn>, &str)> = vec![
+            (
+                Box::new(|p: &Program| {
+                    p.text_stream("events")?;
+                    Ok(())
+                }),
+                "no stream `events` is configured (configured: lines)",
+            ),
+            (
+                Box::new(|p: &Program| {
+                    p.text_stream("lines")?
+                        .map(|l| (l, 1i64))
+                        .serve("word_counts")?;
+                    Ok(())
+                }),
+                "view `word_counts` is served twice",
+            ),
+            (
+                Box::new(|p: &Program| {
+                    p.text_stream("lines")?
+                        .map(|l| (l, 1i64))
+                        .serve("_hidden")?;
+                    Ok(())
+                }),
+                "must start with a letter or a digit",
+            ),
+        ];
+        for (define, expected) in cases {
+            let err = serve_with(config(), Some(define.as_ref()))
+                .await
+                .unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.starts_with("program: ") && text.contains(expected),
+                "{text}"
+            );
         }
     }
 }

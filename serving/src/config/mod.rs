@@ -351,28 +351,33 @@ fn is_receiver_path(key: &str) -> bool {
 
 /// Stream and view names appear in URL paths and file names.
 fn check_name(report: &mut Report, key: &str, name: &str) {
+    if let Some(problem) = name_problem(name) {
+        report.push(key, problem);
+    }
+}
+
+/// What is wrong with a stream or view name (they appear in URL paths and
+/// file names), if anything: also checked for views defined in Rust.
+pub fn name_problem(name: &str) -> Option<String> {
     let valid_chars = (1..=128).contains(&name.len())
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
     if !valid_chars {
-        report.push(
-            key,
-            format!("{name:?} is not a valid name (1 to 128 of A-Z a-z 0-9 _ . -)"),
-        );
+        Some(format!(
+            "{name:?} is not a valid name (1 to 128 of A-Z a-z 0-9 _ . -)"
+        ))
     } else if name == "." || name == ".." {
-        report.push(
-            key,
-            format!("{name:?} is not a valid name (a URL path segment that clients rewrite)"),
-        );
+        Some(format!(
+            "{name:?} is not a valid name (a URL path segment that clients rewrite)"
+        ))
     } else if !name.as_bytes()[0].is_ascii_alphanumeric() {
         // `_manifest.json`, `_writer.lease` and dot files live beside the
         // streams' folders in the master dataset.
-        report.push(
-            key,
-            format!(
-                "{name:?} is not a valid name: it must start with a letter or a digit (names starting with `_`, `.` or `-` are reserved for the storage layout, e.g. `_manifest.json`)"
-            ),
-        );
+        Some(format!(
+            "{name:?} is not a valid name: it must start with a letter or a digit (names starting with `_`, `.` or `-` are reserved for the storage layout, e.g. `_manifest.json`)"
+        ))
+    } else {
+        None
     }
 }
