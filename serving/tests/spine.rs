@@ -210,6 +210,41 @@ fn micro_batches_count_once_and_resume_after_a_restart() {
     );
 }
 
+/// Big micro-batches are cut into blocks parsed and folded in parallel:
+/// counts stay exact and every dead letter keeps its own sequence number.
+#[test]
+fn blocks_parsed_in_parallel_count_exactly_and_dead_letters_keep_their_seqs() {
+    let dir = Dir::new("blocks");
+    let mut n = start(&dir.0).unwrap();
+    n.batcher.set_min_block_records(7);
+    let lines: Vec<String> = (0..101).map(|i| format!("w{} common", i % 5)).collect();
+    let line_refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    n.wal.append_blocking(LINES, &line_refs, 1).unwrap();
+    // Every 10th event is bad; the log gives them seqs after the lines'.
+    let events: Vec<String> = (0..50)
+        .map(|i| {
+            if i % 10 == 3 {
+                format!("bad {i}")
+            } else {
+                format!(r#"{{"user":"u{}","amount":{i}}}"#, i % 3)
+            }
+        })
+        .collect();
+    let event_refs: Vec<&str> = events.iter().map(String::as_str).collect();
+    n.wal.append_blocking(EVENTS, &event_refs, 2).unwrap();
+    n.batcher.run_once(at(0)).unwrap();
+    assert_eq!(count(&n.store, "word_counts", "common"), 101);
+    assert_eq!(count(&n.store, "word_counts", "w0"), 21);
+    let mut dead = n.store.dead_letters("events", 100).unwrap();
+    dead.sort_by_key(|d| d.seq);
+    let seqs: Vec<u64> = dead.iter().map(|d| d.seq).collect();
+    assert_eq!(seqs, vec![101 + 3, 101 + 13, 101 + 23, 101 + 33, 101 + 43]);
+    for d in &dead {
+        let i = d.seq - 101;
+        assert_eq!(String::from_utf8_lossy(&d.record), format!("bad {i}"));
+    }
+}
+
 #[test]
 fn a_lost_log_is_refused_rather_than_recounted() {
     let dir = Dir::new("lost");

@@ -7,7 +7,7 @@
 //! batch, parsed in parallel on the engine), [`feed`](Program::feed)s them
 //! to the inputs, and runs the program's batch: each served view is one
 //! job on the engine. A config view is the program
-//! `stream(s).transform(spec.partials).serve_as(name, aggregate)`, so there
+//! `stream(s).transform(spec.partials).serve_partials_as(name, aggregate)`, so there
 //! is one speed-layer path for both.
 //!
 //! ```
@@ -40,7 +40,7 @@ use lamina::streaming::input::InputBatch;
 use lamina::streaming::{
     BatchOutcome, DStream, FedInput, InputStream, ServedView, StreamingContext, Time,
 };
-use lamina::view::{View, ViewSpec};
+use lamina::view::ViewSpec;
 use lamina::{Context, Error, Result};
 
 use crate::format::text::LINE_COLUMN;
@@ -173,9 +173,11 @@ impl Program {
         let spec = spec.clone();
         let name = spec.name.clone();
         let aggregate = spec.aggregate.clone();
+        // Each micro-batch's maps start as large as the last one's.
+        let hint = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         self.stream(stream)?
-            .transform(move |rdd, _| Ok(spec.partials(rdd)))
-            .serve_as(name, aggregate)
+            .transform(move |rdd, _| Ok(spec.partials_sized(rdd, &hint)))
+            .serve_partials_as(name, aggregate)
     }
 
     /// Every served view, in declaration order.

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::partitioner::{FastMap, fast_map};
 use crate::rdd::{Data, Rdd};
 use crate::streaming::dstream::{BatchScope, DStream, InputId, InputRdds};
 use crate::streaming::{Time, context::BatchOutcome};
@@ -184,6 +185,9 @@ pub struct ServedView {
     name: String,
     aggregate: AggregateKind,
     pairs: DStream<(String, AggValue)>,
+    /// The pairs hold one partial per key and partition already (a
+    /// `ViewSpec`'s partials): nothing to merge within a partition.
+    combined: bool,
 }
 
 impl fmt::Debug for ServedView {
@@ -231,13 +235,35 @@ impl ServedView {
     }
 }
 
-/// One served view's merged partials of one batch: each key once.
+/// One served view's partials of one batch, merged per key within each
+/// partition of the batch: a key appears at most once per partition, and
+/// the consumer merges the partials of a key (they are monoid states) —
+/// the serving layer's store does that anyway when it applies a
+/// micro-batch, so a second merge across partitions (a shuffle) would be
+/// work done twice.
 #[derive(Debug, Clone)]
 pub struct ServedDelta {
     /// The view.
     pub view: String,
-    /// `(key, merged partial)` for every key the batch touched.
+    /// `(key, partial)` for every key the batch touched, a key once per
+    /// partition at most.
     pub pairs: Vec<(String, AggValue)>,
+}
+
+impl ServedDelta {
+    /// The partials merged per key: each key once.
+    pub fn merged(&self) -> Vec<(String, AggValue)> {
+        let mut out: FastMap<&str, AggValue> = fast_map(self.pairs.len());
+        for (k, v) in &self.pairs {
+            match out.get_mut(k.as_str()) {
+                Some(acc) => acc.merge(v.clone()),
+                None => {
+                    out.insert(k, v.clone());
+                }
+            }
+        }
+        out.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+    }
 }
 
 struct Serve(ServedView);
@@ -246,14 +272,16 @@ impl OutputOp for Serve {
     fn run(&self, scope: &BatchScope, outcome: &mut BatchOutcome) -> Result<()> {
         let view = &self.0;
         let pairs = scope.rdd(&view.pairs)?;
-        let merge = |mut a: AggValue, b: AggValue| {
-            a.merge(b);
-            a
-        };
-        let merged = pairs.combine_by_key(|v| v, merge, merge, pairs.num_partitions(), true);
         let expected = &view.aggregate;
-        let parts = merged.run(|_, it| {
-            let part: Vec<(String, AggValue)> = it.collect();
+        let combined = view.combined;
+        // Each task merges its partition's pairs per key (unless they are
+        // merged already); no shuffle: see `ServedDelta`.
+        let parts = pairs.run(|_, it| {
+            let part: Vec<(String, AggValue)> = if combined {
+                it.collect()
+            } else {
+                merge_partition(it)
+            };
             if let Some((key, v)) = part.iter().find(|(_, v)| v.kind() != *expected) {
                 return Err(Error::plan(format!(
                     "view `{}` serves {expected:?} but key {key:?} has a {:?} value",
@@ -269,6 +297,20 @@ impl OutputOp for Serve {
         });
         Ok(())
     }
+}
+
+/// One partial per key of a partition's pairs.
+fn merge_partition(pairs: impl Iterator<Item = (String, AggValue)>) -> Vec<(String, AggValue)> {
+    let mut merged: FastMap<String, AggValue> = fast_map(0);
+    for (key, value) in pairs {
+        match merged.get_mut(&key) {
+            Some(acc) => acc.merge(value),
+            None => {
+                merged.insert(key, value);
+            }
+        }
+    }
+    merged.into_iter().collect()
 }
 
 impl<V: ServedValue> DStream<(String, V)> {
@@ -300,10 +342,36 @@ impl DStream<(String, AggValue)> {
         name: impl Into<String>,
         aggregate: AggregateKind,
     ) -> Result<ServedView> {
+        self.serve_view(name.into(), aggregate, false)
+    }
+
+    /// [`serve_as`](Self::serve_as) for pairs that hold one partial per key
+    /// and partition already, such as a `ViewSpec`'s partials: serving
+    /// skips merging within partitions. (Repeated keys are still merged
+    /// right, by the consumer; only the delta is larger.)
+    ///
+    /// # Errors
+    ///
+    /// As [`serve_as`](Self::serve_as).
+    pub fn serve_partials_as(
+        &self,
+        name: impl Into<String>,
+        aggregate: AggregateKind,
+    ) -> Result<ServedView> {
+        self.serve_view(name.into(), aggregate, true)
+    }
+
+    fn serve_view(
+        &self,
+        name: String,
+        aggregate: AggregateKind,
+        combined: bool,
+    ) -> Result<ServedView> {
         let view = ServedView {
-            name: name.into(),
+            name,
             aggregate,
             pairs: self.clone(),
+            combined,
         };
         self.ssc
             .add_served(view.clone(), Arc::new(Serve(view.clone())))?;

@@ -112,6 +112,16 @@ impl<S: FoldState> Maps<S> {
         }
     }
 
+    /// Room for `keys` text keys without growing (growing rehashes every
+    /// key seen so far, several times over).
+    fn reserve(&mut self, keys: usize) {
+        self.text.reserve(keys);
+    }
+
+    fn len(&self) -> usize {
+        self.text.len() + self.ints.len() + self.buckets.len()
+    }
+
     /// Folds rows `0..rows`, keyed by `key`, with `update` adding a row's
     /// value to a key's state.
     #[inline]
@@ -311,6 +321,40 @@ impl Accumulator {
             AggregateKind::Distinct => Kind::Distinct(Maps::new(Hll::new())),
             AggregateKind::TopK { k } => Kind::TopK(Maps::new(TopK::new(*k))),
         })
+    }
+
+    /// Makes room for `keys` distinct keys (e.g. as many as the last batch
+    /// had), so the maps do not rehash while they fill.
+    pub fn reserve(&mut self, keys: usize) {
+        match &mut self.0 {
+            Kind::Count(m) => m.reserve(keys),
+            Kind::IntSum(m) => m.reserve(keys),
+            Kind::Sum(m) => m.reserve(keys),
+            Kind::Mean(m) => m.reserve(keys),
+            Kind::Min(m) => m.reserve(keys),
+            Kind::Max(m) => m.reserve(keys),
+            Kind::Distinct(m) => m.reserve(keys),
+            Kind::TopK(m) => m.reserve(keys),
+        }
+    }
+
+    /// Distinct keys folded so far.
+    pub fn len(&self) -> usize {
+        match &self.0 {
+            Kind::Count(m) => m.len(),
+            Kind::IntSum(m) => m.len(),
+            Kind::Sum(m) => m.len(),
+            Kind::Mean(m) => m.len(),
+            Kind::Min(m) => m.len(),
+            Kind::Max(m) => m.len(),
+            Kind::Distinct(m) => m.len(),
+            Kind::TopK(m) => m.len(),
+        }
+    }
+
+    /// Whether no key was folded yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     pub(crate) fn fold(&mut self, key: &BoundKey<'_>, input: &FoldInput<'_>, rows: usize) {

@@ -1,6 +1,9 @@
 //! Views from configuration: a key extractor and a built-in aggregate, run
 //! columnar over Arrow record batches.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
@@ -112,9 +115,26 @@ impl ViewSpec {
     }
 }
 
+impl ViewSpec {
+    /// [`View::partials`] with a size hint shared between runs: each task's
+    /// map starts with room for as many keys as the last task that stored
+    /// into the hint had (the speed layer runs a view every micro-batch over
+    /// similar data; growing a map of 100k keys from empty rehashes them
+    /// several times).
+    pub fn partials_sized(
+        &self,
+        input: &Rdd<RecordBatch>,
+        hint: &Arc<AtomicUsize>,
+    ) -> Rdd<(String, AggValue)> {
+        input.narrow(SpecPartials(self.clone(), Some(Arc::clone(hint))))
+    }
+}
+
 /// The map side of a [`ViewSpec`]: one task folds all batches of its
-/// partition into one map, then emits its entries.
-struct SpecPartials(ViewSpec);
+/// partition into one map, then emits its entries. With a size hint, the
+/// map starts with room for as many keys as the hint says (and the hint
+/// learns how many keys the partition had).
+struct SpecPartials(ViewSpec, Option<Arc<AtomicUsize>>);
 
 impl NarrowOp<RecordBatch, (String, AggValue)> for SpecPartials {
     fn name(&self) -> &'static str {
@@ -127,11 +147,17 @@ impl NarrowOp<RecordBatch, (String, AggValue)> for SpecPartials {
         input: BoxIter<'a, RecordBatch>,
     ) -> BoxIter<'a, (String, AggValue)> {
         let mut acc = self.0.accumulator();
+        if let Some(hint) = &self.1 {
+            acc.reserve(hint.load(Ordering::Relaxed));
+        }
         for batch in input {
             if let Err(e) = self.0.accumulate(&batch, &mut acc) {
                 tc.fail(e);
                 return Box::new(std::iter::empty());
             }
+        }
+        if let Some(hint) = &self.1 {
+            hint.store(acc.len(), Ordering::Relaxed);
         }
         Box::new(acc.finish().into_iter())
     }
@@ -145,6 +171,6 @@ impl View for ViewSpec {
     }
 
     fn partials(&self, input: &Rdd<RecordBatch>) -> Rdd<(String, AggValue)> {
-        input.narrow(SpecPartials(self.clone()))
+        input.narrow(SpecPartials(self.clone(), None))
     }
 }

@@ -314,6 +314,8 @@ pub struct BatchTimes {
     pub processing_ms: f64,
     /// From the first record's arrival to the start of processing (ms).
     pub waiting_ms: Option<f64>,
+    /// Read, parse, program and commit times (ms).
+    pub phases: [f64; 4],
 }
 
 /// Collects micro-batches by id. The endpoint keeps only the most recent
@@ -362,6 +364,8 @@ impl BatchLog {
                     records,
                     processing_ms: b["processing_ms"].as_f64().unwrap_or(0.0),
                     waiting_ms,
+                    phases: ["read_ms", "parse_ms", "program_ms", "commit_ms"]
+                        .map(|p| b["phases"][p].as_f64().unwrap_or(0.0)),
                 },
             );
         }
@@ -370,6 +374,14 @@ impl BatchLog {
     /// Processing times, sorted.
     pub fn processing_ms(&self) -> Vec<f64> {
         sorted(self.batches.values().map(|b| b.processing_ms).collect())
+    }
+
+    /// The median of each phase (read, parse, program, commit), in ms.
+    pub fn phase_medians(&self) -> [f64; 4] {
+        [0, 1, 2, 3].map(|i| {
+            let v = sorted(self.batches.values().map(|b| b.phases[i]).collect());
+            v.get(v.len() / 2).copied().unwrap_or(0.0)
+        })
     }
 
     /// Waits of the first record before processing, sorted.

@@ -105,6 +105,8 @@ struct RunResult {
     /// Per micro-batch during the run: processing time and the wait from
     /// the first record's arrival to the start of processing (ms, sorted).
     processing_ms: Vec<f64>,
+    /// Medians of the read, parse, program and commit phases.
+    phases_ms: [f64; 4],
     waiting_ms: Vec<f64>,
     /// Lines of words sent, per word index, distinct words, markers sent.
     lines: u64,
@@ -307,6 +309,7 @@ fn run_at(
         latencies_ms,
         sustained,
         processing_ms: batches.processing_ms(),
+        phases_ms: batches.phase_medians(),
         waiting_ms: batches.waiting_ms(),
         lines,
         counts,
@@ -338,6 +341,10 @@ fn report(label: &str, r: &RunResult, work: &Workload, interval_ms: u64) {
         percentile(&r.waiting_ms, 0.5),
         percentile(&r.waiting_ms, 0.99),
         r.processing_ms.len()
+    );
+    let [read, parse, program, commit] = r.phases_ms;
+    println!(
+        "             phases (medians): read {read:.1} ms, parse {parse:.1} ms, program {program:.1} ms, commit {commit:.1} ms"
     );
     // ~10 words a line: the distinct words one interval's input touches.
     let words_per_batch = r.target as f64 * interval_ms as f64 / 1e3 * 10.0;

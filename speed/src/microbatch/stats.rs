@@ -33,6 +33,24 @@ pub struct BatchStats {
     pub processing_ms: f64,
     /// How late processing started after its scheduled time, in ms.
     pub scheduling_delay_ms: f64,
+    /// Where the processing time went (shared by all streams of the
+    /// micro-batch).
+    pub phases: Phases,
+}
+
+/// The steps of one micro-batch, in ms: reading the log, parsing, running
+/// the program (the views' engine jobs), committing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Phases {
+    /// Reading the records from the write-ahead log.
+    pub read_ms: f64,
+    /// Parsing them into record batches.
+    pub parse_ms: f64,
+    /// Running the program: every view's job on the engine.
+    pub program_ms: f64,
+    /// Committing to the state store (one transaction) and applying the
+    /// deltas to the in-memory tables.
+    pub commit_ms: f64,
 }
 
 /// The last `capacity` batches of every stream.
