@@ -22,6 +22,7 @@ use crate::streaming::dstream::{BatchScope, DStream, InputId, InputRdds};
 use crate::streaming::{Time, context::BatchOutcome};
 use crate::view::state::Sum;
 use crate::view::{AggValue, AggregateKind, Num, Partial};
+use hashbrown::hash_map::Entry;
 
 /// An output operation, run once per batch.
 pub(crate) trait OutputOp: Send + Sync {
@@ -148,32 +149,57 @@ fn format_batch<T: fmt::Debug>(time: Time, first: &[T], n: usize) -> String {
 /// A value a served view can hold: it names its aggregate and becomes an
 /// [`AggValue`]. Partials of a key are merged with the aggregate's monoid,
 /// in the speed layer, the batch layer and the serving layer alike.
+///
+/// Values are merged per key in their own, small state ([`Acc`]
+/// (ServedValue::Acc)) within each partition, and become an [`AggValue`]
+/// once per key and partition: a word count does not build a 32-byte
+/// partial per word.
 pub trait ServedValue: Data {
+    /// The state values of one key are merged into.
+    type Acc: Send;
     /// The aggregate the REST API reports for the view.
     fn aggregate() -> AggregateKind;
-    /// The value as a partial of that aggregate.
-    fn into_agg(self) -> AggValue;
+    /// A state holding one value.
+    fn start(self) -> Self::Acc;
+    /// Adds a value to a state.
+    fn add(acc: &mut Self::Acc, value: Self);
+    /// The state as a partial of the aggregate.
+    fn finish(acc: Self::Acc) -> AggValue;
 }
 
 /// Counts: partials add up (wrapping `i64` addition, exact in any order).
 impl ServedValue for i64 {
+    type Acc = i64;
     fn aggregate() -> AggregateKind {
         AggregateKind::Count
     }
-    fn into_agg(self) -> AggValue {
-        AggValue::Count(self)
+    fn start(self) -> i64 {
+        self
+    }
+    fn add(acc: &mut i64, value: i64) {
+        *acc = acc.wrapping_add(value);
+    }
+    fn finish(acc: i64) -> AggValue {
+        AggValue::Count(acc)
     }
 }
 
 /// Sums of floats.
 impl ServedValue for f64 {
+    type Acc = Sum;
     fn aggregate() -> AggregateKind {
         AggregateKind::Sum
     }
-    fn into_agg(self) -> AggValue {
+    fn start(self) -> Sum {
         let mut s = Sum::default();
         s.add(Num::Float(self));
-        AggValue::Sum(s)
+        s
+    }
+    fn add(acc: &mut Sum, value: f64) {
+        acc.add(Num::Float(value));
+    }
+    fn finish(acc: Sum) -> AggValue {
+        AggValue::Sum(acc)
     }
 }
 
@@ -303,10 +329,10 @@ impl OutputOp for Serve {
 fn merge_partition(pairs: impl Iterator<Item = (String, AggValue)>) -> Vec<(String, AggValue)> {
     let mut merged: FastMap<String, AggValue> = fast_map(0);
     for (key, value) in pairs {
-        match merged.get_mut(&key) {
-            Some(acc) => acc.merge(value),
-            None => {
-                merged.insert(key, value);
+        match merged.entry(key) {
+            Entry::Occupied(mut e) => e.get_mut().merge(value),
+            Entry::Vacant(e) => {
+                e.insert(value);
             }
         }
     }
@@ -324,7 +350,21 @@ impl<V: ServedValue> DStream<(String, V)> {
     ///
     /// [`Error::Plan`] when a view of that name is served already.
     pub fn serve(&self, name: impl Into<String>) -> Result<ServedView> {
-        self.map_values(V::into_agg).serve_as(name, V::aggregate())
+        // Merged per key within each partition in V's own state first,
+        // then one partial per key and partition.
+        self.map_partitions(|it| {
+            let mut merged: FastMap<String, V::Acc> = fast_map(0);
+            for (key, value) in it {
+                match merged.entry(key) {
+                    Entry::Occupied(mut e) => V::add(e.get_mut(), value),
+                    Entry::Vacant(e) => {
+                        e.insert(value.start());
+                    }
+                }
+            }
+            Box::new(merged.into_iter().map(|(k, acc)| (k, V::finish(acc))))
+        })
+        .serve_partials_as(name, V::aggregate())
     }
 }
 

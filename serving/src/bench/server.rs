@@ -287,7 +287,10 @@ fn spawn(
         .open(dir.join("serve.log"))
         .map_err(|e| e.to_string())?;
     let exe = match server_bin {
-        Some(bin) => bin.to_path_buf(),
+        // The server runs in its own directory: a relative path would not
+        // be found from there.
+        Some(bin) => std::fs::canonicalize(bin)
+            .map_err(|e| format!("--server-bin {}: {e}", bin.display()))?,
         None => std::env::current_exe().map_err(|e| e.to_string())?,
     };
     let child = Command::new(exe)
