@@ -135,20 +135,24 @@ where
         let result_stage = job.next_stage.fetch_add(1, Ordering::Relaxed);
         let pending: Vec<usize> = (0..partitions.len()).filter(|&i| !done[i]).collect();
         let name = rdd.name();
-        let outcomes: Vec<(usize, Result<()>)> = ctx.pool().install(|| {
-            pending
-                .par_iter()
-                .with_max_len(1)
-                .map(|&i| {
-                    let partition = partitions[i];
-                    let outcome = run_task(&job, result_stage, partition, &name, |tc| {
-                        let iter = rdd.compute(partition, tc)?;
-                        func(tc, iter)
-                    });
-                    (i, outcome.map(|r| emit(i, r)))
-                })
-                .collect()
-        });
+        let run_one = |&i: &usize| {
+            let partition = partitions[i];
+            let outcome = run_task(&job, result_stage, partition, &name, |tc| {
+                let iter = rdd.compute(partition, tc)?;
+                func(tc, iter)
+            });
+            (i, outcome.map(|r| emit(i, r)))
+        };
+        let outcomes: Vec<(usize, Result<()>)> = if pending.len() == 1 {
+            // One task: run it here. Handing it to a worker buys no
+            // parallelism and moves its output to another core's cache
+            // (a micro-batch's single partition is then committed by the
+            // calling thread).
+            pending.iter().map(run_one).collect()
+        } else {
+            ctx.pool()
+                .install(|| pending.par_iter().with_max_len(1).map(run_one).collect())
+        };
         let mut lost_shuffle_output = None;
         for (i, outcome) in outcomes {
             match outcome {
