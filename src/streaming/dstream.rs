@@ -6,6 +6,7 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -137,6 +138,12 @@ pub struct DStream<T: Data> {
     pub(crate) id: usize,
     /// The input streams this one is computed from (sorted, unique).
     pub(crate) inputs: Arc<[InputId]>,
+    /// How often the stream has an RDD: every batch interval, or every
+    /// slide of a window it is computed from. Output operations run at
+    /// batch times that are multiples of it.
+    pub(crate) slide: Duration,
+    /// Computed from a window: its RDDs depend on earlier batches.
+    pub(crate) windowed: bool,
     compute: Arc<Compute<T>>,
 }
 
@@ -146,6 +153,8 @@ impl<T: Data> Clone for DStream<T> {
             ssc: self.ssc.clone(),
             id: self.id,
             inputs: Arc::clone(&self.inputs),
+            slide: self.slide,
+            windowed: self.windowed,
             compute: Arc::clone(&self.compute),
         }
     }
@@ -171,8 +180,42 @@ impl<T: Data> DStream<T> {
             ssc: ssc.clone(),
             id: ssc.next_id(),
             inputs,
+            slide: ssc.interval(),
+            windowed: false,
             compute: Arc::new(compute),
         }
+    }
+
+    /// The same stream with the slide and windowing of `parent`.
+    pub(crate) fn inherit<P: Data>(mut self, parent: &DStream<P>) -> Self {
+        self.slide = parent.slide;
+        self.windowed = parent.windowed;
+        self
+    }
+
+    /// The same stream with the given slide, computed from a window.
+    pub(crate) fn windowed_with_slide(mut self, slide: Duration) -> Self {
+        self.slide = slide;
+        self.windowed = true;
+        self
+    }
+
+    /// How often the stream has an RDD: the batch interval, or the slide of
+    /// the window it is computed from.
+    pub fn slide(&self) -> Duration {
+        self.slide
+    }
+
+    /// Whether the stream is computed from a window (its RDDs depend on
+    /// earlier batches, kept in memory).
+    pub fn is_windowed(&self) -> bool {
+        self.windowed
+    }
+
+    /// Whether the stream has an RDD at `time`: a multiple of its slide.
+    pub(crate) fn has_rdd_at(&self, time: Time) -> bool {
+        let slide = self.slide.as_millis().max(1) as i64;
+        time.millis().rem_euclid(slide) == 0
     }
 
     /// The streaming context the stream belongs to.
@@ -200,6 +243,7 @@ impl<T: Data> DStream<T> {
         DStream::from_fn(&self.ssc, Arc::clone(&self.inputs), move |scope| {
             Ok(f(scope.rdd(&parent)?))
         })
+        .inherit(self)
     }
 
     /// Any RDD-to-RDD function applied to every batch (Spark's
@@ -214,6 +258,7 @@ impl<T: Data> DStream<T> {
         DStream::from_fn(&self.ssc, Arc::clone(&self.inputs), move |scope| {
             f(&scope.rdd(&parent)?, scope.time())
         })
+        .inherit(self)
     }
 
     /// [`transform`](Self::transform) over the batches of two streams.
@@ -226,8 +271,12 @@ impl<T: Data> DStream<T> {
         DStream::from_fn(
             &self.ssc,
             merge_inputs(&self.inputs, &other.inputs),
-            move |scope| f(&scope.rdd(&a)?, &scope.rdd(&b)?, scope.time()),
+            move |scope| {
+                same_slide(&a, &b)?;
+                f(&scope.rdd(&a)?, &scope.rdd(&b)?, scope.time())
+            },
         )
+        .inherit_both(self, other)
     }
 
     /// `f` applied to every element.
@@ -283,8 +332,12 @@ impl<T: Data> DStream<T> {
         DStream::from_fn(
             &self.ssc,
             merge_inputs(&self.inputs, &other.inputs),
-            move |scope| Ok(scope.rdd(&a)?.union(&scope.rdd(&b)?)),
+            move |scope| {
+                same_slide(&a, &b)?;
+                Ok(scope.rdd(&a)?.union(&scope.rdd(&b)?))
+            },
         )
+        .inherit_both(self, other)
     }
 
     /// One element per batch: the number of elements in it (0 for an empty
@@ -407,6 +460,28 @@ impl<K: Key, V: Data> DStream<(K, V)> {
         other: &DStream<(K, W)>,
     ) -> DStream<(K, (V, Option<W>))> {
         self.transform_with(other, |a, b, _| Ok(a.left_outer_join(b)))
+    }
+}
+
+impl<T: Data> DStream<T> {
+    /// The slide of `a` (see [`same_slide`]), windowed when either is.
+    fn inherit_both<A: Data, B: Data>(mut self, a: &DStream<A>, b: &DStream<B>) -> Self {
+        self.slide = a.slide;
+        self.windowed = a.windowed || b.windowed;
+        self
+    }
+}
+
+/// Two streams combined batch by batch must have their RDDs at the same
+/// times (Spark's rule).
+fn same_slide<A: Data, B: Data>(a: &DStream<A>, b: &DStream<B>) -> Result<()> {
+    if a.slide == b.slide {
+        Ok(())
+    } else {
+        Err(Error::plan(format!(
+            "cannot combine streams with different slides ({:?} and {:?}): window both alike",
+            a.slide, b.slide
+        )))
     }
 }
 

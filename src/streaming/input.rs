@@ -38,6 +38,17 @@ impl<T: Data> InputBatch<T> {
         }
     }
 
+    /// A batch over blocks shared with someone else (e.g. a window's
+    /// remembered batches): no element is copied.
+    pub(crate) fn from_shared_blocks(ctx: &Context, blocks: Vec<Arc<Vec<T>>>) -> Self {
+        let records = blocks.iter().map(|b| b.len() as u64).sum();
+        let blocks = blocks.into_iter().filter(|b| !b.is_empty()).collect();
+        InputBatch {
+            rdd: ctx.from_source(Blocks(blocks)),
+            records,
+        }
+    }
+
     /// A batch with no records (one empty partition).
     pub fn empty(ctx: &Context) -> Self {
         InputBatch::from_blocks(ctx, Vec::new())

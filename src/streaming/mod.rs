@@ -52,6 +52,9 @@
 //!   server's write-ahead-log streams).
 //! - [`socket`]: `socket_text_stream`, a receiver that connects to a TCP
 //!   server and takes its lines, with backpressure.
+//! - [`window`]: window operations (`window`, `reduce_by_key_and_window`
+//!   with and without an inverse function, `count_by_window`, ...): every
+//!   batch of the windowed stream is kept in memory while in the window.
 //! - [`output`]: output operations: `print`, `foreach_rdd`,
 //!   `save_as_text_files`, and `serve` (a stream of `(key, partial)` pairs
 //!   that the serving layer answers and merges with the batch layer).
@@ -72,6 +75,7 @@ pub mod dstream;
 pub mod input;
 pub mod output;
 pub mod socket;
+pub mod window;
 
 pub use context::{BatchOutcome, StreamingContext};
 pub use dstream::{BatchScope, DStream, InputRdds};

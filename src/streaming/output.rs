@@ -39,6 +39,10 @@ struct ForEach<T: Data> {
 
 impl<T: Data> OutputOp for ForEach<T> {
     fn run(&self, scope: &BatchScope, _: &mut BatchOutcome) -> Result<()> {
+        // A windowed stream has an RDD once per slide.
+        if !self.stream.has_rdd_at(scope.time()) {
+            return Ok(());
+        }
         (self.f)(&scope.rdd(&self.stream)?, scope.time())
     }
 }
@@ -407,6 +411,13 @@ impl DStream<(String, AggValue)> {
         aggregate: AggregateKind,
         combined: bool,
     ) -> Result<ServedView> {
+        if self.windowed {
+            // A served view's batch deltas add up to the view; a window's
+            // results do not (they overlap), and its contents live in memory.
+            return Err(Error::plan(format!(
+                "view `{name}`: a windowed stream cannot be served (windows are answered per window; serve the stream before the window)"
+            )));
+        }
         let view = ServedView {
             name,
             aggregate,

@@ -331,3 +331,68 @@ fn served_word_count_refuses_a_config_without_its_stream_naming_it() {
         "{err}"
     );
 }
+
+/// The windows windowed_word_count printed: per header, the lines under it.
+fn collect_windows(child: &mut Child) -> Arc<Mutex<Vec<Vec<String>>>> {
+    let windows = Arc::new(Mutex::new(Vec::new()));
+    let into = Arc::clone(&windows);
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            let mut w = into.lock().unwrap();
+            if line.starts_with("Time: ") {
+                w.push(Vec::new());
+            } else if line.starts_with('(')
+                && let Some(last) = w.last_mut()
+            {
+                last.push(line);
+            }
+        }
+    });
+    windows
+}
+
+#[test]
+fn windowed_word_count_counts_over_the_window_and_forgets_what_left_it() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let mut child = example("windowed_word_count")
+        .args([
+            "127.0.0.1",
+            &port,
+            "100",
+            "--window-secs",
+            "1",
+            "--slide-secs",
+            "0.5",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let windows = collect_windows(&mut child);
+    let _running = Running(child);
+    let mut conn = accept(&listener, Duration::from_secs(20));
+    conn.write_all(b"alpha beta alpha\n").unwrap();
+    let seen = |w: &Vec<String>| {
+        let mut w = w.clone();
+        w.sort();
+        w == vec!["(\"alpha\", 2)".to_string(), "(\"beta\", 1)".to_string()]
+    };
+    let ok = eventually(Duration::from_secs(20), || {
+        windows.lock().unwrap().iter().any(seen)
+    });
+    assert!(ok.is_some(), "{:?}", windows.lock().unwrap());
+    // A second before the words are a full window (1 s) old: later windows
+    // no longer count them (the inverse function took them out, and keys at
+    // 0 are dropped).
+    let first = windows.lock().unwrap().iter().position(seen).unwrap();
+    let ok = eventually(Duration::from_secs(20), || {
+        let w = windows.lock().unwrap();
+        w.len() > first + 3 && w[first + 1..].iter().any(|w| w.is_empty())
+    });
+    assert!(ok.is_some(), "{:?}", windows.lock().unwrap());
+    // Seen in at most two windows (1 s long, sliding by 0.5 s).
+    assert!(windows.lock().unwrap().iter().filter(|w| seen(w)).count() <= 2);
+}
