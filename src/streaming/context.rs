@@ -208,6 +208,15 @@ impl StreamingContext {
         self.graph().served.clone()
     }
 
+    /// Whether a batch without new records can still produce output: the
+    /// program has output operations other than served views (a print, a
+    /// `foreach_rdd`, a window that slides). A program of served views only
+    /// has nothing to do for an empty batch.
+    pub fn acts_on_empty_batches(&self) -> bool {
+        let g = self.graph();
+        g.outputs.len() > g.served.len()
+    }
+
     pub(crate) fn add_output(&self, op: Arc<dyn OutputOp>) {
         self.graph().outputs.push(op);
     }

@@ -186,7 +186,21 @@ impl Shared {
             }
             self.wait_for_room();
             let buf = match reader.fill_buf() {
-                Ok([]) => return Ok(()),
+                Ok([]) => {
+                    // The server closed the connection: a last line without
+                    // a newline is still a line.
+                    if !line.is_empty() && !too_long {
+                        if line.last() == Some(&b'\r') {
+                            line.pop();
+                        }
+                        self.stats.lines.fetch_add(1, Ordering::Relaxed);
+                        let text = String::from_utf8_lossy(&line).into_owned();
+                        let mut p = self.lock();
+                        p.bytes += text.len();
+                        p.lines.push(text);
+                    }
+                    return Ok(());
+                }
                 Ok(buf) => buf,
                 Err(e)
                     if matches!(
@@ -320,5 +334,50 @@ impl StreamingContext {
         let input = Arc::new(SocketTextInput::new(host, port, limits));
         let stream = self.input_stream(Arc::clone(&input) as Arc<dyn InputStream<String>>);
         (stream, input)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::TcpListener;
+    use std::time::Instant;
+
+    fn lines_until(input: &SocketTextInput, ctx: &Context, n: usize) -> Vec<String> {
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while got.len() < n && Instant::now() < deadline {
+            let batch = input.next_batch(ctx, Time::now()).unwrap();
+            got.extend(batch.rdd.collect().unwrap());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        got
+    }
+
+    #[test]
+    fn lines_crlf_a_last_line_without_newline_and_long_lines() {
+        let ctx = Context::builder().threads(2).build().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let limits = SocketLimits {
+            max_line_bytes: 8,
+            ..SocketLimits::default()
+        };
+        let input = SocketTextInput::new("127.0.0.1", port, limits);
+        input.start().unwrap();
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.write_all(b"a b\r\nmuch too long a line\nok\nlast")
+            .unwrap();
+        drop(conn);
+        let got = lines_until(&input, &ctx, 3);
+        assert_eq!(got, vec!["a b", "ok", "last"]);
+        assert_eq!(input.stats().dropped_long_lines.load(Ordering::Relaxed), 1);
+        // It reconnects after the server closed the connection.
+        let (mut again, _) = listener.accept().unwrap();
+        again.write_all(b"again\n").unwrap();
+        assert_eq!(lines_until(&input, &ctx, 1), vec!["again"]);
+        input.stop();
+        assert!(input.stats().connections.load(Ordering::Relaxed) >= 2);
     }
 }

@@ -462,7 +462,9 @@ impl MicroBatcher {
         }
         phases.parse_ms = ms_since(parse_start);
         let program_start = std::time::Instant::now();
-        if fed {
+        // A program of served views only has nothing to do without records;
+        // one with other outputs (windows, prints) runs every tick.
+        if fed || self.program.streaming_context().acts_on_empty_batches() {
             let outcome = self
                 .program
                 .run_batch(Time::from_millis(scheduled_us.div_euclid(1000)))
