@@ -256,7 +256,8 @@ fn a_windowed_stream_cannot_be_served_and_mixed_slides_fail_clearly() {
         .unwrap();
     let err = w.map(|x| (x.to_string(), 1i64)).serve("w").unwrap_err();
     assert!(
-        err.to_string().contains("windowed stream cannot be served"),
+        err.to_string()
+            .contains("windowed or stateful stream cannot be served"),
         "{err}"
     );
     // Union of a windowed and a plain stream: an error at the batch, naming both slides.

@@ -278,6 +278,7 @@ impl StreamingContext {
         for op in &outputs {
             op.run(&scope, &mut outcome)?;
         }
+        scope.commit();
         outcome.processing = start.elapsed();
         Ok(outcome)
     }

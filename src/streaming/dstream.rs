@@ -68,6 +68,10 @@ pub struct BatchScope {
     time: Time,
     inputs: InputRdds,
     memo: Mutex<HashMap<usize, Box<dyn Any + Send + Sync>>>,
+    /// Run once every output operation of the batch succeeded: stateful
+    /// operators move their state to the batch's (a failed batch is run
+    /// again from the old state).
+    on_success: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
 }
 
 impl fmt::Debug for BatchScope {
@@ -87,6 +91,25 @@ impl BatchScope {
             time,
             inputs,
             memo: Mutex::new(HashMap::new()),
+            on_success: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs `f` when the batch has succeeded (see [`commit`](Self::commit)).
+    pub(crate) fn on_success(&self, f: impl FnOnce() + Send + 'static) {
+        self.on_success
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Box::new(f));
+    }
+
+    /// The batch succeeded: what stateful operators computed for it becomes
+    /// their state.
+    pub(crate) fn commit(self) {
+        let pending =
+            std::mem::take(&mut *self.on_success.lock().unwrap_or_else(|p| p.into_inner()));
+        for f in pending {
+            f();
         }
     }
 
@@ -142,7 +165,8 @@ pub struct DStream<T: Data> {
     /// slide of a window it is computed from. Output operations run at
     /// batch times that are multiples of it.
     pub(crate) slide: Duration,
-    /// Computed from a window: its RDDs depend on earlier batches.
+    /// Computed from a window or a stateful operator: its RDDs depend on
+    /// earlier batches.
     pub(crate) windowed: bool,
     compute: Arc<Compute<T>>,
 }
@@ -200,14 +224,20 @@ impl<T: Data> DStream<T> {
         self
     }
 
+    /// The same stream, marked as depending on earlier batches (state).
+    pub(crate) fn stateful(mut self) -> Self {
+        self.windowed = true;
+        self
+    }
+
     /// How often the stream has an RDD: the batch interval, or the slide of
     /// the window it is computed from.
     pub fn slide(&self) -> Duration {
         self.slide
     }
 
-    /// Whether the stream is computed from a window (its RDDs depend on
-    /// earlier batches, kept in memory).
+    /// Whether the stream is computed from a window or a stateful operator
+    /// (its RDDs depend on earlier batches, kept in memory).
     pub fn is_windowed(&self) -> bool {
         self.windowed
     }

@@ -52,6 +52,8 @@
 //!   server's write-ahead-log streams).
 //! - [`socket`]: `socket_text_stream`, a receiver that connects to a TCP
 //!   server and takes its lines, with backpressure.
+//! - [`state`]: `update_state_by_key`: state per key from batch to batch,
+//!   replaced only when the batch succeeded.
 //! - [`window`]: window operations (`window`, `reduce_by_key_and_window`
 //!   with and without an inverse function, `count_by_window`, ...): every
 //!   batch of the windowed stream is kept in memory while in the window.
@@ -75,6 +77,7 @@ pub mod dstream;
 pub mod input;
 pub mod output;
 pub mod socket;
+pub mod state;
 pub mod window;
 
 pub use context::{BatchOutcome, StreamingContext};

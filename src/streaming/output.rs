@@ -415,7 +415,7 @@ impl DStream<(String, AggValue)> {
             // A served view's batch deltas add up to the view; a window's
             // results do not (they overlap), and its contents live in memory.
             return Err(Error::plan(format!(
-                "view `{name}`: a windowed stream cannot be served (windows are answered per window; serve the stream before the window)"
+                "view `{name}`: a windowed or stateful stream cannot be served yet (its results depend on earlier batches, which the server does not commit yet; serve the stream before the window or the state)"
             )));
         }
         let view = ServedView {

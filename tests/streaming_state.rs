@@ -1,0 +1,164 @@
+//! `update_state_by_key` against a sequential reference, and a failed
+//! batch that runs again without applying its update twice.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lamina::streaming::input::QueueInput;
+use lamina::streaming::{InputStream, StreamingContext, Time};
+use lamina::{Context, Error};
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// The update under test: a running total per key; a key whose total
+/// passes 40 is removed, and a key with no new values loses 1 (removed at
+/// 0) — so keys come, go, and come back.
+fn update(values: Vec<i64>, state: Option<i64>) -> Option<i64> {
+    let total = state.unwrap_or(0) + values.iter().sum::<i64>() - i64::from(values.is_empty());
+    (total > 0 && total <= 40).then_some(total)
+}
+
+#[test]
+fn update_state_by_key_matches_the_reference() {
+    for seed in 0..30 {
+        let mut rng = Rng(seed);
+        let ctx = Context::builder()
+            .threads(1 + rng.below(3) as usize)
+            .build()
+            .unwrap();
+        let ssc = StreamingContext::new(ctx, Duration::from_millis(50)).unwrap();
+        let n = 3 + rng.below(10) as usize;
+        let batches: Vec<Vec<(u8, i64)>> = (0..n)
+            .map(|_| {
+                let len = if rng.below(4) == 0 {
+                    0
+                } else {
+                    rng.below(30) as usize
+                };
+                (0..len)
+                    .map(|_| (rng.below(12) as u8, 1 + rng.below(4) as i64))
+                    .collect()
+            })
+            .collect();
+        let queue = QueueInput::new(batches.iter().map(|b| {
+            let cut = b.len() / 3;
+            vec![b[..cut].to_vec(), b[cut..].to_vec()]
+        }));
+        let stream = ssc.input_stream(Arc::new(queue) as Arc<dyn InputStream<(u8, i64)>>);
+        let states = stream.update_state_by_key(update);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let into = Arc::clone(&seen);
+        states.foreach_rdd(move |rdd, _| {
+            let mut got = rdd.collect()?;
+            got.sort();
+            into.lock().unwrap().push(got);
+            Ok(())
+        });
+        let mut reference: BTreeMap<u8, i64> = BTreeMap::new();
+        for (i, batch) in batches.iter().enumerate() {
+            ssc.run_batch(Time::from_millis(50 * (i as i64 + 1)))
+                .unwrap();
+            let mut values: BTreeMap<u8, Vec<i64>> = BTreeMap::new();
+            for (k, v) in batch {
+                values.entry(*k).or_default().push(*v);
+            }
+            let keys: Vec<u8> = reference.keys().chain(values.keys()).copied().collect();
+            let mut next = BTreeMap::new();
+            for k in keys {
+                if let Some(s) = update(
+                    values.get(&k).cloned().unwrap_or_default(),
+                    reference.get(&k).copied(),
+                ) {
+                    next.insert(k, s);
+                }
+            }
+            reference = next;
+            let expect: Vec<(u8, i64)> = reference.iter().map(|(k, v)| (*k, *v)).collect();
+            assert_eq!(seen.lock().unwrap()[i], expect, "seed {seed} batch {i}");
+        }
+    }
+}
+
+#[test]
+fn a_failed_batch_runs_again_from_the_old_state() {
+    let ctx = Context::builder().threads(2).build().unwrap();
+    let ssc = StreamingContext::new(ctx, Duration::from_millis(50)).unwrap();
+    let queue = Arc::new(QueueInput::new(vec![vec![vec![("a", 1i64), ("a", 2)]]]));
+    let stream = ssc.input_stream(Arc::clone(&queue) as Arc<dyn InputStream<(&'static str, i64)>>);
+    let totals = stream.update_state_by_key(|vs: Vec<i64>, s: Option<i64>| {
+        Some(s.unwrap_or(0) + vs.iter().sum::<i64>())
+    });
+    let fail_once = Arc::new(AtomicBool::new(true));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (f, into) = (Arc::clone(&fail_once), Arc::clone(&seen));
+    totals.foreach_rdd(move |rdd, _| {
+        let got = rdd.collect()?;
+        if f.swap(false, Ordering::SeqCst) {
+            return Err(Error::execution("the sink is down"));
+        }
+        into.lock().unwrap().push(got);
+        Ok(())
+    });
+    assert!(ssc.run_batch(Time::from_millis(50)).is_err());
+    // The same records again (as the server's log replays them).
+    queue.push(vec![vec![("a", 1), ("a", 2)]]);
+    ssc.run_batch(Time::from_millis(50)).unwrap();
+    queue.push(vec![vec![("a", 10)]]);
+    ssc.run_batch(Time::from_millis(100)).unwrap();
+    assert_eq!(*seen.lock().unwrap(), vec![vec![("a", 3)], vec![("a", 13)]]);
+}
+
+#[test]
+fn a_stateful_stream_is_updated_every_batch_even_when_its_output_slides() {
+    let ctx = Context::builder().threads(2).build().unwrap();
+    let ssc = StreamingContext::new(ctx, Duration::from_millis(50)).unwrap();
+    let stream = ssc.queue_stream((1..=4).map(|i| vec![("k", i as i64)]));
+    let totals = stream.update_state_by_key(|vs: Vec<i64>, s: Option<i64>| {
+        Some(s.unwrap_or(0) + vs.iter().sum::<i64>())
+    });
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let into = Arc::clone(&seen);
+    totals
+        .window(Duration::from_millis(100), Duration::from_millis(100))
+        .unwrap()
+        .foreach_rdd(move |rdd, t| {
+            let mut got = rdd.collect()?;
+            got.sort();
+            into.lock().unwrap().push((t.millis(), got));
+            Ok(())
+        });
+    for i in 1..=4 {
+        ssc.run_batch(Time::from_millis(50 * i)).unwrap();
+    }
+    // Totals 1, 3, 6, 10; windows of two batches at 100 and 200 ms.
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![
+            (100, vec![("k", 1), ("k", 3)]),
+            (200, vec![("k", 6), ("k", 10)])
+        ]
+    );
+    let err = totals
+        .map(|(k, v)| (k.to_string(), v))
+        .serve("t")
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("stateful stream cannot be served"),
+        "{err}"
+    );
+}
