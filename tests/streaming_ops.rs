@@ -11,20 +11,9 @@ use lamina::streaming::{DStream, InputStream, StreamingContext, Time};
 use lamina::view::AggValue;
 use lamina::{Context, Data};
 
-struct Rng(u64);
+mod support;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+use support::Rng;
 
 /// Seeded batches of small integers (few distinct values, so keys repeat).
 fn batches(rng: &mut Rng, n: usize) -> Vec<Vec<i64>> {

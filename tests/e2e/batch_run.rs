@@ -4,25 +4,10 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{Server, WorkDir, eventually, free_port, write_config};
+use common::{Server, WorkDir, free_port, write_config};
 
 fn run_and_wait(server: &Server) -> serde_json::Value {
-    let r = server.client().post("/v1/batch/runs", b"", &[]).unwrap();
-    assert_eq!(r.status, 202);
-    let id = r.json().unwrap()["id"].as_u64().unwrap();
-    let mut last = serde_json::Value::Null;
-    eventually(Duration::from_secs(30), || {
-        last = server.get(&format!("/v1/batch/runs/{id}")).1;
-        matches!(
-            last["state"].as_str(),
-            Some("succeeded" | "failed" | "cancelled")
-        )
-    })
-    .expect("the run ends");
-    assert_eq!(last["state"], "succeeded", "{last}");
-    last
+    common::batch_run_and_wait(server)
 }
 
 /// Regression: a run requested right after an ingest was acknowledged, but

@@ -182,6 +182,25 @@ pub fn count(server: &Server, view: &str, key: &str) -> i64 {
     v["value"].as_i64().unwrap_or(0)
 }
 
+/// Requests a batch run over REST and waits (at most 60 s) until it ends;
+/// panics unless it succeeded. Returns the run's last state.
+pub fn batch_run_and_wait(server: &Server) -> Value {
+    let r = server.client().post("/v1/batch/runs", b"", &[]).unwrap();
+    assert_eq!(r.status, 202);
+    let id = r.json().unwrap()["id"].as_u64().unwrap();
+    let mut last = Value::Null;
+    eventually(Duration::from_secs(60), || {
+        last = server.get(&format!("/v1/batch/runs/{id}")).1;
+        matches!(
+            last["state"].as_str(),
+            Some("succeeded" | "failed" | "cancelled")
+        )
+    })
+    .expect("the run ends");
+    assert_eq!(last["state"], "succeeded", "{last}");
+    last
+}
+
 /// Polls `f` until it returns true, at most `limit`; returns the time it took.
 pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
     let start = Instant::now();

@@ -210,19 +210,7 @@ fn key(server: &Server, word: &str) -> serde_json::Value {
 }
 
 fn batch_run(server: &Server) {
-    let r = server.client().post("/v1/batch/runs", b"", &[]).unwrap();
-    assert_eq!(r.status, 202);
-    let id = r.json().unwrap()["id"].as_u64().unwrap();
-    let mut last = serde_json::Value::Null;
-    eventually(Duration::from_secs(60), || {
-        last = server.get(&format!("/v1/batch/runs/{id}")).1;
-        matches!(
-            last["state"].as_str(),
-            Some("succeeded" | "failed" | "cancelled")
-        )
-    })
-    .expect("the run ends");
-    assert_eq!(last["state"], "succeeded", "{last}");
+    common::batch_run_and_wait(server);
 }
 
 #[test]
