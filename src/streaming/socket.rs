@@ -1,6 +1,8 @@
 //! `socket_text_stream`: a receiver that connects to a TCP server and takes
 //! its lines (Spark's `socketTextStream`), for programs that embed the
-//! engine as a library.
+//! engine as a library; and `tcp_listen_text_stream`, the same receiver
+//! listening for clients (each connection read by its own thread, at most
+//! 256 at once).
 //!
 //! One background thread connects, reads newline-terminated lines (a
 //! trailing `\r` is dropped, invalid UTF-8 replaced) and keeps them until
@@ -69,8 +71,20 @@ struct Pending {
     bytes: usize,
 }
 
+/// Whether the receiver connects to a server or is the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Connect,
+    Listen,
+}
+
+/// Most connections a listening receiver serves at once; more are closed
+/// at once (and counted as connection errors).
+const MAX_LISTEN_CONNECTIONS: usize = 256;
+
 struct Shared {
     addr: String,
+    mode: Mode,
     limits: SocketLimits,
     pending: Mutex<Pending>,
     taken: Condvar,
@@ -82,6 +96,8 @@ struct Shared {
 pub struct SocketTextInput {
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Readers of a listening receiver's connections.
+    readers: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl std::fmt::Debug for SocketTextInput {
@@ -95,9 +111,21 @@ impl std::fmt::Debug for SocketTextInput {
 impl SocketTextInput {
     /// A receiver of the lines of the TCP server at `host:port`.
     pub fn new(host: &str, port: u16, limits: SocketLimits) -> Self {
+        SocketTextInput::with_mode(format!("{host}:{port}"), Mode::Connect, limits)
+    }
+
+    /// A receiver that listens on `addr` (e.g. `127.0.0.1:9999`) and takes
+    /// the lines of every client that connects (up to 256 at once).
+    pub fn listen(addr: &str, limits: SocketLimits) -> Self {
+        SocketTextInput::with_mode(addr.to_owned(), Mode::Listen, limits)
+    }
+
+    fn with_mode(addr: String, mode: Mode, limits: SocketLimits) -> Self {
         SocketTextInput {
+            readers: Arc::default(),
             shared: Arc::new(Shared {
-                addr: format!("{host}:{port}"),
+                addr,
+                mode,
                 limits,
                 pending: Mutex::new(Pending::default()),
                 taken: Condvar::new(),
@@ -149,6 +177,50 @@ impl Shared {
             }
             self.sleep(backoff);
             backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Accepts clients until a stop; each gets a reader thread.
+    fn accept_loop(
+        self: &Arc<Self>,
+        listener: &std::net::TcpListener,
+        readers: &Mutex<Vec<JoinHandle<()>>>,
+    ) {
+        while !self.stop.load(Ordering::Acquire) {
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    let mut live = readers.lock().unwrap_or_else(|p| p.into_inner());
+                    live.retain(|r| !r.is_finished());
+                    if live.len() >= MAX_LISTEN_CONNECTIONS {
+                        self.stats.connection_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(addr = %self.addr, %peer, "refused a connection: {MAX_LISTEN_CONNECTIONS} are open");
+                        continue;
+                    }
+                    self.stats.connections.fetch_add(1, Ordering::Relaxed);
+                    let shared = Arc::clone(self);
+                    let reader = std::thread::Builder::new()
+                        .name("lamina-socket-reader".into())
+                        .spawn(move || {
+                            let _ = stream.set_nonblocking(false);
+                            if let Err(e) = shared.read_lines(stream) {
+                                shared.stats.connection_errors.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(addr = %shared.addr, %peer, "connection failed: {e}");
+                            }
+                        });
+                    match reader {
+                        Ok(r) => live.push(r),
+                        Err(e) => tracing::warn!("cannot start a reader thread: {e}"),
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => {
+                    self.stats.connection_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(addr = %self.addr, "accept failed: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
         }
     }
 
@@ -279,15 +351,32 @@ impl Shared {
 
 impl InputStream<String> for SocketTextInput {
     fn name(&self) -> String {
-        format!("socket {}", self.shared.addr)
+        match self.shared.mode {
+            Mode::Connect => format!("socket {}", self.shared.addr),
+            Mode::Listen => format!("listener {}", self.shared.addr),
+        }
     }
 
     fn start(&self) -> Result<()> {
         let shared = Arc::clone(&self.shared);
-        let handle = std::thread::Builder::new()
-            .name("lamina-socket-receiver".into())
-            .spawn(move || shared.run())
-            .map_err(|e| Error::Internal(format!("cannot start the receiver thread: {e}")))?;
+        let handle = match self.shared.mode {
+            Mode::Connect => std::thread::Builder::new()
+                .name("lamina-socket-receiver".into())
+                .spawn(move || shared.run()),
+            Mode::Listen => {
+                // Bound here, so that a taken port stops the start.
+                let listener = std::net::TcpListener::bind(&self.shared.addr)
+                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                    .map_err(|e| {
+                        Error::execution(format!("cannot listen on {}: {e}", self.shared.addr))
+                    })?;
+                let readers = Arc::clone(&self.readers);
+                std::thread::Builder::new()
+                    .name("lamina-socket-listener".into())
+                    .spawn(move || shared.accept_loop(&listener, &readers))
+            }
+        }
+        .map_err(|e| Error::Internal(format!("cannot start the receiver thread: {e}")))?;
         *self.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
         Ok(())
     }
@@ -297,6 +386,10 @@ impl InputStream<String> for SocketTextInput {
         self.shared.taken.notify_all();
         if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = t.join();
+        }
+        let readers = std::mem::take(&mut *self.readers.lock().unwrap_or_else(|p| p.into_inner()));
+        for r in readers {
+            let _ = r.join();
         }
     }
 
@@ -315,6 +408,16 @@ impl InputStream<String> for SocketTextInput {
 }
 
 impl StreamingContext {
+    /// The lines sent by every client that connects to `addr` (this process
+    /// listens, like the server's `tcp_listen` receiver), with the default
+    /// limits; see [`SocketTextInput::listen`]. The port is bound when the
+    /// context starts (a taken port is a start error).
+    pub fn tcp_listen_text_stream(&self, addr: &str) -> (DStream<String>, Arc<SocketTextInput>) {
+        let input = Arc::new(SocketTextInput::listen(addr, SocketLimits::default()));
+        let stream = self.input_stream(Arc::clone(&input) as Arc<dyn InputStream<String>>);
+        (stream, input)
+    }
+
     /// The lines a TCP server at `host:port` sends, with the default limits
     /// (see [`socket_text_stream_with`](Self::socket_text_stream_with)).
     pub fn socket_text_stream(&self, host: &str, port: u16) -> DStream<String> {
@@ -379,5 +482,42 @@ mod tests {
         assert_eq!(lines_until(&input, &ctx, 1), vec!["again"]);
         input.stop();
         assert!(input.stats().connections.load(Ordering::Relaxed) >= 2);
+    }
+
+    #[test]
+    fn a_listening_receiver_takes_the_lines_of_every_client() {
+        let ctx = Context::builder().threads(2).build().unwrap();
+        let port = {
+            let probe = TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap().port()
+        };
+        let input = SocketTextInput::listen(&format!("127.0.0.1:{port}"), SocketLimits::default());
+        input.start().unwrap();
+        let clients: Vec<_> = (0..3)
+            .map(|c| {
+                std::thread::spawn(move || {
+                    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                    for i in 0..100 {
+                        writeln!(s, "c{c} l{i}").unwrap();
+                    }
+                })
+            })
+            .collect();
+        for c in clients {
+            c.join().unwrap();
+        }
+        let mut got = lines_until(&input, &ctx, 300);
+        got.sort();
+        let mut want: Vec<String> = (0..3)
+            .flat_map(|c| (0..100).map(move |i| format!("c{c} l{i}")))
+            .collect();
+        want.sort();
+        assert_eq!(got, want);
+        // A taken port is an error at start.
+        let taken = SocketTextInput::listen(&format!("127.0.0.1:{port}"), SocketLimits::default());
+        let err = taken.start().unwrap_err();
+        assert!(err.to_string().contains("cannot listen on"), "{err}");
+        input.stop();
+        assert_eq!(input.stats().connections.load(Ordering::Relaxed), 3);
     }
 }
