@@ -151,3 +151,107 @@ fn a_stateful_stream_is_updated_every_batch_even_when_its_output_slides() {
         "{err}"
     );
 }
+
+/// The function under test: a running count per key; it returns the new
+/// count for a record and `-last count` for a key that timed out.
+fn count_fn(
+    _: Time,
+    _: &u8,
+    value: Option<i64>,
+    state: &mut lamina::streaming::state::State<i64>,
+) -> i64 {
+    match value {
+        Some(v) => {
+            let n = state.get().copied().unwrap_or(0) + v;
+            state.update(n).unwrap();
+            n
+        }
+        None => {
+            assert!(state.is_timing_out());
+            assert!(state.update(0).is_err(), "no update while timing out");
+            -state.get().copied().unwrap()
+        }
+    }
+}
+
+#[test]
+fn map_with_state_matches_the_reference_with_timeouts() {
+    use lamina::streaming::state::StateSpec;
+    for seed in 0..30 {
+        let mut rng = Rng(seed ^ 0x77);
+        let ctx = Context::builder()
+            .threads(1 + rng.below(3) as usize)
+            .build()
+            .unwrap();
+        let ssc = StreamingContext::new(ctx, Duration::from_millis(50)).unwrap();
+        let n = 5 + rng.below(15) as usize;
+        // Many empty batches, so that keys time out and come back.
+        let batches: Vec<Vec<(u8, i64)>> = (0..n)
+            .map(|_| {
+                let len = if rng.below(2) == 0 {
+                    0
+                } else {
+                    rng.below(12) as usize
+                };
+                (0..len)
+                    .map(|_| (rng.below(6) as u8, 1 + rng.below(3) as i64))
+                    .collect()
+            })
+            .collect();
+        let timeout_batches = 1 + rng.below(3) as i64;
+        let queue = QueueInput::new(batches.iter().map(|b| vec![b.clone()]));
+        let stream = ssc.input_stream(Arc::new(queue) as Arc<dyn InputStream<(u8, i64)>>);
+        let mapped = stream.map_with_state(
+            StateSpec::function(count_fn)
+                .timeout(Duration::from_millis(50 * timeout_batches as u64)),
+        );
+        let outs = Arc::new(Mutex::new(Vec::new()));
+        let snaps = Arc::new(Mutex::new(Vec::new()));
+        let (o, sn) = (Arc::clone(&outs), Arc::clone(&snaps));
+        mapped.stream().foreach_rdd(move |rdd, _| {
+            let mut got = rdd.collect()?;
+            got.sort();
+            o.lock().unwrap().push(got);
+            Ok(())
+        });
+        mapped.state_snapshots().foreach_rdd(move |rdd, _| {
+            let mut got = rdd.collect()?;
+            got.sort();
+            sn.lock().unwrap().push(got);
+            Ok(())
+        });
+        // Reference: state and the batch time of each key's last data.
+        let mut state: BTreeMap<u8, (i64, i64)> = BTreeMap::new();
+        for (i, batch) in batches.iter().enumerate() {
+            let now = 50 * (i as i64 + 1);
+            ssc.run_batch(Time::from_millis(now)).unwrap();
+            let mut expect_out = Vec::new();
+            let mut touched = std::collections::BTreeSet::new();
+            for (k, v) in batch {
+                let e = state.entry(*k).or_insert((0, now));
+                e.0 += v;
+                e.1 = now;
+                touched.insert(*k);
+                expect_out.push(e.0);
+            }
+            let timed_out: Vec<u8> = state
+                .iter()
+                .filter(|(k, (_, last))| {
+                    !touched.contains(k) && *last <= now - 50 * timeout_batches
+                })
+                .map(|(k, _)| *k)
+                .collect();
+            for k in timed_out {
+                expect_out.push(-state.remove(&k).unwrap().0);
+            }
+            expect_out.sort();
+            let expect_snap: Vec<(u8, i64)> = state.iter().map(|(k, (s, _))| (*k, *s)).collect();
+            assert_eq!(outs.lock().unwrap()[i], expect_out, "seed {seed} batch {i}");
+            assert_eq!(
+                snaps.lock().unwrap()[i],
+                expect_snap,
+                "seed {seed} batch {i}"
+            );
+        }
+    }
+}

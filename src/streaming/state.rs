@@ -89,3 +89,274 @@ impl<K: Key, V: Data> DStream<(K, V)> {
         stream
     }
 }
+
+/// A key's state as a [`map_with_state`](DStream::map_with_state)
+/// function sees it (Spark's `State`).
+#[derive(Debug)]
+pub struct State<S> {
+    value: Option<S>,
+    timing_out: bool,
+}
+
+impl<S> State<S> {
+    /// Whether the key has state.
+    pub fn exists(&self) -> bool {
+        self.value.is_some()
+    }
+
+    /// The state, if any.
+    pub fn get(&self) -> Option<&S> {
+        self.value.as_ref()
+    }
+
+    /// Sets the state.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Plan`](crate::Error::Plan) when the key is timing out: its
+    /// state is being removed.
+    pub fn update(&mut self, state: S) -> Result<()> {
+        if self.timing_out {
+            return Err(crate::Error::plan(
+                "cannot update the state of a key that is timing out",
+            ));
+        }
+        self.value = Some(state);
+        Ok(())
+    }
+
+    /// Removes the state.
+    pub fn remove(&mut self) {
+        self.value = None;
+    }
+
+    /// Whether the call is for a key that timed out (no new data for the
+    /// spec's timeout): its state is removed after the call.
+    pub fn is_timing_out(&self) -> bool {
+        self.timing_out
+    }
+}
+
+/// The mapping function of a [`StateSpec`].
+type MapFn<K, V, S, U> = dyn Fn(Time, &K, Option<V>, &mut State<S>) -> U + Send + Sync;
+
+/// What [`map_with_state`](DStream::map_with_state) does (Spark's
+/// `StateSpec`): a function called once per record of a key with new data
+/// (with the record's value) and once for a key that timed out (with
+/// `None`), and an optional idle timeout.
+pub struct StateSpec<K, V, S, U> {
+    func: Arc<MapFn<K, V, S, U>>,
+    timeout: Option<std::time::Duration>,
+}
+
+impl<K, V, S, U> std::fmt::Debug for StateSpec<K, V, S, U> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateSpec")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, V, S, U> StateSpec<K, V, S, U> {
+    /// A spec calling `f(batch time, key, value, state)`.
+    pub fn function(
+        f: impl Fn(Time, &K, Option<V>, &mut State<S>) -> U + Send + Sync + 'static,
+    ) -> Self {
+        StateSpec {
+            func: Arc::new(f),
+            timeout: None,
+        }
+    }
+
+    /// Removes a key's state once it has had no new data for `idle`; the
+    /// function is called for it one last time, timing out.
+    pub fn timeout(mut self, idle: std::time::Duration) -> Self {
+        self.timeout = Some(idle);
+        self
+    }
+}
+
+/// One partition of a `map_with_state` state: each key's state and the
+/// batch time (ms) of its last data, and the keys in the order of their
+/// last data (entries of keys that got data again later are stale and
+/// skipped) — so finding the keys that timed out costs the keys that did.
+struct Part<K, S> {
+    states: crate::partitioner::FastMap<K, (S, i64)>,
+    by_time: std::collections::VecDeque<(i64, K)>,
+}
+
+impl<K: Key, S> Default for Part<K, S> {
+    fn default() -> Self {
+        Part {
+            states: crate::partitioner::fast_map(0),
+            by_time: std::collections::VecDeque::new(),
+        }
+    }
+}
+
+/// A key's state after a batch: `None` when removed.
+type Change<K, S> = (K, Option<(S, i64)>);
+
+/// The last batch's changes (its time in ms), one list per partition.
+type BatchChanges<K, S> = Arc<Mutex<Option<(i64, Arc<Vec<Vec<Change<K, S>>>>)>>>;
+
+impl<K: Key, V: Data> DStream<(K, V)> {
+    /// Spark's `mapWithState`: the spec's function runs for every record
+    /// of a batch (in order, per key) and for every key that timed out —
+    /// only for those, so a batch costs the keys it touches, not every key
+    /// with state. The stream holds the function's results; its
+    /// [`state_snapshots`](MapWithState::state_snapshots) the state after
+    /// each batch. The new state replaces the old one only when the batch
+    /// succeeded.
+    pub fn map_with_state<S: Data, U: Data>(
+        &self,
+        spec: StateSpec<K, V, S, U>,
+    ) -> MapWithState<K, S, U> {
+        let parts = self.ssc.context().default_parallelism().max(1);
+        let state: Arc<Vec<Mutex<Part<K, S>>>> =
+            Arc::new((0..parts).map(|_| Mutex::new(Part::default())).collect());
+        let changes: BatchChanges<K, S> = Arc::default();
+        let parent = self.clone();
+        let func = Arc::clone(&spec.func);
+        let timeout_ms = spec.timeout.map(|d| d.as_millis() as i64);
+        let (st, ch) = (Arc::clone(&state), Arc::clone(&changes));
+        let mapped = DStream::from_fn(&self.ssc, Arc::clone(&self.inputs), move |scope| {
+            let time = scope.time();
+            let now = time.millis();
+            let batch = scope
+                .rdd(&parent)?
+                .partition_by(crate::partitioner::HashPartitioner::new(parts));
+            let (state, func) = (Arc::clone(&st), Arc::clone(&func));
+            let results = batch.run(move |tc, it| {
+                let part = state[tc.partition()]
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                let mut touched: crate::partitioner::FastMap<K, Option<(S, i64)>> =
+                    crate::partitioner::fast_map(0);
+                let mut out = Vec::new();
+                for (k, v) in it {
+                    let current = match touched.get(&k) {
+                        Some(c) => c.as_ref().map(|(s, _)| s.clone()),
+                        None => part.states.get(&k).map(|(s, _)| s.clone()),
+                    };
+                    let mut st = State {
+                        value: current,
+                        timing_out: false,
+                    };
+                    out.push(func(time, &k, Some(v), &mut st));
+                    touched.insert(k, st.value.map(|s| (s, now)));
+                }
+                if let Some(t) = timeout_ms {
+                    for (last, k) in part.by_time.iter().take_while(|(last, _)| *last <= now - t) {
+                        let live = part.states.get(k).is_some_and(|(_, l)| l == last);
+                        if !live || touched.contains_key(k) {
+                            continue;
+                        }
+                        let mut st = State {
+                            value: part.states.get(k).map(|(s, _)| s.clone()),
+                            timing_out: true,
+                        };
+                        out.push(func(time, k, None, &mut st));
+                        touched.insert(k.clone(), None);
+                    }
+                }
+                Ok((out, touched.into_iter().collect::<Vec<Change<K, S>>>()))
+            })?;
+            let mut outputs = Vec::with_capacity(results.len());
+            let mut all_changes = Vec::with_capacity(results.len());
+            for (out, change) in results {
+                outputs.push(Arc::new(out));
+                all_changes.push(change);
+            }
+            let all_changes = Arc::new(all_changes);
+            *ch.lock().unwrap_or_else(|p| p.into_inner()) = Some((now, Arc::clone(&all_changes)));
+            let commit_to = Arc::clone(&st);
+            scope.on_success(move || {
+                for (p, changes) in all_changes.iter().enumerate() {
+                    let mut part = commit_to[p].lock().unwrap_or_else(|e| e.into_inner());
+                    for (k, change) in changes {
+                        match change {
+                            Some((s, last)) => {
+                                part.by_time.push_back((*last, k.clone()));
+                                part.states.insert(k.clone(), (s.clone(), *last));
+                            }
+                            None => {
+                                part.states.remove(k);
+                            }
+                        }
+                    }
+                    if let Some(t) = timeout_ms {
+                        // Entries up to the timeout line are either timed
+                        // out (removed above) or stale.
+                        while part.by_time.front().is_some_and(|(last, k)| {
+                            *last <= now - t || part.states.get(k).is_none_or(|(_, l)| l != last)
+                        }) {
+                            part.by_time.pop_front();
+                        }
+                    }
+                }
+            });
+            Ok(InputBatch::from_shared_blocks(scope.context(), outputs).rdd)
+        })
+        .inherit(self)
+        .stateful();
+        self.ssc.add_output(Arc::new(EveryBatch(mapped.clone())));
+        let main = mapped.clone();
+        let snapshots = DStream::from_fn(&self.ssc, Arc::clone(&self.inputs), move |scope| {
+            // The batch's changes, over the state before it.
+            scope.rdd(&main)?;
+            let now = scope.time().millis();
+            let changes = changes.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let blocks: Vec<Arc<Vec<(K, S)>>> = state
+                .iter()
+                .enumerate()
+                .map(|(p, part)| {
+                    let part = part.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut merged: crate::partitioner::FastMap<K, S> = part
+                        .states
+                        .iter()
+                        .map(|(k, (s, _))| (k.clone(), s.clone()))
+                        .collect();
+                    if let Some((t, changes)) = &changes
+                        && *t == now
+                    {
+                        for (k, change) in &changes[p] {
+                            match change {
+                                Some((s, _)) => {
+                                    merged.insert(k.clone(), s.clone());
+                                }
+                                None => {
+                                    merged.remove(k);
+                                }
+                            }
+                        }
+                    }
+                    Arc::new(merged.into_iter().collect())
+                })
+                .collect();
+            Ok(InputBatch::from_shared_blocks(scope.context(), blocks).rdd)
+        })
+        .inherit(self)
+        .stateful();
+        MapWithState { mapped, snapshots }
+    }
+}
+
+/// The streams of a [`map_with_state`](DStream::map_with_state).
+#[derive(Debug, Clone)]
+pub struct MapWithState<K: Data, S: Data, U: Data> {
+    mapped: DStream<U>,
+    snapshots: DStream<(K, S)>,
+}
+
+impl<K: Data, S: Data, U: Data> MapWithState<K, S, U> {
+    /// What the function returned, every batch.
+    pub fn stream(&self) -> &DStream<U> {
+        &self.mapped
+    }
+
+    /// Every key's state after each batch (costs every key with state).
+    pub fn state_snapshots(&self) -> &DStream<(K, S)> {
+        &self.snapshots
+    }
+}
