@@ -19,17 +19,11 @@ use lamina::streaming::input::QueueInput;
 use lamina::streaming::state::{State, StateSpec};
 use lamina::streaming::{InputStream, StreamingContext, Time};
 
-struct Rng(u64);
+// The seeded generator of the streaming tests.
+#[path = "../tests/support/mod.rs"]
+mod support;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
+use support::Rng;
 
 fn count(_: Time, _: &u64, v: Option<i64>, st: &mut State<i64>) -> i64 {
     let c = st.get().copied().unwrap_or(0) + v.unwrap_or(0);

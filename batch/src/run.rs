@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use lamina::master::MasterStore;
-use lamina::partitioner::{FastMap, fast_map};
 use lamina::streaming::dstream::InputId;
+use lamina::streaming::output::merge_per_key;
 use lamina::streaming::{InputRdds, ServedView, Time};
-use lamina::view::{AggValue, KeySpec, Partial, View, ViewSpec};
+use lamina::view::{AggValue, KeySpec, View, ViewSpec};
 use lamina::{Context, Error, Result};
 use tokio::sync::watch;
 
@@ -156,20 +156,6 @@ impl GenerationStats {
     }
 }
 
-/// One partial per key of a partition's pairs.
-fn combine_partition(pairs: impl Iterator<Item = (String, AggValue)>) -> Vec<(String, AggValue)> {
-    let mut merged: FastMap<String, AggValue> = fast_map(0);
-    for (key, value) in pairs {
-        match merged.get_mut(&key) {
-            Some(acc) => acc.merge(value),
-            None => {
-                merged.insert(key, value);
-            }
-        }
-    }
-    merged.into_iter().collect()
-}
-
 /// Computes generation `E`, where `E` is the last sealed epoch in the
 /// manifest, and collects it; `Ok(None)` when no epoch is sealed yet. See
 /// [`stream_generation`], which hands rows over as they are computed.
@@ -303,7 +289,7 @@ pub async fn stream_generation(
                     .view
                     .pairs_over(ctx, Time::now(), inputs)?
                     .run_each_async(
-                        |_, it| Ok(combine_partition(it)),
+                        |_, it| Ok(merge_per_key(it)),
                         move |_, rows| to(&name, rows),
                     )
             }

@@ -358,16 +358,7 @@ impl<T: Data> DStream<T> {
 
     /// The elements of both streams, batch by batch.
     pub fn union(&self, other: &DStream<T>) -> DStream<T> {
-        let (a, b) = (self.clone(), other.clone());
-        DStream::from_fn(
-            &self.ssc,
-            merge_inputs(&self.inputs, &other.inputs),
-            move |scope| {
-                same_slide(&a, &b)?;
-                Ok(scope.rdd(&a)?.union(&scope.rdd(&b)?))
-            },
-        )
-        .inherit_both(self, other)
+        self.transform_with(other, |a, b, _| Ok(a.union(b)))
     }
 
     /// One element per batch: the number of elements in it (0 for an empty

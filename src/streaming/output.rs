@@ -283,16 +283,7 @@ pub struct ServedDelta {
 impl ServedDelta {
     /// The partials merged per key: each key once.
     pub fn merged(&self) -> Vec<(String, AggValue)> {
-        let mut out: FastMap<&str, AggValue> = fast_map(self.pairs.len());
-        for (k, v) in &self.pairs {
-            match out.get_mut(k.as_str()) {
-                Some(acc) => acc.merge(v.clone()),
-                None => {
-                    out.insert(k, v.clone());
-                }
-            }
-        }
-        out.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+        merge_per_key(self.pairs.iter().cloned())
     }
 }
 
@@ -310,7 +301,7 @@ impl OutputOp for Serve {
             let part: Vec<(String, AggValue)> = if combined {
                 it.collect()
             } else {
-                merge_partition(it)
+                merge_per_key(it)
             };
             if let Some((key, v)) = part.iter().find(|(_, v)| v.kind() != *expected) {
                 return Err(Error::plan(format!(
@@ -329,8 +320,10 @@ impl OutputOp for Serve {
     }
 }
 
-/// One partial per key of a partition's pairs.
-fn merge_partition(pairs: impl Iterator<Item = (String, AggValue)>) -> Vec<(String, AggValue)> {
+/// The partials merged per key, each key once: what a task does with its
+/// partition's pairs before they are served (speed layer) or published
+/// (batch layer).
+pub fn merge_per_key(pairs: impl Iterator<Item = (String, AggValue)>) -> Vec<(String, AggValue)> {
     let mut merged: FastMap<String, AggValue> = fast_map(0);
     for (key, value) in pairs {
         match merged.entry(key) {
