@@ -47,7 +47,9 @@ fn main() {
     let ssc = StreamingContext::new(ctx, Duration::from_millis(50)).expect("interval");
     let queue = Arc::new(QueueInput::<(u64, i64)>::new(Vec::new()));
     let stream = ssc.input_stream(Arc::clone(&queue) as Arc<dyn InputStream<(u64, i64)>>);
-    let mapped = stream.map_with_state(StateSpec::function(count));
+    let mapped = stream
+        .map_with_state(StateSpec::function(count))
+        .expect("a fresh context");
     mapped
         .stream()
         .foreach_rdd(|rdd, _| rdd.count().map(|_| ()));

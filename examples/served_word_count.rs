@@ -29,29 +29,9 @@ use lamina_serving::app::App;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// `lamina serve`'s embedded defaults without the config view.
-const DEFAULTS: &str = r#"
-[server]
-listen = "127.0.0.1:8080"
-
-[storage]
-master_url = "file://./lamina-data/master"
-state_dir = "./lamina-data/state"
-
-[[stream]]
-name = "lines"
-format = "text"
-  [[stream.receiver]]
-  type = "tcp_listen"
-  listen = "127.0.0.1:9999"
-
-[batch]
-schedule = "*/10 * * * *"
-"#;
-
 fn main() -> ExitCode {
     App::new("served_word_count")
-        .with_default_config(DEFAULTS)
+        .with_default_config(lamina_serving::app::TEXT_DEFAULTS)
         .program(|program| {
             let lines = program.text_stream("lines")?;
             let words = lines.flat_map(|line| {

@@ -87,8 +87,8 @@ fn update_state_by_key_matches_the_reference() {
 fn a_failed_batch_runs_again_from_the_old_state() {
     let ctx = Context::builder().threads(2).build().unwrap();
     let ssc = StreamingContext::new(ctx, Duration::from_millis(50)).unwrap();
-    let queue = Arc::new(QueueInput::new(vec![vec![vec![("a", 1i64), ("a", 2)]]]));
-    let stream = ssc.input_stream(Arc::clone(&queue) as Arc<dyn InputStream<(&'static str, i64)>>);
+    let queue = Arc::new(QueueInput::new(vec![vec![vec![('a', 1i64), ('a', 2)]]]));
+    let stream = ssc.input_stream(Arc::clone(&queue) as Arc<dyn InputStream<(char, i64)>>);
     let totals = stream.update_state_by_key(|vs: Vec<i64>, s: Option<i64>| {
         Some(s.unwrap_or(0) + vs.iter().sum::<i64>())
     });
@@ -105,18 +105,18 @@ fn a_failed_batch_runs_again_from_the_old_state() {
     });
     assert!(ssc.run_batch(Time::from_millis(50)).is_err());
     // The same records again (as the server's log replays them).
-    queue.push(vec![vec![("a", 1), ("a", 2)]]);
+    queue.push(vec![vec![('a', 1), ('a', 2)]]);
     ssc.run_batch(Time::from_millis(50)).unwrap();
-    queue.push(vec![vec![("a", 10)]]);
+    queue.push(vec![vec![('a', 10)]]);
     ssc.run_batch(Time::from_millis(100)).unwrap();
-    assert_eq!(*seen.lock().unwrap(), vec![vec![("a", 3)], vec![("a", 13)]]);
+    assert_eq!(*seen.lock().unwrap(), vec![vec![('a', 3)], vec![('a', 13)]]);
 }
 
 #[test]
 fn a_stateful_stream_is_updated_every_batch_even_when_its_output_slides() {
     let ctx = Context::builder().threads(2).build().unwrap();
     let ssc = StreamingContext::new(ctx, Duration::from_millis(50)).unwrap();
-    let stream = ssc.queue_stream((1..=4).map(|i| vec![("k", i as i64)]));
+    let stream = ssc.queue_stream((1..=4).map(|i| vec![('k', i as i64)]));
     let totals = stream.update_state_by_key(|vs: Vec<i64>, s: Option<i64>| {
         Some(s.unwrap_or(0) + vs.iter().sum::<i64>())
     });
@@ -138,8 +138,8 @@ fn a_stateful_stream_is_updated_every_batch_even_when_its_output_slides() {
     assert_eq!(
         *seen.lock().unwrap(),
         vec![
-            (100, vec![("k", 1), ("k", 3)]),
-            (200, vec![("k", 6), ("k", 10)])
+            (100, vec![('k', 1), ('k', 3)]),
+            (200, vec![('k', 6), ('k', 10)])
         ]
     );
     let err = totals
@@ -175,7 +175,7 @@ fn count_fn(
 }
 
 #[test]
-fn map_with_state_matches_the_reference_with_timeouts() {
+fn map_with_state_matches_the_reference_with_timeouts() -> lamina::Result<()> {
     use lamina::streaming::state::StateSpec;
     for seed in 0..30 {
         let mut rng = Rng(seed ^ 0x77);
@@ -204,7 +204,7 @@ fn map_with_state_matches_the_reference_with_timeouts() {
         let mapped = stream.map_with_state(
             StateSpec::function(count_fn)
                 .timeout(Duration::from_millis(50 * timeout_batches as u64)),
-        );
+        )?;
         let outs = Arc::new(Mutex::new(Vec::new()));
         let snaps = Arc::new(Mutex::new(Vec::new()));
         let (o, sn) = (Arc::clone(&outs), Arc::clone(&snaps));
@@ -254,4 +254,117 @@ fn map_with_state_matches_the_reference_with_timeouts() {
             );
         }
     }
+    Ok(())
+}
+
+/// A program's stateful operators, restarted mid-stream from the state
+/// changes its batches reported (what a server commits), go on exactly as
+/// if never stopped: same outputs, same state — timeouts included, whose
+/// clock is each key's last-data time stored with its state.
+#[test]
+fn state_restored_from_the_reported_changes_continues_exactly() -> lamina::Result<()> {
+    use lamina::streaming::state::StateSpec;
+    type Stored = BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>;
+    /// The program: a running total with removals, and counts with a
+    /// timeout of two batches. Outputs of every batch go to `seen`.
+    fn program(
+        threads: usize,
+        batches: Vec<Vec<(u8, i64)>>,
+        seen: &Arc<Mutex<Vec<String>>>,
+    ) -> lamina::Result<StreamingContext> {
+        let ctx = Context::builder().threads(threads).build().unwrap();
+        let ssc = StreamingContext::new(ctx, Duration::from_millis(50))?;
+        let queue = QueueInput::new(batches.into_iter().map(|b| vec![b]));
+        let stream = ssc.input_stream(Arc::new(queue) as Arc<dyn InputStream<(u8, i64)>>);
+        let totals = stream.update_state_by_key(update);
+        let counts = stream.map_with_state(
+            StateSpec::function(count_fn)
+                .timeout(Duration::from_millis(100))
+                .name("counts"),
+        )?;
+        let (a, b) = (Arc::clone(seen), Arc::clone(seen));
+        totals.foreach_rdd(move |rdd, t| {
+            let mut got = rdd.collect()?;
+            got.sort();
+            a.lock()
+                .unwrap()
+                .push(format!("{} totals {got:?}", t.millis()));
+            Ok(())
+        });
+        counts.stream().foreach_rdd(move |rdd, t| {
+            let mut got = rdd.collect()?;
+            got.sort();
+            b.lock()
+                .unwrap()
+                .push(format!("{} counts {got:?}", t.millis()));
+            Ok(())
+        });
+        Ok(ssc)
+    }
+    fn apply(stored: &mut Stored, outcome: &lamina::streaming::BatchOutcome) {
+        for delta in &outcome.state {
+            let op = stored.entry(delta.operator.clone()).or_default();
+            for c in &delta.changes {
+                match &c.state {
+                    Some(v) => op.insert(c.key.clone(), v.clone()),
+                    None => op.remove(&c.key),
+                };
+            }
+        }
+    }
+    for seed in 0..20 {
+        let mut rng = Rng(seed ^ 0x51);
+        let n = 6 + rng.below(10) as usize;
+        let batches: Vec<Vec<(u8, i64)>> = (0..n)
+            .map(|_| {
+                let len = if rng.below(3) == 0 {
+                    0
+                } else {
+                    rng.below(10) as usize
+                };
+                (0..len)
+                    .map(|_| (rng.below(8) as u8, 1 + rng.below(3) as i64))
+                    .collect()
+            })
+            .collect();
+        let cut = 1 + rng.below(n as u64 - 1) as usize;
+        let time = |i: usize| Time::from_millis(50 * (i as i64 + 1));
+
+        // Never stopped.
+        let whole = Arc::new(Mutex::new(Vec::new()));
+        let ssc = program(1 + rng.below(3) as usize, batches.clone(), &whole)?;
+        for i in 0..n {
+            ssc.run_batch(time(i))?;
+        }
+
+        // Stopped after `cut` batches, restarted from the stored changes
+        // (with another thread count: state is re-partitioned on restore).
+        let parts = Arc::new(Mutex::new(Vec::new()));
+        let mut stored = Stored::new();
+        let first = program(1 + rng.below(3) as usize, batches[..cut].to_vec(), &parts)?;
+        for i in 0..cut {
+            let outcome = first.run_batch(time(i))?;
+            apply(&mut stored, &outcome);
+        }
+        let second = program(1 + rng.below(3) as usize, batches[cut..].to_vec(), &parts)?;
+        let names: Vec<String> = second
+            .stateful_operators()
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
+        assert_eq!(names, ["update_state_by_key-0", "counts"]);
+        for name in &names {
+            let entries = stored.get(name).cloned().unwrap_or_default();
+            second.restore_state(name, &mut entries.into_iter())?;
+        }
+        for i in cut..n {
+            second.run_batch(time(i))?;
+        }
+        assert_eq!(
+            *parts.lock().unwrap(),
+            *whole.lock().unwrap(),
+            "seed {seed}, restarted after batch {cut}"
+        );
+    }
+    Ok(())
 }

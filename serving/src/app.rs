@@ -22,10 +22,12 @@
 //! subcommand it serves (`my_server --config FILE` is `my_server serve
 //! --config FILE`). The program runs in the speed layer every micro-batch
 //! (each served view one engine job) and in the batch layer over the master
-//! dataset, so its view merges exactly like a config view. It must be a
-//! pure function of each batch's records (no state kept between batches,
-//! no clock, no randomness): the batch layer recomputes it over the same
-//! records and the two results must agree.
+//! dataset, so its view merges exactly like a config view. A served view
+//! must be a pure function of each batch's records (no clock, no
+//! randomness): the batch layer recomputes it over the same records and the
+//! two results must agree. State between batches belongs in stateful
+//! operators (`update_state_by_key`, `map_with_state`), whose state the
+//! server commits with every micro-batch and serves with `serve_state_as`.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -36,6 +38,30 @@ use crate::cli::Cli;
 use crate::config::{Config, ConfigErrors, DEFAULT_CONFIG, DEFAULT_ORIGIN};
 use crate::server::ProgramFn;
 use lamina_speed::program::Program;
+
+/// `lamina serve`'s embedded defaults without the view `word_counts`:
+/// REST on 127.0.0.1:8080, the text stream `lines` fed by a TCP listener on
+/// 127.0.0.1:9999, data under ./lamina-data, a batch run every 10 minutes —
+/// for an app that defines its views in Rust
+/// ([`with_default_config`](App::with_default_config)).
+pub const TEXT_DEFAULTS: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+
+[storage]
+master_url = "file://./lamina-data/master"
+state_dir = "./lamina-data/state"
+
+[[stream]]
+name = "lines"
+format = "text"
+  [[stream.receiver]]
+  type = "tcp_listen"
+  listen = "127.0.0.1:9999"
+
+[batch]
+schedule = "*/10 * * * *"
+"#;
 
 /// A server binary: a name, an embedded default config, and the program
 /// that defines its Rust views.
@@ -126,5 +152,23 @@ impl App {
             Err(e) => e.exit(),
         };
         crate::cli::run(cli, &self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_defaults_are_lamina_serves_defaults_without_views() {
+        let text = Config::from_toml_str(TEXT_DEFAULTS, "TEXT_DEFAULTS").unwrap();
+        let full = Config::from_toml_str(DEFAULT_CONFIG, DEFAULT_ORIGIN).unwrap();
+        assert!(text.view_specs().unwrap().is_empty());
+        assert_eq!(full.view_specs().unwrap().len(), 1);
+        assert_eq!(text.server.listen, full.server.listen);
+        assert_eq!(text.storage.state_dir, full.storage.state_dir);
+        assert_eq!(text.storage.master_url, full.storage.master_url);
+        assert_eq!(text.streams.len(), 1);
+        assert_eq!(text.streams[0].name, "lines");
     }
 }

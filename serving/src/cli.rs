@@ -80,6 +80,13 @@ pub enum Command {
         #[command(subcommand)]
         command: WalCommand,
     },
+    /// The state of the program's stateful operators (`update_state_by_key`,
+    /// `map_with_state`): list it, or drop one operator's (with the server
+    /// stopped).
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+    },
     /// Benchmarks (run them from a release build).
     Bench {
         #[command(subcommand)]
@@ -118,6 +125,22 @@ pub enum WalCommand {
     /// lost records are replaced by markers so seqs stay gap-free, and
     /// every lost seq range is printed.
     Salvage(WalArgs),
+}
+
+/// `lamina state ...`
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Every operator with stored state and its number of keys.
+    List(WalArgs),
+    /// Delete one operator's state, e.g. after its type changed
+    /// incompatibly: the operator starts empty at the next start.
+    Drop {
+        /// The operator (as `lamina state list` or the start-up error
+        /// names it).
+        operator: String,
+        #[command(flatten)]
+        args: WalArgs,
+    },
 }
 
 /// Where the write-ahead log is: `<state_dir>/wal`.
@@ -179,6 +202,7 @@ pub fn run(cli: Cli, app: &crate::app::App) -> ExitCode {
         } => client_command(&server, |c| batch_run(c, wait)),
         Command::Status { server } => client_command(&server, status),
         Command::Wal { command } => crate::wal_cli::run(command),
+        Command::State { command } => crate::wal_cli::state(command),
         Command::Bench { command } => {
             let result = match command {
                 BenchCommand::Stream(args) => crate::bench::stream(&args),

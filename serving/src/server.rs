@@ -34,7 +34,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
-use crate::api::{self, ApiState, IngestState, StreamInfo, ViewInfo};
+use crate::api::{self, ApiState, IngestState, StreamInfo, ViewInfo, ViewKind};
 use crate::config::{self, Config, StreamFormat};
 use crate::store::ViewStore;
 
@@ -162,6 +162,62 @@ async fn serve_http<F>(
 /// serves (`DStream::serve`). See [`crate::app::App`].
 pub type ProgramFn = dyn Fn(&Program) -> lamina::Result<()> + Send + Sync;
 
+/// Hands every stateful operator of the program its committed state,
+/// before the first micro-batch replays the log.
+fn restore_state(program: &Program, store: &ViewStore) -> Result<(), ServeError> {
+    let ssc = program.streaming_context();
+    let operators = ssc.stateful_operators();
+    for op in &operators {
+        let started = std::time::Instant::now();
+        let mut failed = None;
+        let mut entries = store.state_entries(&op.name).map_while(|row| match row {
+            Ok(entry) => Some(entry),
+            Err(e) => {
+                failed = Some(e);
+                None
+            }
+        });
+        let restored = ssc.restore_state(&op.name, &mut entries);
+        drop(entries);
+        if let Some(e) = failed {
+            return Err(startup("state store", e));
+        }
+        let keys = restored.map_err(|e| {
+            startup(
+                "state",
+                format!(
+                    "{e}\nStart the build that wrote this state, or with the server stopped run \
+                     `lamina state drop {name}` (same --config) so that the operator starts \
+                     empty; see docs/streaming.md, \"State across restarts and upgrades\".",
+                    name = op.name
+                ),
+            )
+        })?;
+        if keys > 0 {
+            info!(
+                operator = %op.name,
+                kind = op.kind,
+                keys,
+                "restored the operator's state in {:.2} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let stored = store
+        .state_operators()
+        .map_err(|e| startup("state store", e))?;
+    for (name, keys) in stored {
+        if !operators.iter().any(|o| o.name == name) {
+            warn!(
+                operator = %name,
+                keys,
+                "the state store holds the state of an operator the program no longer has; it is kept, unused (`lamina state drop {name}` deletes it)"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Runs the server until SIGINT or SIGTERM.
 ///
 /// # Errors
@@ -242,13 +298,24 @@ pub async fn serve_with(config: Config, define: Option<&ProgramFn>) -> Result<()
             })
         }))
         .collect();
+    let served_states = program.served_states();
+    for v in &served_states {
+        if let Some(problem) = config::name_problem(v.name()) {
+            return Err(startup("program", format!("view {problem}")));
+        }
+    }
     let view_infos: Vec<ViewInfo> = served
         .iter()
         .map(|v| ViewInfo {
             name: v.name().to_owned(),
             stream: program.streams_of(v).join(","),
-            aggregate: v.aggregate().clone(),
+            kind: ViewKind::Aggregate(v.aggregate().clone()),
         })
+        .chain(served_states.iter().map(|v| ViewInfo {
+            name: v.name().to_owned(),
+            stream: program.streams_of_state(v).join(","),
+            kind: ViewKind::State,
+        }))
         .collect();
     let program = Arc::new(program);
 
@@ -283,6 +350,7 @@ pub async fn serve_with(config: Config, define: Option<&ProgramFn>) -> Result<()
         ViewStore::open(&state_dir.join("views"), &view_kinds)
             .map_err(|e| startup("state store", e))?,
     );
+    restore_state(&program, &store)?;
     let master = MasterStore::open(&config.storage.master_url)
         .map_err(|e| startup("storage.master_url", e))?;
     // One writer per master dataset: refuse to start beside another one.
@@ -825,6 +893,68 @@ mod tests {
             "test",
         )
         .unwrap()
+    }
+
+    /// A state whose type changed stops the start-up naming the operator,
+    /// the types and the command that drops it; a state of the old type
+    /// restores.
+    #[test]
+    fn a_state_that_no_longer_decodes_is_a_start_up_error_naming_the_operator() {
+        use lamina::streaming::durable::{StateChange, encode};
+        let dir = std::env::temp_dir().join(format!("lamina-restore-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = ViewStore::open(&dir, &[]).unwrap();
+        store
+            .commit(lamina_speed::commit::MicroBatchCommit {
+                batch_id: 1,
+                epoch: 1,
+                positions: vec![],
+                deltas: vec![],
+                dead_letters: vec![],
+                state: vec![lamina::streaming::StateDelta {
+                    operator: "totals".into(),
+                    changes: vec![StateChange {
+                        key: encode("be").unwrap(),
+                        state: Some(encode(&(3i64, 100i64)).unwrap()),
+                    }],
+                }],
+            })
+            .unwrap();
+        let program = |as_text: bool| {
+            let p = Program::new(
+                &Context::builder().threads(1).build().unwrap(),
+                Duration::from_millis(100),
+                &[("lines".to_string(), Format::Text)],
+            )
+            .unwrap();
+            let pairs = p.text_stream("lines").unwrap().map(|l| (l, 1i64));
+            if as_text {
+                pairs
+                    .update_state_by_key(|_: Vec<i64>, s: Option<String>| s)
+                    .name_state("totals")
+                    .unwrap();
+            } else {
+                pairs
+                    .update_state_by_key(|v: Vec<i64>, s: Option<i64>| {
+                        Some(s.unwrap_or(0) + v.len() as i64)
+                    })
+                    .name_state("totals")
+                    .unwrap();
+            }
+            p
+        };
+        restore_state(&program(false), &store).unwrap();
+        let err = restore_state(&program(true), &store)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("operator `totals` (update_state_by_key)")
+                && err.contains("not a `alloc::string::String`")
+                && err.contains("lamina state drop totals"),
+            "{err}"
+        );
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// The program is checked before anything is opened: these fail with

@@ -1,5 +1,6 @@
 //! `lamina wal check` and `lamina wal salvage`: the write-ahead log of a
-//! stopped server (see docs/operations.md, "A damaged write-ahead log").
+//! stopped server (see docs/operations.md, "A damaged write-ahead log");
+//! `lamina state list` and `lamina state drop`: the operators' state.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,7 +8,7 @@ use std::process::ExitCode;
 use lamina_speed::control;
 use lamina_speed::wal::{self, Verdict, WalError};
 
-use crate::cli::{WalArgs, WalCommand};
+use crate::cli::{StateCommand, WalArgs, WalCommand};
 
 /// Runs a `lamina wal` subcommand.
 pub fn run(command: WalCommand) -> ExitCode {
@@ -44,8 +45,62 @@ pub fn run(command: WalCommand) -> ExitCode {
     }
 }
 
+/// Runs a `lamina state` subcommand.
+pub fn state(command: StateCommand) -> ExitCode {
+    let (args, drop) = match command {
+        StateCommand::List(args) => (args, None),
+        StateCommand::Drop { operator, args } => (args, Some(operator)),
+    };
+    let dir = match state_dir(&args) {
+        Ok(dir) => dir.join("views"),
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if !dir.exists() {
+        eprintln!("lamina state: no state store at {}", dir.display());
+        return ExitCode::FAILURE;
+    }
+    let store = match crate::store::ViewStore::open(&dir, &[]) {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!(
+                "lamina state: cannot open the state store {} ({e}); is the server running? stop it first",
+                dir.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match drop {
+        None => store.state_operators().map(|ops| {
+            if ops.is_empty() {
+                println!("no operator has stored state");
+            }
+            for (name, keys) in ops {
+                println!("{name}\t{keys} keys");
+            }
+        }),
+        Some(name) => store.drop_state(&name).map(|n| {
+            println!("dropped the state of operator `{name}`: {n} keys; it starts empty at the next start")
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lamina state: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// `<state_dir>/wal`, the state dir from the options.
 fn wal_dir(args: &WalArgs) -> Result<PathBuf, String> {
+    Ok(state_dir(args)?.join("wal"))
+}
+
+/// The state dir from the options.
+fn state_dir(args: &WalArgs) -> Result<PathBuf, String> {
     let state_dir = match (&args.state_dir, &args.config) {
         (Some(dir), _) => dir.clone(),
         (None, Some(path)) => crate::config::Config::load(path)
@@ -55,7 +110,7 @@ fn wal_dir(args: &WalArgs) -> Result<PathBuf, String> {
             .clone(),
         (None, None) => crate::config::Config::default().storage.state_dir.clone(),
     };
-    Ok(state_dir.join("wal"))
+    Ok(state_dir)
 }
 
 fn check_cmd(dir: &std::path::Path) -> Result<ExitCode, WalError> {

@@ -466,6 +466,7 @@ fn the_store_refuses_deltas_of_an_epoch_the_served_generation_covers() {
             positions: vec![],
             deltas: vec![("word_counts".into(), vec![("x".into(), AggValue::Count(1))])],
             dead_letters: vec![],
+            state: vec![],
         })
         .unwrap_err();
     assert!(err.to_string().contains("already covers"), "{err}");

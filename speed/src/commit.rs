@@ -41,6 +41,10 @@ pub struct MicroBatchCommit {
     pub deltas: Vec<(String, Vec<(String, AggValue)>)>,
     /// Records that did not parse.
     pub dead_letters: Vec<DeadRecord>,
+    /// The changes of the program's stateful operators (keys set or
+    /// removed, per operator), committed in the same transaction so that
+    /// the state after a restart is that of the last committed batch.
+    pub state: Vec<lamina::streaming::StateDelta>,
 }
 
 /// Where micro-batches commit: the state store.

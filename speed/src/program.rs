@@ -38,7 +38,8 @@ use arrow::record_batch::RecordBatch;
 use lamina::columnar::TextColumn;
 use lamina::streaming::input::InputBatch;
 use lamina::streaming::{
-    BatchOutcome, DStream, FedInput, InputStream, ServedView, StreamingContext, Time,
+    BatchOutcome, DStream, FedInput, InputStream, PendingBatch, ServedState, ServedView,
+    StreamingContext, Time,
 };
 use lamina::view::ViewSpec;
 use lamina::{Context, Error, Result};
@@ -214,6 +215,30 @@ impl Program {
     /// The first output operation that failed.
     pub fn run_batch(&self, time: Time) -> Result<BatchOutcome> {
         self.ssc.run_batch(time)
+    }
+
+    /// Runs the batch at `time` with what was fed; stateful operators keep
+    /// their old state until the [`PendingBatch`] is committed, which the
+    /// caller does once the outcome is durable.
+    ///
+    /// # Errors
+    ///
+    /// The first output operation that failed.
+    pub fn run_batch_pending(&self, time: Time) -> Result<(BatchOutcome, PendingBatch)> {
+        self.ssc.run_batch_pending(time)
+    }
+
+    /// The program's stateful operators' state served as views.
+    pub fn served_states(&self) -> Vec<ServedState> {
+        self.ssc.served_states()
+    }
+
+    /// The names of the streams a served state reads.
+    pub fn streams_of_state(&self, view: &ServedState) -> Vec<String> {
+        view.input_ids()
+            .iter()
+            .filter_map(|id| self.ssc.input_name(*id))
+            .collect()
     }
 }
 

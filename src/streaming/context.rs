@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::rdd::Data;
 use crate::streaming::Time;
 use crate::streaming::dstream::{BatchScope, DStream, InputId, InputRdds, input_stream};
+use crate::streaming::durable::{DurableState, ServedState, StateDelta, StateInfo};
 use crate::streaming::input::{InputStream, QueueInput};
 use crate::streaming::output::{OutputOp, ServedDelta, ServedView};
 
@@ -29,6 +30,9 @@ pub struct BatchOutcome {
     pub records: Vec<(String, u64)>,
     /// The merged partials of every served view, in declaration order.
     pub served: Vec<ServedDelta>,
+    /// The state changes of every stateful operator that changed state
+    /// (see [`durable`](super::durable)), to be committed with the batch.
+    pub state: Vec<StateDelta>,
     /// How long the batch took, inputs to last output.
     pub processing: Duration,
 }
@@ -71,6 +75,8 @@ struct Graph {
     inputs: Vec<(InputId, Arc<dyn ErasedInput>)>,
     outputs: Vec<Arc<dyn OutputOp>>,
     served: Vec<ServedView>,
+    states: Vec<Arc<dyn DurableState>>,
+    served_states: Vec<ServedState>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +105,9 @@ struct Inner {
     run: Mutex<RunState>,
     changed: Condvar,
     listener: Mutex<Option<Listener>>,
+    /// A batch ran but is neither committed nor dropped yet (see
+    /// [`StreamingContext::run_batch_pending`]).
+    pending: std::sync::atomic::AtomicBool,
 }
 
 /// The entry point of a DStream program (Spark's `StreamingContext`): an
@@ -148,6 +157,7 @@ impl StreamingContext {
                 }),
                 changed: Condvar::new(),
                 listener: Mutex::new(None),
+                pending: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -226,7 +236,9 @@ impl StreamingContext {
             return Err(Error::plan("a served view needs a name"));
         }
         let mut graph = self.graph();
-        if graph.served.iter().any(|v| v.name() == view.name()) {
+        if graph.served.iter().any(|v| v.name() == view.name())
+            || graph.served_states.iter().any(|v| v.name() == view.name())
+        {
             return Err(Error::plan(format!(
                 "view `{}` is served twice: view names must be unique",
                 view.name()
@@ -249,15 +261,38 @@ impl StreamingContext {
 
     /// Runs the batch at `time` now, on the calling thread: takes every
     /// input's records and runs every output operation, in declaration
-    /// order, each as a job on the engine. Batches never overlap: a call
-    /// waits for a batch running on another thread.
+    /// order, each as a job on the engine; then stateful operators move to
+    /// the batch's state. Batches never overlap: a call waits for a batch
+    /// running on another thread.
     ///
     /// # Errors
     ///
     /// The first input or output operation that failed; later output
-    /// operations of the batch do not run.
+    /// operations of the batch do not run, and no state changes.
     pub fn run_batch(&self, time: Time) -> Result<BatchOutcome> {
+        let (outcome, pending) = self.run_batch_pending(time)?;
+        pending.commit();
+        Ok(outcome)
+    }
+
+    /// Runs the batch at `time` like [`run_batch`](Self::run_batch) but
+    /// leaves stateful operators at their old state until the returned
+    /// [`PendingBatch`] is committed — after the caller has made the
+    /// batch's outcome (its served deltas and [state
+    /// changes](BatchOutcome::state)) durable. Dropping it instead leaves
+    /// the state as before the batch, so the same input can run again.
+    ///
+    /// # Errors
+    ///
+    /// As [`run_batch`](Self::run_batch); [`Error::Plan`] while an earlier
+    /// batch is pending.
+    pub fn run_batch_pending(&self, time: Time) -> Result<(BatchOutcome, PendingBatch)> {
         let _one_at_a_time = self.inner.batch.lock().unwrap_or_else(|p| p.into_inner());
+        if self.inner.pending.load(Ordering::Acquire) {
+            return Err(Error::plan(
+                "the previous batch is still pending: commit or drop it before the next",
+            ));
+        }
         let start = Instant::now();
         let (inputs, outputs) = {
             let g = self.graph();
@@ -278,9 +313,104 @@ impl StreamingContext {
         for op in &outputs {
             op.run(&scope, &mut outcome)?;
         }
-        scope.commit();
+        outcome.state = scope.take_state();
+        self.inner.pending.store(true, Ordering::Release);
+        let pending = PendingBatch {
+            on_success: scope.into_on_success(),
+            inner: Arc::clone(&self.inner),
+        };
         outcome.processing = start.elapsed();
-        Ok(outcome)
+        Ok((outcome, pending))
+    }
+
+    /// Every stateful operator of the program, in declaration order.
+    pub fn stateful_operators(&self) -> Vec<StateInfo> {
+        self.graph().states.iter().map(|s| s.info()).collect()
+    }
+
+    /// The stateful operators whose state is served as a view.
+    pub fn served_states(&self) -> Vec<ServedState> {
+        self.graph().served_states.clone()
+    }
+
+    /// Replaces the state of operator `name` by `entries` (CBOR key, CBOR
+    /// [`Stored`](super::durable::Stored) state, as its
+    /// [`StateDelta`]s wrote them): what a server does at start-up, before
+    /// the first batch. Returns the number of keys.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Plan`] when no operator has that name, or an entry does not
+    /// decode as the operator's key and state types (the message names the
+    /// operator and the types).
+    pub fn restore_state(
+        &self,
+        name: &str,
+        entries: &mut dyn Iterator<Item = (Vec<u8>, Vec<u8>)>,
+    ) -> Result<usize> {
+        let op = self
+            .graph()
+            .states
+            .iter()
+            .find(|s| s.info().name == name)
+            .cloned()
+            .ok_or_else(|| Error::plan(format!("no stateful operator is named `{name}`")))?;
+        op.restore(entries)
+    }
+
+    /// Registers a stateful operator; its default name is
+    /// `{kind}-{n}`, `n` counting the stateful operators so far.
+    pub(crate) fn add_state(&self, op: Arc<dyn DurableState>) {
+        self.graph().states.push(op);
+    }
+
+    /// The default name of the next stateful operator of `kind`.
+    pub(crate) fn next_state_name(&self, kind: &str) -> String {
+        format!("{kind}-{}", self.graph().states.len())
+    }
+
+    /// Renames a stateful operator, keeping names unique and valid.
+    pub(crate) fn rename_state(&self, op: &Arc<dyn DurableState>, name: &str) -> Result<()> {
+        if !super::durable::valid_name(name) {
+            return Err(Error::plan(format!(
+                "`{name}` cannot name a state: use 1 to 128 of A-Z a-z 0-9 _ . -"
+            )));
+        }
+        let g = self.graph();
+        let current = op.info().name;
+        if current != name && g.states.iter().any(|s| s.info().name == name) {
+            return Err(Error::plan(format!(
+                "two stateful operators are named `{name}`: state names must be unique"
+            )));
+        }
+        op.set_name(name.to_owned());
+        Ok(())
+    }
+
+    /// Serves the state of `op` as the view `name` (which renames it).
+    pub(crate) fn serve_state(
+        &self,
+        op: &Arc<dyn DurableState>,
+        name: &str,
+        inputs: Arc<[InputId]>,
+    ) -> Result<ServedState> {
+        {
+            let g = self.graph();
+            if g.served.iter().any(|v| v.name() == name)
+                || g.served_states.iter().any(|v| v.name() == name)
+            {
+                return Err(Error::plan(format!(
+                    "view `{name}` is served twice: view names must be unique"
+                )));
+            }
+        }
+        self.rename_state(op, name)?;
+        let view = ServedState {
+            info: op.info(),
+            inputs,
+        };
+        self.graph().served_states.push(view.clone());
+        Ok(view)
     }
 
     /// Starts the inputs and the clock: from now on a batch runs every
@@ -439,6 +569,38 @@ impl StreamingContext {
             Some(e) => Err(e),
             None => Ok(true),
         }
+    }
+}
+
+/// A batch that ran but whose state changes are not applied yet (see
+/// [`StreamingContext::run_batch_pending`]).
+#[must_use = "a pending batch changes no state until it is committed"]
+pub struct PendingBatch {
+    on_success: Vec<Box<dyn FnOnce() + Send>>,
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for PendingBatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingBatch")
+            .field("updates", &self.on_success.len())
+            .finish()
+    }
+}
+
+impl PendingBatch {
+    /// The batch's outcome is durable: stateful operators move to the
+    /// batch's state.
+    pub fn commit(mut self) {
+        for f in std::mem::take(&mut self.on_success) {
+            f();
+        }
+    }
+}
+
+impl Drop for PendingBatch {
+    fn drop(&mut self) {
+        self.inner.pending.store(false, Ordering::Release);
     }
 }
 

@@ -72,6 +72,8 @@ pub struct BatchScope {
     /// operators move their state to the batch's (a failed batch is run
     /// again from the old state).
     on_success: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
+    /// The state changes stateful operators made in the batch.
+    state: Mutex<Vec<crate::streaming::durable::StateDelta>>,
 }
 
 impl fmt::Debug for BatchScope {
@@ -92,7 +94,26 @@ impl BatchScope {
             inputs,
             memo: Mutex::new(HashMap::new()),
             on_success: Mutex::new(Vec::new()),
+            state: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Records a stateful operator's changes of this batch.
+    pub(crate) fn record_state(&self, delta: crate::streaming::durable::StateDelta) {
+        if !delta.changes.is_empty() {
+            self.state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(delta);
+        }
+    }
+
+    pub(crate) fn take_state(&self) -> Vec<crate::streaming::durable::StateDelta> {
+        std::mem::take(&mut *self.state.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub(crate) fn into_on_success(self) -> Vec<Box<dyn FnOnce() + Send>> {
+        std::mem::take(&mut *self.on_success.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Runs `f` when the batch has succeeded (see [`commit`](Self::commit)).
@@ -101,16 +122,6 @@ impl BatchScope {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(Box::new(f));
-    }
-
-    /// The batch succeeded: what stateful operators computed for it becomes
-    /// their state.
-    pub(crate) fn commit(self) {
-        let pending =
-            std::mem::take(&mut *self.on_success.lock().unwrap_or_else(|p| p.into_inner()));
-        for f in pending {
-            f();
-        }
     }
 
     /// The batch's time.
@@ -168,6 +179,9 @@ pub struct DStream<T: Data> {
     /// Computed from a window or a stateful operator: its RDDs depend on
     /// earlier batches.
     pub(crate) windowed: bool,
+    /// The stateful operator whose state this stream is (its output after
+    /// each batch), to serve or name it.
+    pub(crate) state: Option<Arc<dyn crate::streaming::durable::DurableState>>,
     compute: Arc<Compute<T>>,
 }
 
@@ -179,6 +193,7 @@ impl<T: Data> Clone for DStream<T> {
             inputs: Arc::clone(&self.inputs),
             slide: self.slide,
             windowed: self.windowed,
+            state: self.state.clone(),
             compute: Arc::clone(&self.compute),
         }
     }
@@ -206,6 +221,7 @@ impl<T: Data> DStream<T> {
             inputs,
             slide: ssc.interval(),
             windowed: false,
+            state: None,
             compute: Arc::new(compute),
         }
     }

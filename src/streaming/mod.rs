@@ -74,14 +74,17 @@
 
 pub mod context;
 pub mod dstream;
+pub mod durable;
 pub mod input;
 pub mod output;
 pub mod socket;
 pub mod state;
 pub mod window;
 
+pub use context::PendingBatch;
 pub use context::{BatchOutcome, StreamingContext};
 pub use dstream::{BatchScope, DStream, InputRdds};
+pub use durable::{ServedState, StateData, StateDelta, StateInfo};
 pub use input::{FedInput, InputStream};
 pub use output::{ServedDelta, ServedValue, ServedView};
 

@@ -8,17 +8,21 @@
 //! failed batch runs again from the old state, never applying an update
 //! twice.
 //!
-//! State lives in memory in this version: it is not part of the server's
-//! micro-batch commit yet (it restarts empty), and a stateful stream cannot
-//! be served.
+//! The state is data (serde, CBOR): each batch's changes go into the
+//! batch's outcome, which the server commits with the batch, and a server
+//! hands the committed state back at start-up (see [`durable`](super::durable)).
 
 use std::sync::{Arc, Mutex};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::rdd::{Data, Key};
 use crate::streaming::Time;
 use crate::streaming::context::BatchOutcome;
 use crate::streaming::dstream::{BatchScope, DStream};
+use crate::streaming::durable::{
+    DurableState, SharedName, StateChange, StateData, StateDelta, StateInfo, decode_entry, encode,
+    name_of,
+};
 use crate::streaming::input::InputBatch;
 use crate::streaming::output::OutputOp;
 
@@ -38,12 +42,57 @@ impl<T: Data> OutputOp for EveryBatch<T> {
     }
 }
 
-impl<K: Key, V: Data> DStream<(K, V)> {
+/// The state of an `update_state_by_key`.
+struct UpdateState<K, S> {
+    name: SharedName,
+    blocks: Arc<Mutex<StateBlocks<K, S>>>,
+    parts: usize,
+}
+
+impl<K: Key + StateData, S: StateData> DurableState for UpdateState<K, S> {
+    fn info(&self) -> StateInfo {
+        StateInfo {
+            name: name_of(&self.name),
+            kind: "update_state_by_key",
+            key_type: std::any::type_name::<K>(),
+            state_type: std::any::type_name::<S>(),
+        }
+    }
+
+    fn set_name(&self, name: String) {
+        *self.name.lock().unwrap_or_else(|p| p.into_inner()) = name;
+    }
+
+    fn restore(&self, entries: &mut dyn Iterator<Item = (Vec<u8>, Vec<u8>)>) -> Result<usize> {
+        let info = self.info();
+        let mut all = Vec::new();
+        for (k, v) in entries {
+            let (key, (state, _)) = decode_entry::<K, S>(&info, &k, &v)?;
+            all.push((key, state));
+        }
+        let n = all.len();
+        *self.blocks.lock().unwrap_or_else(|p| p.into_inner()) =
+            crate::streaming::context::split(all, self.parts)
+                .into_iter()
+                .filter(|b| !b.is_empty())
+                .map(Arc::new)
+                .collect();
+        Ok(n)
+    }
+}
+
+impl<K: Key + StateData, V: Data> DStream<(K, V)> {
     /// Every batch, for every key that has state or new values:
     /// `state = f(the batch's values of the key, the previous state)`;
     /// `None` removes the key. The stream's RDD is the state after the
     /// batch (every key that has one). Spark's `updateStateByKey`.
-    pub fn update_state_by_key<S: Data>(
+    ///
+    /// Keys and states are serde types: the state is kept as data, so a
+    /// server commits it with each batch and restores it after a restart
+    /// (see [`durable`](super::durable)). A batch records as changed the
+    /// keys that had values, were added or removed, and those whose state
+    /// `f` changed without values (found by comparing encodings).
+    pub fn update_state_by_key<S: StateData>(
         &self,
         f: impl Fn(Vec<V>, Option<S>) -> Option<S> + Send + Sync + 'static,
     ) -> DStream<(K, S)> {
@@ -52,30 +101,74 @@ impl<K: Key, V: Data> DStream<(K, V)> {
 
     /// [`update_state_by_key`](Self::update_state_by_key) whose function
     /// also gets the batch time and the key.
-    pub fn update_state_by_key_with_time<S: Data>(
+    pub fn update_state_by_key_with_time<S: StateData>(
         &self,
         f: impl Fn(Time, &K, Vec<V>, Option<S>) -> Option<S> + Send + Sync + 'static,
     ) -> DStream<(K, S)> {
         let parent = self.clone();
-        let state: Arc<Mutex<StateBlocks<K, S>>> = Arc::default();
+        let op = Arc::new(UpdateState::<K, S> {
+            name: Arc::new(Mutex::new(self.ssc.next_state_name("update_state_by_key"))),
+            blocks: Arc::default(),
+            parts: self.ssc.context().default_parallelism().max(1),
+        });
+        let (state, name) = (Arc::clone(&op.blocks), Arc::clone(&op.name));
         let f = Arc::new(f);
-        let stream = DStream::from_fn(&self.ssc, Arc::clone(&self.inputs), move |scope| {
+        let mut stream = DStream::from_fn(&self.ssc, Arc::clone(&self.inputs), move |scope| {
             let ctx = scope.context();
             let time = scope.time();
             let batch = scope.rdd(&parent)?;
             let old = state.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let old_rdd = InputBatch::from_shared_blocks(ctx, old).rdd;
             let f = Arc::clone(&f);
-            let grouped = batch.cogroup(&old_rdd);
-            let new = grouped.flat_map(move |(k, (values, olds))| {
-                let old = olds.into_iter().next();
-                f(time, &k, values, old).map(|s| (k, s))
+            let now = time.millis();
+            let parts = batch.cogroup(&old_rdd).run(move |_, it| {
+                let mut kept: Vec<(K, S)> = Vec::new();
+                let mut changes = Vec::new();
+                for (k, (values, olds)) in it {
+                    let had_values = !values.is_empty();
+                    let old = olds.into_iter().next();
+                    let existed = old.is_some();
+                    // Without values, a state is unchanged unless its
+                    // encoding says otherwise.
+                    let before = match (&old, had_values) {
+                        (Some(s), false) => Some(encode(s)?),
+                        _ => None,
+                    };
+                    match f(time, &k, values, old) {
+                        Some(s) => {
+                            let changed = match &before {
+                                Some(b) => encode(&s)? != *b,
+                                None => true,
+                            };
+                            if changed {
+                                changes.push(StateChange {
+                                    key: encode(&k)?,
+                                    state: Some(encode(&(&s, now))?),
+                                });
+                            }
+                            kept.push((k, s));
+                        }
+                        None if existed => changes.push(StateChange {
+                            key: encode(&k)?,
+                            state: None,
+                        }),
+                        None => {}
+                    }
+                }
+                Ok((Arc::new(kept), changes))
+            })?;
+            let mut blocks: StateBlocks<K, S> = Vec::with_capacity(parts.len());
+            let mut changes = Vec::new();
+            for (block, c) in parts {
+                if !block.is_empty() {
+                    blocks.push(block);
+                }
+                changes.extend(c);
+            }
+            scope.record_state(StateDelta {
+                operator: name_of(&name),
+                changes,
             });
-            let blocks: StateBlocks<K, S> = new
-                .run(|_, it| Ok(Arc::new(it.collect::<Vec<(K, S)>>())))?
-                .into_iter()
-                .filter(|b| !b.is_empty())
-                .collect();
             let committed = Arc::clone(&state);
             let next = blocks.clone();
             scope.on_success(move || {
@@ -85,8 +178,55 @@ impl<K: Key, V: Data> DStream<(K, V)> {
         })
         .inherit(self)
         .stateful();
+        let op: Arc<dyn DurableState> = op;
+        self.ssc.add_state(Arc::clone(&op));
+        stream.state = Some(op);
         self.ssc.add_output(Arc::new(EveryBatch(stream.clone())));
         stream
+    }
+}
+
+impl<T: Data> DStream<T> {
+    /// Names the state of the stateful operator this stream is the output
+    /// of (`update_state_by_key`, or either stream of a `map_with_state`):
+    /// the name its state is committed and restored under. Default names
+    /// (`update_state_by_key-0`, ...) follow declaration order, so name the
+    /// state of a program you will change.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Plan`] when the stream is no operator's state, the name is
+    /// invalid (1 to 128 of `[A-Za-z0-9_.-]`) or another operator has it.
+    pub fn name_state(&self, name: &str) -> Result<()> {
+        let op = self.state.as_ref().ok_or_else(|| {
+            Error::plan(format!(
+                "cannot name state `{name}`: this stream is not the output of update_state_by_key or map_with_state"
+            ))
+        })?;
+        self.ssc.rename_state(op, name)
+    }
+}
+
+impl<S: StateData> DStream<(String, S)> {
+    /// Serves the state of the stateful operator this stream is the output
+    /// of (`update_state_by_key`, or a `map_with_state`'s
+    /// [`state_snapshots`](MapWithState::state_snapshots)) as the view
+    /// `name`, which also names the state. The server answers each key's
+    /// committed state as JSON — no batch-layer merge: the state is the
+    /// view, and it survives restarts with the batch commits.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Plan`] when the stream is no operator's state, or the name
+    /// is invalid or taken by a view or another operator's state.
+    pub fn serve_state_as(&self, name: impl Into<String>) -> Result<crate::streaming::ServedState> {
+        let name = name.into();
+        let op = self.state.as_ref().ok_or_else(|| {
+            Error::plan(format!(
+                "view `{name}`: serve_state_as serves the state of update_state_by_key or map_with_state (its state_snapshots); this stream is not one"
+            ))
+        })?;
+        self.ssc.serve_state(op, &name, Arc::clone(&self.inputs))
     }
 }
 
@@ -147,12 +287,14 @@ type MapFn<K, V, S, U> = dyn Fn(Time, &K, Option<V>, &mut State<S>) -> U + Send 
 pub struct StateSpec<K, V, S, U> {
     func: Arc<MapFn<K, V, S, U>>,
     timeout: Option<std::time::Duration>,
+    name: Option<String>,
 }
 
 impl<K, V, S, U> std::fmt::Debug for StateSpec<K, V, S, U> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StateSpec")
             .field("timeout", &self.timeout)
+            .field("name", &self.name)
             .finish_non_exhaustive()
     }
 }
@@ -165,7 +307,15 @@ impl<K, V, S, U> StateSpec<K, V, S, U> {
         StateSpec {
             func: Arc::new(f),
             timeout: None,
+            name: None,
         }
+    }
+
+    /// Names the operator's state (see [`DStream::name_state`]); checked
+    /// when the spec is used.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
     }
 
     /// Removes a key's state once it has had no new data for `idle`; the
@@ -200,7 +350,52 @@ type Change<K, S> = (K, Option<(S, i64)>);
 /// The last batch's changes (its time in ms), one list per partition.
 type BatchChanges<K, S> = Arc<Mutex<Option<(i64, Arc<Vec<Vec<Change<K, S>>>>)>>>;
 
-impl<K: Key, V: Data> DStream<(K, V)> {
+/// The state of a `map_with_state`, per partition.
+struct MapState<K, S> {
+    name: SharedName,
+    parts: Arc<Vec<Mutex<Part<K, S>>>>,
+}
+
+impl<K: Key + StateData, S: StateData> DurableState for MapState<K, S> {
+    fn info(&self) -> StateInfo {
+        StateInfo {
+            name: name_of(&self.name),
+            kind: "map_with_state",
+            key_type: std::any::type_name::<K>(),
+            state_type: std::any::type_name::<S>(),
+        }
+    }
+
+    fn set_name(&self, name: String) {
+        *self.name.lock().unwrap_or_else(|p| p.into_inner()) = name;
+    }
+
+    fn restore(&self, entries: &mut dyn Iterator<Item = (Vec<u8>, Vec<u8>)>) -> Result<usize> {
+        use crate::partitioner::Partitioner;
+        let info = self.info();
+        let n = self.parts.len();
+        let by = crate::partitioner::HashPartitioner::new(n);
+        let mut fresh: Vec<Part<K, S>> = (0..n).map(|_| Part::default()).collect();
+        let mut keys = 0;
+        for (k, v) in entries {
+            let (key, (state, last)) = decode_entry::<K, S>(&info, &k, &v)?;
+            let part = &mut fresh[Partitioner::partition(&by, &key)];
+            part.by_time.push_back((last, key.clone()));
+            part.states.insert(key, (state, last));
+            keys += 1;
+        }
+        for (slot, mut part) in self.parts.iter().zip(fresh) {
+            // Idle timeouts walk keys in the order of their last data.
+            part.by_time
+                .make_contiguous()
+                .sort_by_key(|(last, _)| *last);
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = part;
+        }
+        Ok(keys)
+    }
+}
+
+impl<K: Key + StateData, V: Data> DStream<(K, V)> {
     /// Spark's `mapWithState`: the spec's function runs for every record
     /// of a batch (in order, per key) and for every key that timed out —
     /// only for those, so a batch costs the keys it touches, not every key
@@ -208,13 +403,32 @@ impl<K: Key, V: Data> DStream<(K, V)> {
     /// [`state_snapshots`](MapWithState::state_snapshots) the state after
     /// each batch. The new state replaces the old one only when the batch
     /// succeeded.
-    pub fn map_with_state<S: Data, U: Data>(
+    ///
+    /// Keys and states are serde types: a server commits each batch's
+    /// changes (the keys touched or timed out) and restores the state after
+    /// a restart, the time of each key's last data included.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Plan`] when the spec names the state with an invalid name
+    /// or one another operator has.
+    pub fn map_with_state<S: StateData, U: Data>(
         &self,
         spec: StateSpec<K, V, S, U>,
-    ) -> MapWithState<K, S, U> {
+    ) -> Result<MapWithState<K, S, U>> {
         let parts = self.ssc.context().default_parallelism().max(1);
         let state: Arc<Vec<Mutex<Part<K, S>>>> =
             Arc::new((0..parts).map(|_| Mutex::new(Part::default())).collect());
+        let op = Arc::new(MapState {
+            name: Arc::new(Mutex::new(self.ssc.next_state_name("map_with_state"))),
+            parts: Arc::clone(&state),
+        });
+        let op_name = Arc::clone(&op.name);
+        let op: Arc<dyn DurableState> = op;
+        self.ssc.add_state(Arc::clone(&op));
+        if let Some(name) = &spec.name {
+            self.ssc.rename_state(&op, name)?;
+        }
         let changes: BatchChanges<K, S> = Arc::default();
         let parent = self.clone();
         let func = Arc::clone(&spec.func);
@@ -260,14 +474,35 @@ impl<K: Key, V: Data> DStream<(K, V)> {
                         touched.insert(k.clone(), None);
                     }
                 }
-                Ok((out, touched.into_iter().collect::<Vec<Change<K, S>>>()))
+                let changes = touched.into_iter().collect::<Vec<Change<K, S>>>();
+                let mut encoded = Vec::with_capacity(changes.len());
+                for (k, change) in &changes {
+                    match change {
+                        Some(stored) => encoded.push(StateChange {
+                            key: encode(k)?,
+                            state: Some(encode(stored)?),
+                        }),
+                        None if part.states.contains_key(k) => encoded.push(StateChange {
+                            key: encode(k)?,
+                            state: None,
+                        }),
+                        None => {}
+                    }
+                }
+                Ok((out, changes, encoded))
             })?;
             let mut outputs = Vec::with_capacity(results.len());
             let mut all_changes = Vec::with_capacity(results.len());
-            for (out, change) in results {
+            let mut delta = StateDelta {
+                operator: name_of(&op_name),
+                changes: Vec::new(),
+            };
+            for (out, change, encoded) in results {
                 outputs.push(Arc::new(out));
                 all_changes.push(change);
+                delta.changes.extend(encoded);
             }
+            scope.record_state(delta);
             let all_changes = Arc::new(all_changes);
             *ch.lock().unwrap_or_else(|p| p.into_inner()) = Some((now, Arc::clone(&all_changes)));
             let commit_to = Arc::clone(&st);
@@ -300,6 +535,8 @@ impl<K: Key, V: Data> DStream<(K, V)> {
         })
         .inherit(self)
         .stateful();
+        let mut mapped = mapped;
+        mapped.state = Some(Arc::clone(&op));
         self.ssc.add_output(Arc::new(EveryBatch(mapped.clone())));
         let main = mapped.clone();
         let snapshots = DStream::from_fn(&self.ssc, Arc::clone(&self.inputs), move |scope| {
@@ -338,7 +575,9 @@ impl<K: Key, V: Data> DStream<(K, V)> {
         })
         .inherit(self)
         .stateful();
-        MapWithState { mapped, snapshots }
+        let mut snapshots = snapshots;
+        snapshots.state = Some(op);
+        Ok(MapWithState { mapped, snapshots })
     }
 }
 

@@ -384,3 +384,161 @@ fn windowed_word_count_counts_over_the_window_and_forgets_what_left_it() {
     // Seen in at most two windows (1 s long, sliding by 0.5 s).
     assert!(windows.lock().unwrap().iter().filter(|w| seen(w)).count() <= 2);
 }
+
+/// Sends one ingest request until it is acknowledged (the same
+/// `Idempotency-Key` every attempt, so a retry of a request that made it
+/// into the log before a kill counts once). Gives up after 60 s.
+fn ingest_until_acked(http: u16, key: &str, body: &str) {
+    let client = lamina_serving::client::Client::new(&format!("http://127.0.0.1:{http}"), None)
+        .unwrap()
+        .with_timeout(Duration::from_secs(5));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = client.post(
+            "/v1/ingest/lines",
+            body.as_bytes(),
+            &[("Idempotency-Key", key)],
+        ) && r.status == 200
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "request {key} not acknowledged");
+        std::thread::sleep(Duration::from_millis(15));
+    }
+}
+
+/// Every key of a state view with its value, by a top-k over all keys.
+fn state_view(server: &Server, view: &str) -> Option<HashMap<String, i64>> {
+    let r = server
+        .client()
+        .get(&format!("/v1/views/{view}/top?k=10000"))
+        .ok()?;
+    let v = r.json().ok()?;
+    Some(
+        v["items"]
+            .as_array()?
+            .iter()
+            .map(|i| {
+                (
+                    i["key"].as_str().unwrap_or_default().to_owned(),
+                    i["value"].as_i64().unwrap_or(-1),
+                )
+            })
+            .collect(),
+    )
+}
+
+#[test]
+fn stateful_word_count_keeps_exact_running_totals_through_kill_9() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = WorkDir::new("stateful-word-count");
+    let (http, tcp) = (free_port(), free_port());
+    let config = served_config(dir.path(), http, tcp);
+    let config = config.to_str().unwrap().to_owned();
+    let start = || {
+        Server::start_command(
+            example("stateful_word_count"),
+            dir.path(),
+            http,
+            &["--config", &config],
+        )
+    };
+    let mut server = start();
+    // A producer sends requests of 20 lines of words w0..w39, each until
+    // acknowledged; the truth is every request once.
+    let stop = Arc::new(AtomicBool::new(false));
+    let truth = Arc::new(Mutex::new(HashMap::<String, i64>::new()));
+    let producer = {
+        let (stop, truth) = (Arc::clone(&stop), Arc::clone(&truth));
+        std::thread::spawn(move || {
+            let mut rng = 0x2545F4914F6CDD1Du64;
+            let mut next = move |n: u64| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng % n
+            };
+            for i in 0..5_000 {
+                if stop.load(Ordering::Acquire) {
+                    break;
+                }
+                let mut body = String::new();
+                let mut words = Vec::new();
+                for _ in 0..20 {
+                    let line: Vec<String> =
+                        (0..1 + next(4)).map(|_| format!("w{}", next(40))).collect();
+                    body.push_str(&line.join(" "));
+                    body.push('\n');
+                    words.extend(line);
+                }
+                ingest_until_acked(http, &format!("swc-{i}"), &body);
+                let mut t = truth.lock().unwrap();
+                for w in words {
+                    *t.entry(w).or_default() += 1;
+                }
+            }
+        })
+    };
+    // Kill -9 at moments spread over the load, restarting at once.
+    for kill in 0..4u64 {
+        std::thread::sleep(Duration::from_millis(300 + 170 * kill));
+        server.kill9();
+        server = start();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Release);
+    producer.join().unwrap();
+    let truth = truth.lock().unwrap().clone();
+    assert!(
+        truth.values().sum::<i64>() > 1_000,
+        "too little load: {truth:?}"
+    );
+    let ok = eventually(Duration::from_secs(30), || {
+        state_view(&server, "running_counts").as_ref() == Some(&truth)
+    });
+    assert!(
+        ok.is_some(),
+        "running totals differ from the acknowledged input:\n got {:?}\nwant {truth:?}\n{}",
+        state_view(&server, "running_counts"),
+        server.log_text()
+    );
+    assert!(
+        server.log_text().contains("restored the operator's state"),
+        "{}",
+        server.log_text()
+    );
+    // One key, as a user asks.
+    let (status, be) = server.get("/v1/views/running_counts/keys/w7");
+    assert_eq!(status, 200);
+    assert_eq!(be["value"].as_i64(), truth.get("w7").copied(), "{be}");
+    assert!(be["updated_ms"].as_i64().is_some(), "{be}");
+    let (_, views) = server.get("/v1/views");
+    assert_eq!(views["views"][0]["aggregate"], "state", "{views}");
+    assert_eq!(views["views"][0]["keys"], truth.len(), "{views}");
+    assert!(server.terminate().success());
+    // The state is listed, and dropped, with the server stopped.
+    let out = example("stateful_word_count")
+        .args(["state", "list", "--config", &config])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains(&format!("running_counts\t{} keys", truth.len())),
+        "{listed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = example("stateful_word_count")
+        .args(["state", "drop", "running_counts", "--config", &config])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let server = start();
+    assert_eq!(state_view(&server, "running_counts"), Some(HashMap::new()));
+    assert!(server.terminate().success());
+}

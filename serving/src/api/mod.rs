@@ -36,8 +36,18 @@ pub struct ViewInfo {
     pub name: String,
     /// The stream it reads.
     pub stream: String,
-    /// Its aggregate.
-    pub aggregate: AggregateKind,
+    /// What its values are.
+    pub kind: ViewKind,
+}
+
+/// What a view's values are.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ViewKind {
+    /// Partial aggregates: the batch view merged with real-time deltas.
+    Aggregate(AggregateKind),
+    /// A stateful operator's state (`serve_state_as`): each key's committed
+    /// state, any serde type, as JSON.
+    State,
 }
 
 /// Everything the handlers share.
@@ -173,6 +183,10 @@ fn get_key(state: &ApiState, view: &str, key: &str) -> Result<Response, ApiError
         .iter()
         .find(|v| v.name == view)
         .ok_or_else(|| ApiError::unknown_view(&view))?;
+    let aggregate = match &info.kind {
+        ViewKind::Aggregate(a) => a,
+        ViewKind::State => return get_state_key(state, &view, &key),
+    };
     let answer = state
         .store
         .get(&view, &key)
@@ -190,7 +204,7 @@ fn get_key(state: &ApiState, view: &str, key: &str) -> Result<Response, ApiError
         None => json!({
             "view": view,
             "key": key,
-            "value": json::value(&info.aggregate.zero()),
+            "value": json::value(&aggregate.zero()),
             "batch_value": null,
             "realtime_value": null,
             "watermark_epoch": state.store.watermark(),
@@ -199,12 +213,85 @@ fn get_key(state: &ApiState, view: &str, key: &str) -> Result<Response, ApiError
     Ok(warp::reply::json(&body).into_response())
 }
 
+/// A key of a state view: its committed state, and the time of the batch
+/// that last changed it.
+fn get_state_key(state: &ApiState, view: &str, key: &str) -> Result<Response, ApiError> {
+    let cbor_key =
+        lamina::streaming::durable::encode(key).map_err(|e| ApiError::internal(e.to_string()))?;
+    let stored = state
+        .store
+        .state_get(view, &cbor_key)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let (value, updated) = match stored {
+        None => (serde_json::Value::Null, None),
+        Some(bytes) => json::stored_state(&bytes).ok_or_else(|| {
+            ApiError::internal(format!("the stored state of key `{key}` does not decode"))
+        })?,
+    };
+    Ok(warp::reply::json(&json!({
+        "view": view,
+        "key": key,
+        "value": value,
+        "updated_ms": updated,
+    }))
+    .into_response())
+}
+
+/// The `k` keys of a state view whose state is the largest number (keys
+/// whose state is not a number are not ranked). Scans the state: costs
+/// every key.
+fn top_state(state: &ApiState, view: &str, k: usize) -> Result<Vec<serde_json::Value>, ApiError> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    #[derive(PartialEq)]
+    struct Item(f64, String, serde_json::Value);
+    impl Eq for Item {}
+    impl PartialOrd for Item {
+        fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+            Some(self.cmp(other))
+        }
+    }
+    impl Ord for Item {
+        // Larger scores first; ties by key, smaller first.
+        fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+            self.0
+                .total_cmp(&other.0)
+                .then_with(|| other.1.cmp(&self.1))
+        }
+    }
+    let mut heap: BinaryHeap<Reverse<Item>> = BinaryHeap::with_capacity(k + 1);
+    for row in state.store.state_entries(view) {
+        let (key, value) = row.map_err(|e| ApiError::internal(e.to_string()))?;
+        let Ok(key) = lamina::streaming::durable::decode::<String>(&key) else {
+            continue;
+        };
+        let Some((value, _)) = json::stored_state(&value) else {
+            continue;
+        };
+        let Some(score) = value.as_f64() else {
+            continue;
+        };
+        heap.push(Reverse(Item(score, key, value)));
+        if heap.len() > k {
+            heap.pop();
+        }
+    }
+    let mut items: Vec<Item> = heap.into_iter().map(|Reverse(i)| i).collect();
+    items.sort_by(|a, b| b.cmp(a));
+    Ok(items
+        .into_iter()
+        .map(|Item(_, key, value)| json!({"key": key, "value": value}))
+        .collect())
+}
+
 fn top(state: &ApiState, view: &str, query: TopQuery) -> Result<Response, ApiError> {
     let _permit = admit(state)?;
     let view = decode_segment(view)?;
-    if !state.views.iter().any(|v| v.name == view) {
-        return Err(ApiError::unknown_view(&view));
-    }
+    let info = state
+        .views
+        .iter()
+        .find(|v| v.name == view)
+        .ok_or_else(|| ApiError::unknown_view(&view))?;
     let k = match query.k.as_deref() {
         None => 10,
         Some(raw) => raw
@@ -217,6 +304,10 @@ fn top(state: &ApiState, view: &str, query: TopQuery) -> Result<Response, ApiErr
                 ))
             })?,
     };
+    if info.kind == ViewKind::State {
+        let items = top_state(state, &view, k)?;
+        return Ok(warp::reply::json(&json!({"view": view, "items": items})).into_response());
+    }
     let items: Vec<_> = state
         .store
         .top(&view, k)
@@ -232,13 +323,19 @@ fn list_views(state: &ApiState) -> Result<Response, ApiError> {
     let views: Vec<_> = state
         .views
         .iter()
-        .map(|v| {
-            json!({
+        .map(|v| match &v.kind {
+            ViewKind::Aggregate(a) => json!({
                 "name": v.name,
                 "stream": v.stream,
-                "aggregate": v.aggregate,
+                "aggregate": a,
                 "keys": state.store.key_count(&v.name).unwrap_or(0),
-            })
+            }),
+            ViewKind::State => json!({
+                "name": v.name,
+                "stream": v.stream,
+                "aggregate": "state",
+                "keys": state.store.state_key_count(&v.name).unwrap_or(0),
+            }),
         })
         .collect();
     Ok(

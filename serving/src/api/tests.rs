@@ -38,6 +38,7 @@ fn fixture(tag: &str, token: Option<&str>, permits: usize) -> Fixture {
     store
         .commit(MicroBatchCommit {
             dead_letters: vec![],
+            state: vec![],
             batch_id: 1,
             epoch: 0,
             positions: vec![],
@@ -57,7 +58,7 @@ fn fixture(tag: &str, token: Option<&str>, permits: usize) -> Fixture {
         views: vec![ViewInfo {
             name: "word_counts".into(),
             stream: "lines".into(),
-            aggregate: AggregateKind::Count,
+            kind: super::ViewKind::Aggregate(AggregateKind::Count),
         }],
         token: token.map(String::from),
         permits: Semaphore::new(permits),

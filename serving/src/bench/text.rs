@@ -449,17 +449,4 @@ mod tests {
         assert!(expected_distinct(&p, 1.0) > 0.99 && expected_distinct(&p, 1.0) < 1.01);
         assert!(expected_distinct(&p, 1e6) > 999.9);
     }
-
-    /// One thread's generator speed: `cargo test --release -p
-    /// lamina-serving --lib generator_speed -- --ignored --nocapture`.
-    #[test]
-    #[ignore = "a measurement, run it in release mode"]
-    fn generator_speed() {
-        for n in [10_000, 100_000, 1_000_000] {
-            let vocab = Arc::new(Vocabulary::new(n, 1));
-            let sampler = Arc::new(Sampler::new(n, Distribution::Zipf(1.0)));
-            let rate = lines_per_second(&vocab, &sampler, 1.0);
-            println!("vocabulary {n}: {:.2} M lines/s", rate / 1e6);
-        }
-    }
 }

@@ -12,6 +12,8 @@
 //! | `gen` | generation, view, `0x00`, chunk | the batch view, in chunks |
 //! | `dead` | stream, `0x00`, seq (BE `u64`) | CBOR `(reason, record)`: records that did not parse |
 //! | `meta` | `dead_count/{stream}` | big-endian `u64`: dead letters ever recorded |
+//! | `state` | operator, `0x00`, key | an operator's state of one key ([`state`]) |
+//! | `meta` | `state_keys/{operator}` | big-endian `u64`: the operator's keys |
 //!
 //! View names never contain `0x00` (config validation allows
 //! `[A-Za-z0-9_.-]`), so a view's chunks are one prefix.
@@ -41,7 +43,8 @@
 //! # Crash safety
 //!
 //! sled applies a transaction atomically, also across a crash. A micro-batch
-//! commit writes its deltas, its id and its source positions in one
+//! commit writes its deltas, its id, its source positions and its operator
+//! state changes in one
 //! transaction. A publish writes the generation's chunks first (invisible:
 //! the watermark still names the old generation), then moves the watermark,
 //! and only then deletes what the new watermark makes obsolete. Compacting
@@ -54,6 +57,7 @@ mod codec;
 mod keys;
 mod load;
 mod publish;
+mod state;
 mod table;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -147,6 +151,8 @@ pub struct ViewStore {
     epoch_rows: sled::Tree,
     gens: sled::Tree,
     dead: sled::Tree,
+    /// The program's operator state (see [`state`]).
+    state: sled::Tree,
     tables: BTreeMap<String, Table>,
     // std locks: sections are in-memory updates, never across an `.await`.
     watermark: RwLock<Option<u64>>,
@@ -226,6 +232,7 @@ impl ViewStore {
         let epoch_rows = db.open_tree("epochs")?;
         let gens = db.open_tree("gen")?;
         let dead = db.open_tree("dead")?;
+        let state_tree = db.open_tree("state")?;
         let watermark = read_u64(&meta, keys::WATERMARK)?;
         let covered = |epoch: u64| watermark.is_some_and(|w| epoch <= w);
         let mut tables: BTreeMap<String, Table> = views
@@ -335,6 +342,7 @@ impl ViewStore {
             epoch_rows,
             gens,
             dead,
+            state: state_tree,
             tables,
             watermark: RwLock::new(watermark),
             epochs: Mutex::new(state),
@@ -461,8 +469,9 @@ impl ViewStore {
             positions.push((key, before + n));
         }
         let row_key = keys::batch(commit.epoch, commit.batch_id);
-        (&self.meta, &self.log, &self.dead)
-            .transaction(|(meta, log, dead)| {
+        (&self.meta, &self.log, &self.dead, &self.state)
+            .transaction(|(meta, log, dead, state_rows)| {
+                state::apply(meta, state_rows, &commit.state)?;
                 if let Some(blob) = &blob {
                     log.insert(&row_key, blob.as_slice())?;
                 }

@@ -116,6 +116,7 @@ proptest! {
                     }
                     store.commit(MicroBatchCommit {
                         dead_letters: vec![],
+                        state: vec![],
                         batch_id,
                         epoch,
                         positions: vec![(Position::Wal, batch_id * 10)],
@@ -183,6 +184,7 @@ fn unknown_view_is_an_error() {
     let err = store
         .commit(MicroBatchCommit {
             dead_letters: vec![],
+            state: vec![],
             batch_id: 1,
             epoch: 0,
             positions: vec![],
@@ -239,6 +241,7 @@ fn readers_never_see_a_gap_or_a_double_count_while_generations_publish() {
         store
             .commit(MicroBatchCommit {
                 dead_letters: vec![],
+                state: vec![],
                 batch_id: i,
                 epoch,
                 positions: vec![],
@@ -290,6 +293,7 @@ fn dead_letters_commit_with_the_batch_and_survive_a_reopen() {
                 positions: vec![],
                 deltas: vec![],
                 dead_letters: vec![dead(3), dead(7)],
+                state: vec![],
             })
             .unwrap();
         // A refused commit records none of its dead letters.
@@ -301,6 +305,7 @@ fn dead_letters_commit_with_the_batch_and_survive_a_reopen() {
                     positions: vec![],
                     deltas: vec![("nope".into(), vec![])],
                     dead_letters: vec![dead(9)],
+                    state: vec![],
                 })
                 .is_err()
         );
@@ -311,6 +316,7 @@ fn dead_letters_commit_with_the_batch_and_survive_a_reopen() {
                 positions: vec![],
                 deltas: vec![],
                 dead_letters: vec![dead(12)],
+                state: vec![],
             })
             .unwrap();
     }
@@ -337,6 +343,7 @@ fn a_micro_batch_is_one_row_and_a_closed_epoch_compacts_to_its_totals() {
                         .collect(),
                 )],
                 dead_letters: vec![],
+                state: vec![],
             })
             .unwrap()
     };
@@ -384,6 +391,7 @@ fn a_changed_aggregate_is_a_clear_error_at_open() {
                 positions: vec![],
                 deltas: vec![("counts".into(), vec![("a".into(), AggValue::Count(1))])],
                 dead_letters: vec![],
+                state: vec![],
             })
             .unwrap();
         store.flush().unwrap();
@@ -503,6 +511,7 @@ fn positions_keep_their_on_disk_names_and_list_by_family() {
                 ],
                 deltas: vec![],
                 dead_letters: vec![],
+                state: vec![],
             })
             .unwrap();
         // The names of existing state directories.
@@ -549,4 +558,94 @@ fn positions_keep_their_on_disk_names_and_list_by_family() {
             .unwrap(),
         vec![(idem("lines", "req/1"), 1_000)]
     );
+}
+
+mod state {
+    use super::*;
+    use lamina::streaming::StateDelta;
+    use lamina::streaming::durable::{StateChange, encode};
+
+    fn set(op: &str, key: &str, value: i64) -> StateDelta {
+        StateDelta {
+            operator: op.into(),
+            changes: vec![StateChange {
+                key: encode(key).unwrap(),
+                state: Some(encode(&(value, 7i64)).unwrap()),
+            }],
+        }
+    }
+
+    fn batch(id: u64, wal: u64, state: Vec<StateDelta>) -> MicroBatchCommit {
+        MicroBatchCommit {
+            batch_id: id,
+            epoch: 1,
+            positions: vec![(Position::Wal, wal)],
+            deltas: vec![],
+            dead_letters: vec![],
+            state,
+        }
+    }
+
+    fn stored(store: &ViewStore, op: &str) -> BTreeMap<String, i64> {
+        store
+            .state_entries(op)
+            .map(|r| {
+                let (k, v) = r.unwrap();
+                let key: String = lamina::streaming::durable::decode(&k).unwrap();
+                let (value, _): (i64, i64) = lamina::streaming::durable::decode(&v).unwrap();
+                (key, value)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn state_changes_commit_with_the_batch_and_survive_a_reopen() {
+        let dir = TempDir::new("state");
+        {
+            let store = ViewStore::open(&dir.0, &views()).unwrap();
+            store
+                .commit(batch(
+                    1,
+                    10,
+                    vec![set("totals", "a", 1), set("totals", "b", 2)],
+                ))
+                .unwrap();
+            let mut removal = set("totals", "a", 0);
+            removal.changes[0].state = None;
+            store
+                .commit(batch(
+                    2,
+                    20,
+                    vec![removal, set("totals", "b", 5), set("other", "a", 9)],
+                ))
+                .unwrap();
+            // A commit that fails (a delta of no view) writes nothing: not
+            // its position, not its state.
+            let mut bad = batch(3, 30, vec![set("totals", "c", 1)]);
+            bad.deltas = vec![("nope".into(), vec![("k".into(), AggValue::Count(1))])];
+            assert!(store.commit(bad).is_err());
+            store.flush().unwrap();
+        }
+        let store = ViewStore::open(&dir.0, &views()).unwrap();
+        assert_eq!(store.position(&Position::Wal).unwrap(), Some(20));
+        assert_eq!(
+            stored(&store, "totals"),
+            BTreeMap::from([("b".to_string(), 5)])
+        );
+        assert_eq!(store.state_key_count("totals").unwrap(), 1);
+        assert_eq!(
+            store.state_operators().unwrap(),
+            BTreeMap::from([("other".to_string(), 1), ("totals".to_string(), 1)])
+        );
+        let key = encode("b").unwrap();
+        assert!(store.state_get("totals", &key).unwrap().is_some());
+        assert!(store.state_get("other", &key).unwrap().is_none());
+        assert_eq!(store.drop_state("totals").unwrap(), 1);
+        assert!(stored(&store, "totals").is_empty());
+        assert_eq!(
+            stored(&store, "other").len(),
+            1,
+            "other operators keep theirs"
+        );
+    }
 }

@@ -148,6 +148,8 @@ pub struct MicroBatcher {
     ctx: Context,
     /// See [`MIN_BLOCK_RECORDS`].
     min_block_records: usize,
+    /// The time of the last batch the program ran (ms).
+    last_time: Option<i64>,
     log: Arc<dyn RecordLog>,
     sink: Arc<dyn CommitSink>,
     stats: Arc<StatsLog>,
@@ -247,6 +249,7 @@ impl MicroBatcher {
             program,
             ctx,
             min_block_records: MIN_BLOCK_RECORDS,
+            last_time: None,
             log,
             sink,
             stats,
@@ -328,6 +331,7 @@ impl MicroBatcher {
             positions: vec![(Position::Wal, end)],
             deltas: Vec::new(),
             dead_letters: Vec::new(),
+            state: Vec::new(),
         };
         // Records refused before parsing (e.g. too long), per stream: they
         // are dead letters, and records of the stream like any other.
@@ -464,17 +468,25 @@ impl MicroBatcher {
         let program_start = std::time::Instant::now();
         // A program of served views only has nothing to do without records;
         // one with other outputs (windows, prints) runs every tick.
+        // Stateful operators move to the batch's state only once the
+        // commit holding their changes succeeded: a failed commit runs the
+        // same records again from the old state.
+        let mut pending = None;
         if fed || self.program.streaming_context().acts_on_empty_batches() {
-            let outcome = self
+            let time = self.batch_time(scheduled_us);
+            let (outcome, p) = self
                 .program
-                .run_batch(Time::from_millis(scheduled_us.div_euclid(1000)))
+                .run_batch_pending(Time::from_millis(time))
                 .map_err(|e| fail(e.to_string()))?;
+            self.last_time = Some(time);
+            pending = Some(p);
             commit.deltas = outcome
                 .served
                 .into_iter()
                 .filter(|d| !d.pairs.is_empty())
                 .map(|d| (d.view, d.pairs))
                 .collect();
+            commit.state = outcome.state;
         }
         // The streams' record totals commit with the batch, so that they
         // survive restarts exactly like the dead-letter totals.
@@ -492,8 +504,16 @@ impl MicroBatcher {
         }
         phases.program_ms = ms_since(program_start);
         let commit_start = std::time::Instant::now();
-        if end > self.next_seq {
+        // A batch without records commits too when it changed state (keys
+        // timing out).
+        let state_changed = !commit.state.is_empty();
+        if end > self.next_seq || state_changed {
             self.sink.commit(commit).map_err(fail)?;
+            if let Some(p) = pending.take() {
+                p.commit();
+            }
+        }
+        if end > self.next_seq {
             self.started_epoch = Some(epoch);
             self.record_totals = totals;
             if let Some(b) = &self.backlog {
@@ -538,6 +558,19 @@ impl MicroBatcher {
 }
 
 impl MicroBatcher {
+    /// The program's time for a batch scheduled at `scheduled_us`: a
+    /// multiple of the batch interval (windows slide and stateful streams
+    /// run at multiples of it), after the last batch's — so batches run
+    /// back to back (catching up a backlog) get successive times.
+    fn batch_time(&self, scheduled_us: i64) -> i64 {
+        let interval = self.clock.interval.as_millis().max(1) as i64;
+        let aligned = scheduled_us.div_euclid(1000).div_euclid(interval) * interval;
+        match self.last_time {
+            Some(last) if aligned <= last => last + interval,
+            _ => aligned,
+        }
+    }
+
     /// Parses stream `i`'s records of this micro-batch: the record batches
     /// of its blocks, and its dead letters with their index in the batch.
     /// A large batch is cut into blocks parsed in parallel, one engine task
