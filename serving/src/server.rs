@@ -34,9 +34,10 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
-use crate::api::{self, ApiState, IngestState, StreamInfo, ViewInfo, ViewKind};
+use crate::api::{self, ApiState, IngestState, StreamInfo, ViewInfo, ViewKind, WindowInfo};
 use crate::config::{self, Config, StreamFormat};
 use crate::store::ViewStore;
+use lamina::view::AggregateKind;
 
 /// Why the server could not start (or stopped abnormally).
 #[derive(Debug, thiserror::Error)]
@@ -262,6 +263,29 @@ pub async fn serve_with(config: Config, define: Option<&ProgramFn>) -> Result<()
     }
     let program = Program::from_streams(&ctx, config.speed.batch_interval(), &streams)
         .map_err(|e| startup("view", e))?;
+    for s in &config.streams {
+        if let Some(column) = &s.event_time {
+            let policy = match s.late_records {
+                config::LatePolicy::Aside => lamina_speed::event_time::LatePolicy::Aside,
+                config::LatePolicy::Fold => lamina_speed::event_time::LatePolicy::Fold,
+            };
+            program
+                .set_event_time(
+                    &s.name,
+                    lamina_speed::event_time::EventTime::new(
+                        column.clone(),
+                        (s.allowed_lateness_secs as i64).saturating_mul(1_000_000),
+                        policy,
+                    ),
+                )
+                .map_err(|e| startup("stream", e))?;
+        }
+    }
+    for w in config.windowed_views().map_err(|e| startup("view", e))? {
+        program
+            .add_windowed_view(&w.stream, &w.spec, w.window, &w.time_column)
+            .map_err(|e| startup("view", e))?;
+    }
     let config_views = program.served_views().len();
     if let Some(define) = define {
         define(&program).map_err(|e| startup("program", e))?;
@@ -311,10 +335,32 @@ pub async fn serve_with(config: Config, define: Option<&ProgramFn>) -> Result<()
             stream: program.streams_of(v).join(","),
             kind: ViewKind::Aggregate(v.aggregate().clone()),
         })
-        .chain(served_states.iter().map(|v| ViewInfo {
-            name: v.name().to_owned(),
-            stream: program.streams_of_state(v).join(","),
-            kind: ViewKind::State,
+        .chain(served_states.iter().map(|v| {
+            let windowed = program
+                .windowed_views()
+                .into_iter()
+                .find(|w| w.served().name() == v.name());
+            let view_config = config.views.iter().find(|c| c.name == v.name());
+            let kind = match (windowed, view_config) {
+                (Some(w), Some(c)) => {
+                    let stream = config.streams.iter().find(|s| s.name == c.stream);
+                    ViewKind::Window(WindowInfo {
+                        aggregate: c
+                            .spec()
+                            .map(|s| s.aggregate)
+                            .unwrap_or(AggregateKind::Count),
+                        window: w.window(),
+                        tuple_key: matches!(c.key, lamina::view::KeySpec::Tuple(_)),
+                        event_time: stream.is_some_and(|s| s.event_time.is_some()),
+                    })
+                }
+                _ => ViewKind::State,
+            };
+            ViewInfo {
+                name: v.name().to_owned(),
+                stream: program.streams_of_state(v).join(","),
+                kind,
+            }
         }))
         .collect();
     let program = Arc::new(program);

@@ -192,16 +192,33 @@ pub enum Position {
         /// [`Position::parse`] accepts them).
         key: String,
     },
+    /// A stream's event-time watermark (µs since the Unix epoch): the
+    /// largest event time seen minus the allowed lateness. Written by each
+    /// micro-batch that moved it; read on resume, so that what is late
+    /// after a restart is what was late before it.
+    Watermark {
+        /// The stream.
+        stream: String,
+    },
+    /// A stream's total of late records (event time before the watermark),
+    /// ever. Written by each micro-batch that had some.
+    Late {
+        /// The stream.
+        stream: String,
+    },
 }
 
 const WAL: &str = "wal";
 const EPOCH_START_PREFIX: &str = "epoch_start/";
 const RECORDS_PREFIX: &str = "records/";
 const IDEMPOTENCY_PREFIX: &str = "idem/";
+const WATERMARK_PREFIX: &str = "watermark/";
+const LATE_PREFIX: &str = "late/";
 
 impl Position {
     /// The name the position is stored under: `wal`,
-    /// `epoch_start/{epoch:020}`, `records/{stream}`, `idem/{stream}/{key}`.
+    /// `epoch_start/{epoch:020}`, `records/{stream}`, `idem/{stream}/{key}`,
+    /// `watermark/{stream}`, `late/{stream}`.
     /// This is the on-disk layout of existing state directories: never
     /// change it.
     pub fn key(&self) -> String {
@@ -212,6 +229,8 @@ impl Position {
             Position::Idempotency { stream, key } => {
                 format!("{IDEMPOTENCY_PREFIX}{stream}/{key}")
             }
+            Position::Watermark { stream } => format!("{WATERMARK_PREFIX}{stream}"),
+            Position::Late { stream } => format!("{LATE_PREFIX}{stream}"),
         }
     }
 
@@ -232,6 +251,16 @@ impl Position {
         }
         if let Some(stream) = name.strip_prefix(RECORDS_PREFIX) {
             return Some(Position::Records {
+                stream: stream.to_owned(),
+            });
+        }
+        if let Some(stream) = name.strip_prefix(WATERMARK_PREFIX) {
+            return Some(Position::Watermark {
+                stream: stream.to_owned(),
+            });
+        }
+        if let Some(stream) = name.strip_prefix(LATE_PREFIX) {
+            return Some(Position::Late {
                 stream: stream.to_owned(),
             });
         }
@@ -343,6 +372,12 @@ mod tests {
             idem("lines", "/"),
             idem("lines", ""),
             idem("s", "clé-ü"),
+            Position::Watermark {
+                stream: "events".into(),
+            },
+            Position::Late {
+                stream: "events".into(),
+            },
         ];
         for p in all {
             assert_eq!(Position::parse(&p.key()), Some(p.clone()), "{p:?}");

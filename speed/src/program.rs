@@ -37,10 +37,13 @@ use std::time::Duration;
 use arrow::record_batch::RecordBatch;
 use lamina::columnar::TextColumn;
 use lamina::streaming::input::InputBatch;
+use lamina::streaming::windowed_view::{WindowSpec, WindowedView};
 use lamina::streaming::{
     BatchOutcome, DStream, FedInput, InputStream, PendingBatch, ServedState, ServedView,
     StreamingContext, Time,
 };
+
+use crate::event_time::{EventTime, NO_WATERMARK};
 use lamina::view::ViewSpec;
 use lamina::{Context, Error, Result};
 
@@ -62,6 +65,9 @@ struct Input {
 pub struct Program {
     ssc: StreamingContext,
     inputs: Vec<Input>,
+    windowed: std::sync::Mutex<Vec<WindowedView>>,
+    /// Each input's event time, if it declares one.
+    event_times: std::sync::Mutex<Vec<Option<EventTime>>>,
 }
 
 impl Program {
@@ -87,7 +93,12 @@ impl Program {
                 }
             })
             .collect();
-        Ok(Program { ssc, inputs })
+        Ok(Program {
+            ssc,
+            inputs,
+            windowed: std::sync::Mutex::new(Vec::new()),
+            event_times: std::sync::Mutex::new(vec![None; streams.len()]),
+        })
     }
 
     /// A program over `streams` serving their config views.
@@ -179,6 +190,95 @@ impl Program {
         self.stream(stream)?
             .transform(move |rdd, _| Ok(spec.partials_sized(rdd, &hint)))
             .serve_partials_as(name, aggregate)
+    }
+
+    /// Serves a windowed config view: `spec` over stream `stream`, its
+    /// records bucketed by `time_column` (see
+    /// [`windowed_view`](lamina::streaming::windowed_view)).
+    ///
+    /// # Errors
+    ///
+    /// An unknown stream, an invalid spec, or a view name served already.
+    pub fn add_windowed_view(
+        &self,
+        stream: &str,
+        spec: &ViewSpec,
+        window: WindowSpec,
+        time_column: &str,
+    ) -> Result<WindowedView> {
+        spec.validate()?;
+        let bucketed = spec.windowed(time_column, window.slide.as_secs());
+        let hint = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // Late records (event time before the watermark) are left out or
+        // folded into the oldest open bucket, by the stream's policy.
+        let event_time = self
+            .index_of(stream)
+            .and_then(|i| self.event_time(i))
+            .filter(|et| et.column == time_column);
+        let view =
+            self.stream(stream)?
+                .transform(move |rdd, _| {
+                    // One partition per block, in log order (see `feed`).
+                    let input = match &event_time {
+                        Some(et) => {
+                            let starts: Vec<i64> = (0..rdd.num_partitions())
+                                .map(|p| et.block_start(p))
+                                .collect();
+                            let et = et.clone();
+                            rdd.map_partitions_with_index(move |p, it| {
+                                let start = starts.get(p).copied().unwrap_or(NO_WATERMARK);
+                                let et = et.clone();
+                                Box::new(it.map(move |b: RecordBatch| {
+                                    et.for_windows(&b, start).unwrap_or(b)
+                                }))
+                            })
+                        }
+                        None => rdd.clone(),
+                    };
+                    Ok(bucketed.partials_sized(&input, &hint))
+                })
+                .serve_windowed_as(&spec.name, spec.aggregate.clone(), window)?;
+        self.windowed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(view.clone());
+        Ok(view)
+    }
+
+    /// Declares stream `stream`'s event time (before adding its windowed
+    /// views).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Plan`] for an unknown stream.
+    pub fn set_event_time(&self, stream: &str, event_time: EventTime) -> Result<()> {
+        let i = self
+            .index_of(stream)
+            .ok_or_else(|| Error::plan(format!("no stream `{stream}` is configured")))?;
+        self.event_times.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(event_time);
+        Ok(())
+    }
+
+    /// Stream `index`'s event time (write-ahead-log order), if declared.
+    pub fn event_time(&self, index: usize) -> Option<EventTime> {
+        self.event_times
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(index)
+            .cloned()
+            .flatten()
+    }
+
+    fn index_of(&self, stream: &str) -> Option<usize> {
+        self.inputs.iter().position(|i| i.name == stream)
+    }
+
+    /// The windowed views, in declaration order.
+    pub fn windowed_views(&self) -> Vec<WindowedView> {
+        self.windowed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Every served view, in declaration order.

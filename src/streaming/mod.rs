@@ -80,6 +80,7 @@ pub mod output;
 pub mod socket;
 pub mod state;
 pub mod window;
+pub mod windowed_view;
 
 pub use context::PendingBatch;
 pub use context::{BatchOutcome, StreamingContext};

@@ -31,7 +31,7 @@ type StateBlocks<K, S> = Vec<Arc<Vec<(K, S)>>>;
 
 /// Computes a stream every batch although no output needs it then (a
 /// stateful stream must see every batch).
-struct EveryBatch<T: Data>(DStream<T>);
+pub(crate) struct EveryBatch<T: Data>(pub(crate) DStream<T>);
 
 impl<T: Data> OutputOp for EveryBatch<T> {
     fn run(&self, scope: &BatchScope, _: &mut BatchOutcome) -> Result<()> {

@@ -116,6 +116,29 @@ impl ViewSpec {
 }
 
 impl ViewSpec {
+    /// The spec of a windowed view over this one: the same aggregate, keyed
+    /// by `tuple = [time_bucket(time_column, slide), key...]`, so that each
+    /// key's partials are per bucket (see
+    /// [`windowed_view`](crate::streaming::windowed_view)).
+    pub fn windowed(&self, time_column: &str, slide_secs: u64) -> ViewSpec {
+        let bucket = KeySpec::TimeBucket {
+            column: time_column.to_owned(),
+            width_secs: slide_secs,
+        };
+        let key = match &self.key {
+            KeySpec::Tuple(parts) => KeySpec::Tuple(
+                std::iter::once(bucket)
+                    .chain(parts.iter().cloned())
+                    .collect(),
+            ),
+            single => KeySpec::Tuple(vec![bucket, single.clone()]),
+        };
+        ViewSpec {
+            key,
+            ..self.clone()
+        }
+    }
+
     /// [`View::partials`] with a size hint shared between runs: each task's
     /// map starts with room for as many keys as the last task that stored
     /// into the hint had (the speed layer runs a view every micro-batch over

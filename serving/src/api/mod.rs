@@ -48,6 +48,24 @@ pub enum ViewKind {
     /// A stateful operator's state (`serve_state_as`): each key's committed
     /// state, any serde type, as JSON.
     State,
+    /// A windowed view: partials per time bucket, merged over a window.
+    Window(WindowInfo),
+}
+
+/// What the API knows about a windowed view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowInfo {
+    /// Its aggregate.
+    pub aggregate: AggregateKind,
+    /// Its window.
+    pub window: lamina::streaming::windowed_view::WindowSpec,
+    /// Whether its key is a tuple (keys are given as the view shows them,
+    /// escaped); a single key is escaped here.
+    pub tuple_key: bool,
+    /// Whether records are bucketed by an event-time column (the newest
+    /// complete window follows the stream's watermark) or by the time they
+    /// were received (the wall clock).
+    pub event_time: bool,
 }
 
 /// Everything the handlers share.
@@ -170,11 +188,19 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[serde(deny_unknown_fields)]
 struct TopQuery {
     k: Option<String>,
+    window_end: Option<String>,
+}
+
+/// The query of a key lookup: only windowed views take one.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyQuery {
+    window_end: Option<String>,
 }
 
 const MAX_TOP_K: usize = 10_000;
 
-fn get_key(state: &ApiState, view: &str, key: &str) -> Result<Response, ApiError> {
+fn get_key(state: &ApiState, view: &str, key: &str, query: KeyQuery) -> Result<Response, ApiError> {
     let _permit = admit(state)?;
     let view = decode_segment(view)?;
     let key = decode_segment(key)?;
@@ -183,9 +209,18 @@ fn get_key(state: &ApiState, view: &str, key: &str) -> Result<Response, ApiError
         .iter()
         .find(|v| v.name == view)
         .ok_or_else(|| ApiError::unknown_view(&view))?;
+    if query.window_end.is_some() && !matches!(info.kind, ViewKind::Window(_)) {
+        return Err(ApiError::bad_parameter(format!(
+            "window_end: view `{view}` is not windowed"
+        )));
+    }
     let aggregate = match &info.kind {
         ViewKind::Aggregate(a) => a,
         ViewKind::State => return get_state_key(state, &view, &key),
+        ViewKind::Window(w) => {
+            let end = window_end(state, &info.stream, w, query.window_end.as_deref())?;
+            return get_window_key(state, &view, w, &key, end);
+        }
     };
     let answer = state
         .store
@@ -211,6 +246,167 @@ fn get_key(state: &ApiState, view: &str, key: &str) -> Result<Response, ApiError
         }),
     };
     Ok(warp::reply::json(&body).into_response())
+}
+
+/// The end (ms) of the window asked for: `raw` as epoch milliseconds or
+/// RFC 3339, on a bucket boundary; by default the newest complete window —
+/// by the wall clock, or by the stream's watermark for event time.
+fn window_end(
+    state: &ApiState,
+    stream: &str,
+    w: &WindowInfo,
+    raw: Option<&str>,
+) -> Result<i64, ApiError> {
+    let slide = w.window.slide.as_millis() as i64;
+    let Some(raw) = raw else {
+        let now = if w.event_time {
+            state
+                .store
+                .position(&crate::store::Position::Watermark {
+                    stream: stream.to_owned(),
+                })
+                .map_err(|e| ApiError::internal(e.to_string()))?
+                .map_or(0, |us| (us as i64).div_euclid(1000))
+        } else {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64)
+        };
+        return Ok(w.window.newest_end(now));
+    };
+    let ms = raw
+        .parse::<i64>()
+        .ok()
+        .or_else(|| {
+            chrono::DateTime::parse_from_rfc3339(raw)
+                .ok()
+                .map(|t| t.timestamp_millis())
+        })
+        .ok_or_else(|| {
+            ApiError::bad_parameter(format!(
+                "window_end must be epoch milliseconds or an RFC 3339 time, got `{raw}`"
+            ))
+        })?;
+    if ms.rem_euclid(slide) != 0 {
+        return Err(ApiError::bad_parameter(format!(
+            "window_end must fall on a multiple of the view's slide ({} s); `{raw}` does not",
+            slide / 1000
+        )));
+    }
+    Ok(ms)
+}
+
+fn rfc3339(ms: i64) -> String {
+    let mut s = String::new();
+    lamina::view::key::write_rfc3339(ms.saturating_mul(1000), &mut s);
+    s
+}
+
+/// The stored partial of one key in one bucket of a windowed view.
+fn window_cell(
+    state: &ApiState,
+    view: &str,
+    bucket: i64,
+    key: &str,
+) -> Result<Option<lamina::view::AggValue>, ApiError> {
+    let cell = lamina::streaming::durable::encode(&(bucket, key))
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let Some(bytes) = state
+        .store
+        .state_get(view, &cell)
+        .map_err(|e| ApiError::internal(e.to_string()))?
+    else {
+        return Ok(None);
+    };
+    let (value, _): (lamina::view::AggValue, i64) = lamina::streaming::durable::decode(&bytes)
+        .map_err(|e| ApiError::internal(format!("a stored window cell does not decode: {e}")))?;
+    Ok(Some(value))
+}
+
+/// One key of a windowed view: its buckets in the window, merged.
+fn get_window_key(
+    state: &ApiState,
+    view: &str,
+    w: &WindowInfo,
+    key: &str,
+    end: i64,
+) -> Result<Response, ApiError> {
+    let cell_key = if w.tuple_key {
+        key.to_owned()
+    } else {
+        lamina::streaming::windowed_view::escape_part(key)
+    };
+    let mut value = w.aggregate.zero();
+    for bucket in w.window.buckets(end) {
+        if let Some(v) = window_cell(state, view, bucket, &cell_key)? {
+            value
+                .combine_owned(v)
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+        }
+    }
+    let start = end - w.window.length.as_millis() as i64;
+    Ok(warp::reply::json(&json!({
+        "view": view,
+        "key": key,
+        "value": json::value(&value),
+        "window_start": rfc3339(start),
+        "window_end": rfc3339(end),
+        "window_end_ms": end,
+    }))
+    .into_response())
+}
+
+/// The `k` keys of a windowed view with the largest merged values over the
+/// window ending at `end`. Reads every kept cell of the view.
+fn top_window(
+    state: &ApiState,
+    view: &str,
+    w: &WindowInfo,
+    k: usize,
+    end: i64,
+) -> Result<Vec<serde_json::Value>, ApiError> {
+    let start = end - w.window.length.as_millis() as i64;
+    let mut merged: std::collections::HashMap<String, lamina::view::AggValue> =
+        std::collections::HashMap::new();
+    for row in state.store.state_entries(view) {
+        let (cell, value) = row.map_err(|e| ApiError::internal(e.to_string()))?;
+        let Ok((bucket, key)) = lamina::streaming::durable::decode::<(i64, String)>(&cell) else {
+            continue;
+        };
+        if bucket < start || bucket >= end {
+            continue;
+        }
+        let Ok((value, _)) =
+            lamina::streaming::durable::decode::<(lamina::view::AggValue, i64)>(&value)
+        else {
+            continue;
+        };
+        match merged.get_mut(&key) {
+            Some(v) => v
+                .combine_owned(value)
+                .map_err(|e| ApiError::internal(e.to_string()))?,
+            None => {
+                merged.insert(key, value);
+            }
+        }
+    }
+    let mut items: Vec<(f64, String, lamina::view::AggValue)> = merged
+        .into_iter()
+        .filter_map(|(key, v)| v.scalar().map(|s| (s, key, v)))
+        .collect();
+    items.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    items.truncate(k);
+    Ok(items
+        .into_iter()
+        .map(|(_, key, v)| {
+            let key = if w.tuple_key {
+                key
+            } else {
+                lamina::streaming::windowed_view::unescape_part(&key)
+            };
+            json!({"key": key, "value": json::value(&v)})
+        })
+        .collect())
 }
 
 /// A key of a state view: its committed state, and the time of the batch
@@ -304,9 +500,26 @@ fn top(state: &ApiState, view: &str, query: TopQuery) -> Result<Response, ApiErr
                 ))
             })?,
     };
+    if query.window_end.is_some() && !matches!(info.kind, ViewKind::Window(_)) {
+        return Err(ApiError::bad_parameter(format!(
+            "window_end: view `{view}` is not windowed"
+        )));
+    }
     if info.kind == ViewKind::State {
         let items = top_state(state, &view, k)?;
         return Ok(warp::reply::json(&json!({"view": view, "items": items})).into_response());
+    }
+    if let ViewKind::Window(w) = &info.kind {
+        let end = window_end(state, &info.stream, w, query.window_end.as_deref())?;
+        let items = top_window(state, &view, w, k, end)?;
+        return Ok(warp::reply::json(&json!({
+            "view": view,
+            "items": items,
+            "window_start": rfc3339(end - w.window.length.as_millis() as i64),
+            "window_end": rfc3339(end),
+            "window_end_ms": end,
+        }))
+        .into_response());
     }
     let items: Vec<_> = state
         .store
@@ -335,6 +548,18 @@ fn list_views(state: &ApiState) -> Result<Response, ApiError> {
                 "stream": v.stream,
                 "aggregate": "state",
                 "keys": state.store.state_key_count(&v.name).unwrap_or(0),
+            }),
+            ViewKind::Window(w) => json!({
+                "name": v.name,
+                "stream": v.stream,
+                "aggregate": w.aggregate,
+                "window": {
+                    "length_secs": w.window.length.as_secs(),
+                    "slide_secs": w.window.slide.as_secs(),
+                    "retention_secs": w.window.retention.as_secs(),
+                    "time": if w.event_time { "event" } else { "received" },
+                },
+                "cells": state.store.state_key_count(&v.name).unwrap_or(0),
             }),
         })
         .collect();
@@ -430,8 +655,11 @@ pub fn routes(
         .map(|st: State| reply(list_views(&st)));
     let key = warp::path!("v1" / "views" / String / "keys" / String)
         .and(warp::get())
+        .and(warp::query::<KeyQuery>())
         .and(s())
-        .map(|view: String, key: String, st: State| reply(get_key(&st, &view, &key)));
+        .map(|view: String, key: String, q: KeyQuery, st: State| {
+            reply(get_key(&st, &view, &key, q))
+        });
     let top = warp::path!("v1" / "views" / String / "top")
         .and(warp::get())
         .and(warp::query::<TopQuery>())

@@ -41,6 +41,32 @@ fn find<'a>(state: &'a ApiState, raw: &str) -> Result<&'a StreamInfo, ApiError> 
         })
 }
 
+/// A stream's committed total of late records.
+fn late(state: &ApiState, stream: &str) -> u64 {
+    state
+        .store
+        .position(&crate::store::Position::Late {
+            stream: stream.to_owned(),
+        })
+        .ok()
+        .flatten()
+        .unwrap_or(0)
+}
+
+/// A stream's event-time watermark as RFC 3339, if it has one.
+fn watermark(state: &ApiState, stream: &str) -> Option<String> {
+    let us = state
+        .store
+        .position(&crate::store::Position::Watermark {
+            stream: stream.to_owned(),
+        })
+        .ok()
+        .flatten()? as i64;
+    let mut s = String::new();
+    lamina::view::key::write_rfc3339(us, &mut s);
+    Some(s)
+}
+
 /// `GET /v1/streams`.
 pub fn list(state: &ApiState) -> Result<Response, ApiError> {
     let _permit = super::admit(state)?;
@@ -54,6 +80,8 @@ pub fn list(state: &ApiState) -> Result<Response, ApiError> {
                 "receivers": s.receivers,
                 "records_total": state.stats.total_records(&s.name).unwrap_or(0),
                 "dead_letters_total": state.store.dead_letter_count(&s.name).unwrap_or(0),
+                "late_records_total": late(state, &s.name),
+                "watermark": watermark(state, &s.name),
             })
         })
         .collect();
@@ -156,6 +184,12 @@ pub fn metrics(state: &ApiState) -> Response {
         "counter",
         "Records that did not parse, ever.",
         per_stream(&|s| state.store.dead_letter_count(s).unwrap_or(0) as f64),
+    );
+    metric(
+        "lamina_stream_late_records_total",
+        "counter",
+        "Records whose event time was before the stream's watermark, ever.",
+        per_stream(&|s| late(state, s) as f64),
     );
     metric(
         "lamina_stream_last_batch_processing_ms",

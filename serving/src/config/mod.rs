@@ -49,8 +49,21 @@ pub use receiver::{ReceiverConfig, TcpConnectConfig, TcpListenConfig};
 pub use server::{AuthConfig, ServerConfig};
 pub use speed::SpeedConfig;
 pub use storage::{MasterLocation, StorageConfig};
-pub use stream::{ColumnType, FieldConfig, StreamConfig, StreamFormat, TEXT_COLUMN};
-pub use view::{AggregateName, ViewConfig};
+pub use stream::{ColumnType, FieldConfig, LatePolicy, StreamConfig, StreamFormat, TEXT_COLUMN};
+pub use view::{AggregateName, ViewConfig, WindowConfig};
+
+/// A windowed view of the config (see [`Config::windowed_views`]).
+#[derive(Debug, Clone)]
+pub struct WindowedViewDef {
+    /// The stream it reads.
+    pub stream: String,
+    /// The view, keyed as configured.
+    pub spec: ViewSpec,
+    /// Its window.
+    pub window: lamina::streaming::windowed_view::WindowSpec,
+    /// The column records are bucketed by.
+    pub time_column: String,
+}
 
 use error::Report;
 use parse::Document;
@@ -143,6 +156,7 @@ fn default_pipeline() -> (Vec<StreamConfig>, Vec<ViewConfig>) {
         aggregate: AggregateName::Count,
         column: None,
         k: None,
+        window: None,
     };
     (vec![lines], vec![word_counts])
 }
@@ -261,12 +275,49 @@ impl Config {
         self.views
             .iter()
             .enumerate()
+            .filter(|(_, view)| view.window.is_none())
             .map(|(i, view)| {
                 view.spec()
                     .map(|spec| (view.stream.clone(), spec))
                     .map_err(|e| ConfigError::new(format!("view[{i}]"), e.to_string()))
             })
             .collect()
+    }
+
+    /// The windowed views (`window = {...}`): the stream, the view (keyed
+    /// as configured), its window (retention: length plus the stream's
+    /// allowed lateness) and the column it buckets records by.
+    ///
+    /// # Errors
+    ///
+    /// As [`view_specs`](Self::view_specs); never for a validated config.
+    pub fn windowed_views(&self) -> Result<Vec<WindowedViewDef>, ConfigError> {
+        let mut out = Vec::new();
+        for (i, view) in self.views.iter().enumerate() {
+            let Some(w) = &view.window else { continue };
+            let fail = |e: lamina::Error| ConfigError::new(format!("view[{i}]"), e.to_string());
+            let spec = view.spec().map_err(fail)?;
+            let stream = self
+                .streams
+                .iter()
+                .find(|s| s.name == view.stream)
+                .ok_or_else(|| {
+                    ConfigError::new(format!("view[{i}].stream"), "unknown stream".to_owned())
+                })?;
+            let window = lamina::streaming::windowed_view::WindowSpec::new(
+                std::time::Duration::from_secs(w.length_secs),
+                std::time::Duration::from_secs(w.slide()),
+                std::time::Duration::from_secs(stream.allowed_lateness_secs),
+            )
+            .map_err(fail)?;
+            out.push(WindowedViewDef {
+                stream: view.stream.clone(),
+                spec,
+                window,
+                time_column: stream.time_column().to_owned(),
+            });
+        }
+        Ok(out)
     }
 
     fn check(&self, report: &mut Report) {

@@ -80,7 +80,41 @@ pub struct StreamConfig {
     /// none (HTTP ingest only).
     #[serde(default, rename = "receiver")]
     pub receivers: Vec<ReceiverConfig>,
+    /// The column holding each record's event time (a `timestamp` or
+    /// `int64` epoch-milliseconds column of the schema): windowed views of
+    /// the stream bucket records by it, and the stream keeps a watermark
+    /// (the largest event time seen minus `allowed_lateness_secs`).
+    /// Default: none — windows use the time the server received the record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_time: Option<String>,
+    /// How far behind the largest event time seen a record may be and still
+    /// be on time. Default 0.
+    #[serde(default)]
+    pub allowed_lateness_secs: u64,
+    /// What happens to a late record (event time before the watermark) in
+    /// the stream's windowed views: `aside` (default) — it is left out of
+    /// them, counted, and kept as a dead letter with reason `late`; `fold` —
+    /// it is counted and folded into the oldest window still open. Every
+    /// record, late or not, goes to the master dataset, so batch views keyed
+    /// by event time are exact once a batch run has folded it into its true
+    /// bucket.
+    #[serde(default)]
+    pub late_records: LatePolicy,
 }
+
+/// What a stream does with records later than its watermark.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LatePolicy {
+    /// Keep it out of windowed views, counted and visible as a dead letter.
+    #[default]
+    Aside,
+    /// Fold it into the oldest window still open.
+    Fold,
+}
+
+/// Longest lateness allowed: a week (windows keep their buckets that long).
+const MAX_LATENESS_SECS: u64 = 7 * 86_400;
 
 fn default_max_record_bytes() -> u64 {
     1 << 20
@@ -95,6 +129,9 @@ impl StreamConfig {
             schema: None,
             max_record_bytes: default_max_record_bytes(),
             receivers: Vec::new(),
+            event_time: None,
+            allowed_lateness_secs: 0,
+            late_records: LatePolicy::Aside,
         }
     }
 
@@ -132,6 +169,14 @@ impl StreamConfig {
                     let name_key = format!("{schema_key}[{i}].name");
                     if field.name.is_empty() {
                         report.push(name_key, "is empty");
+                    } else if field.name == lamina_speed::microbatch::RECEIVED_AT_COLUMN {
+                        report.push(
+                            name_key,
+                            format!(
+                                "{:?} is reserved: the speed layer adds that column (the time the server received the record)",
+                                field.name
+                            ),
+                        );
                     } else if let Some(first) = seen.insert(field.name.as_str(), i) {
                         report.push(
                             name_key,
@@ -157,5 +202,40 @@ impl StreamConfig {
         for (j, receiver) in self.receivers.iter().enumerate() {
             receiver.validate(&format!("{key}.receiver[{j}]"), report);
         }
+        if let Some(column) = &self.event_time {
+            let columns = self.columns();
+            match columns.iter().find(|f| &f.name == column) {
+                None => report.push(
+                    format!("{key}.event_time"),
+                    format!(
+                        "no column {column:?} in the stream (columns: {})",
+                        columns
+                            .iter()
+                            .map(|f| f.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ),
+                Some(f) if !matches!(f.ty, ColumnType::Timestamp | ColumnType::Int64) => report
+                    .push(
+                        format!("{key}.event_time"),
+                        format!("column {column:?} is not a timestamp or int64 (epoch ms) column"),
+                    ),
+                Some(_) => {}
+            }
+        }
+        report.range(
+            &format!("{key}.allowed_lateness_secs"),
+            self.allowed_lateness_secs,
+            0..=MAX_LATENESS_SECS,
+        );
+    }
+
+    /// The column windows of this stream bucket records by: the event-time
+    /// column, or the time the server received the record.
+    pub fn time_column(&self) -> &str {
+        self.event_time
+            .as_deref()
+            .unwrap_or(lamina_speed::microbatch::RECEIVED_AT_COLUMN)
     }
 }

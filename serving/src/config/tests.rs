@@ -781,6 +781,10 @@ impl Rng {
                 aggregate: *self.pick(&aggregates),
                 column: self.chance().then(|| self.name()),
                 k: self.chance().then(|| self.below(100) as usize),
+                window: self.chance().then(|| super::WindowConfig {
+                    length_secs: self.below(100),
+                    slide_secs: self.chance().then(|| self.below(100)),
+                }),
             })
             .collect();
         config.auth = match self.below(3) {

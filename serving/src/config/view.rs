@@ -68,6 +68,57 @@ pub struct ViewConfig {
     /// not allowed otherwise. Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub k: Option<usize>,
+    /// Makes the view windowed: `{ length_secs = 60, slide_secs = 10 }`
+    /// (slide defaults to the length: tumbling windows). Answered for the
+    /// newest complete window, or the one ending at `?window_end=`. Records
+    /// are bucketed by the stream's `event_time`, or by the time the server
+    /// received them. Default: none (the view covers all records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<WindowConfig>,
+}
+
+/// A view's `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowConfig {
+    /// Window length in seconds: a multiple of the slide. Required.
+    pub length_secs: u64,
+    /// Seconds between the ends of consecutive windows (and the width of
+    /// the buckets windows are made of), at least 1. Default: the length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slide_secs: Option<u64>,
+}
+
+/// Longest window: a day.
+const MAX_WINDOW_SECS: u64 = 86_400;
+
+impl WindowConfig {
+    /// The slide (the length when not given).
+    pub fn slide(&self) -> u64 {
+        self.slide_secs.unwrap_or(self.length_secs)
+    }
+
+    fn validate(&self, key: &str, report: &mut Report) {
+        report.range(
+            &format!("{key}.length_secs"),
+            self.length_secs,
+            1..=MAX_WINDOW_SECS,
+        );
+        report.range(
+            &format!("{key}.slide_secs"),
+            self.slide(),
+            1..=MAX_WINDOW_SECS,
+        );
+        if self.slide() > 0 && !self.length_secs.is_multiple_of(self.slide()) {
+            report.push(
+                format!("{key}.length_secs"),
+                format!(
+                    "{} is not a multiple of slide_secs ({})",
+                    self.length_secs,
+                    self.slide()
+                ),
+            );
+        }
+    }
 }
 
 impl ViewConfig {
@@ -134,6 +185,9 @@ impl ViewConfig {
             report,
         );
         self.check_aggregate(key, columns.as_ref(), report);
+        if let Some(w) = &self.window {
+            w.validate(&format!("{key}.window"), report);
+        }
         // The engine's own check, once ours found nothing: it would repeat
         // our findings in its words, but may know of rules we do not.
         if !report.grew_since(mark)

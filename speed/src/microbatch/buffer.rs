@@ -8,6 +8,8 @@ pub struct RecordBuffer {
     /// End offset of each record in `bytes`.
     ends: Vec<usize>,
     seqs: Vec<u64>,
+    /// When each record was received (µs since the Unix epoch).
+    receive_us: Vec<i64>,
     first_receive_us: Option<i64>,
     last_receive_us: Option<i64>,
 }
@@ -18,6 +20,7 @@ impl RecordBuffer {
         self.bytes.clear();
         self.ends.clear();
         self.seqs.clear();
+        self.receive_us.clear();
         self.first_receive_us = None;
         self.last_receive_us = None;
     }
@@ -27,6 +30,7 @@ impl RecordBuffer {
         self.bytes.extend_from_slice(payload);
         self.ends.push(self.bytes.len());
         self.seqs.push(seq);
+        self.receive_us.push(receive_us);
         self.first_receive_us = Some(
             self.first_receive_us
                 .map_or(receive_us, |f| f.min(receive_us)),
@@ -77,6 +81,11 @@ impl RecordBuffer {
         self.seqs[index]
     }
 
+    /// When record `index` was received (µs since the Unix epoch).
+    pub fn receive_us(&self, index: usize) -> i64 {
+        self.receive_us[index]
+    }
+
     /// Earliest and latest receive time.
     pub fn receive_span_us(&self) -> (Option<i64>, Option<i64>) {
         (self.first_receive_us, self.last_receive_us)
@@ -96,6 +105,7 @@ mod tests {
         let got: Vec<&[u8]> = b.records().collect();
         assert_eq!(got, vec![&b"ab"[..], b"", b"cde"]);
         assert_eq!((b.len(), b.bytes(), b.seq(2)), (3, 5, 7));
+        assert_eq!(b.receive_us(1), 90);
         assert_eq!(b.range(1, 3).collect::<Vec<_>>(), vec![&b""[..], b"cde"]);
         assert_eq!(b.range(0, 1).collect::<Vec<_>>(), vec![&b"ab"[..]]);
         assert_eq!(b.range(2, 2).count(), 0);

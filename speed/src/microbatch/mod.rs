@@ -42,6 +42,7 @@ use crate::commit::{
     CommitSink, DeadRecord, LogRecord, MicroBatchCommit, Position, PositionKind, RecordLog,
 };
 use crate::control::{self, Kind};
+use crate::event_time::{EventTime, LatePolicy};
 use crate::format::{DeadLetter, Format, Parsed, Parser};
 use crate::program::Program;
 use buffer::RecordBuffer;
@@ -81,7 +82,7 @@ fn blocks_for(records: usize, threads: usize, min_block: usize) -> usize {
 
 /// One stream's records of a micro-batch, parsed: the record batch of each
 /// block, and the dead letters with their index in the micro-batch.
-type ParsedStream = (Vec<RecordBatch>, Vec<(usize, DeadLetter)>);
+type ParsedStream = (Vec<RecordBatch>, Vec<(usize, DeadLetter)>, Vec<Vec<usize>>);
 
 /// A stream's parsers, one per block (each reused from batch to batch).
 type Parsers = Arc<Vec<Mutex<Parser>>>;
@@ -150,6 +151,8 @@ pub struct MicroBatcher {
     min_block_records: usize,
     /// The time of the last batch the program ran (ms).
     last_time: Option<i64>,
+    /// Each stream's committed total of late records.
+    late_totals: Vec<u64>,
     log: Arc<dyn RecordLog>,
     sink: Arc<dyn CommitSink>,
     stats: Arc<StatsLog>,
@@ -233,6 +236,27 @@ impl MicroBatcher {
             stats.set_total(name, total);
             record_totals.push(total);
         }
+        // Late totals and watermarks, as committed: a replay finds late
+        // what was late before.
+        let mut late_totals = Vec::with_capacity(formats.len());
+        for (i, (name, _)) in formats.iter().enumerate() {
+            let late = sink
+                .position(&Position::Late {
+                    stream: name.clone(),
+                })
+                .map_err(fail)?
+                .unwrap_or(0);
+            late_totals.push(late);
+            if let Some(et) = program.event_time(i)
+                && let Some(w) = sink
+                    .position(&Position::Watermark {
+                        stream: name.clone(),
+                    })
+                    .map_err(fail)?
+            {
+                et.set_watermark(w as i64);
+            }
+        }
         let ctx = program.streaming_context().context().clone();
         let threads = ctx.default_parallelism();
         let parsers = formats
@@ -250,6 +274,7 @@ impl MicroBatcher {
             ctx,
             min_block_records: MIN_BLOCK_RECORDS,
             last_time: None,
+            late_totals,
             log,
             sink,
             stats,
@@ -442,17 +467,18 @@ impl MicroBatcher {
         // Parse, then feed each stream's blocks to the program.
         let mut per_stream = Vec::with_capacity(self.streams.len());
         let mut fed = false;
+        // Watermarks the batch moves, set once it committed.
+        let mut watermarks: Vec<(EventTime, i64)> = Vec::new();
+        // Committed with the batch; kept once it committed.
+        let mut late_totals = self.late_totals.clone();
         for (i, &refused) in rejected.iter().enumerate() {
             let buffer = Arc::clone(&self.buffers[i]);
             if buffer.is_empty() {
                 per_stream.push((refused as usize, refused as usize));
                 continue;
             }
-            let (blocks, dead) = self.parse(i).map_err(|e| fail(e.to_string()))?;
-            per_stream.push((
-                buffer.len() + refused as usize,
-                dead.len() + refused as usize,
-            ));
+            let (blocks, dead, rows) = self.parse(i).map_err(|e| fail(e.to_string()))?;
+            let mut dead_count = dead.len() + refused as usize;
             for (index, d) in dead {
                 commit.dead_letters.push(DeadRecord {
                     stream: self.streams[i].clone(),
@@ -461,6 +487,32 @@ impl MicroBatcher {
                     record: d.record,
                 });
             }
+            if let Some(et) = self.program.event_time(i) {
+                let (late, moved) = self.late_records(i, &et, &blocks, &rows, &mut commit)?;
+                if et.policy == LatePolicy::Aside {
+                    dead_count += late as usize;
+                }
+                if late > 0 {
+                    late_totals[i] += late;
+                    commit.positions.push((
+                        Position::Late {
+                            stream: self.streams[i].clone(),
+                        },
+                        late_totals[i],
+                    ));
+                }
+                if let Some(next) = moved {
+                    // Stored as the bits of the i64 (µs; before 1970 too).
+                    commit.positions.push((
+                        Position::Watermark {
+                            stream: self.streams[i].clone(),
+                        },
+                        next as u64,
+                    ));
+                    watermarks.push((et, next));
+                }
+            }
+            per_stream.push((buffer.len() + refused as usize, dead_count));
             self.program.feed(i, blocks);
             fed = true;
         }
@@ -509,8 +561,12 @@ impl MicroBatcher {
         let state_changed = !commit.state.is_empty();
         if end > self.next_seq || state_changed {
             self.sink.commit(commit).map_err(fail)?;
+            self.late_totals = late_totals;
             if let Some(p) = pending.take() {
                 p.commit();
+            }
+            for (et, w) in watermarks {
+                et.set_watermark(w);
             }
         }
         if end > self.next_seq {
@@ -580,6 +636,7 @@ impl MicroBatcher {
         let parsers = Arc::clone(&self.parsers[i]);
         let n = buffer.len();
         let k = blocks_for(n, parsers.len(), self.min_block_records);
+        let times = Arc::clone(&buffer);
         let parsed: Vec<(usize, Parsed)> = if k == 1 {
             let mut parser = parsers[0].lock().unwrap_or_else(|p| p.into_inner());
             vec![(0, parser.parse(buffer.records()))]
@@ -595,12 +652,108 @@ impl MicroBatcher {
         };
         let mut blocks = Vec::with_capacity(parsed.len());
         let mut dead = Vec::new();
+        let mut rows = Vec::with_capacity(parsed.len());
         for (start, p) in parsed {
-            blocks.push(p.batch);
+            rows.push(p.accepted.iter().map(|i| start + i).collect());
+            blocks.push(with_received_at(&p.batch, &p.accepted, |i| {
+                times.receive_us(start + i)
+            })?);
             dead.extend(p.dead_letters.into_iter().map(|d| (start + d.index, d)));
         }
-        Ok((blocks, dead))
+        Ok((blocks, dead, rows))
     }
+
+    /// Finds the late records of stream `i`'s blocks (see
+    /// [`crate::event_time`]), keeps them as dead letters under the `aside`
+    /// policy, and returns how many there were and the watermark after the
+    /// batch, if it moved.
+    fn late_records(
+        &self,
+        i: usize,
+        et: &EventTime,
+        blocks: &[RecordBatch],
+        rows: &[Vec<usize>],
+        commit: &mut MicroBatchCommit,
+    ) -> Result<(u64, Option<i64>), LoopError> {
+        let buffer = &self.buffers[i];
+        let scan = et.scan(blocks).map_err(|e| LoopError::Batch {
+            batch: self.next_batch,
+            message: format!("stream `{}`: {e}", self.streams[i]),
+        })?;
+        let late_total = scan.late.iter().map(|l| l.len() as u64).sum();
+        if et.policy == LatePolicy::Aside {
+            for ((block, rows), late) in blocks.iter().zip(rows).zip(&scan.late) {
+                let col = lamina::columnar::TimestampColumn::of(block, &et.column).ok();
+                for &row in late {
+                    let index = rows[row];
+                    let at = col.as_ref().and_then(|c| c.micros(row)).unwrap_or(0);
+                    let mut record = buffer
+                        .range(index, index + 1)
+                        .next()
+                        .unwrap_or_default()
+                        .to_vec();
+                    record.truncate(crate::format::MAX_DEAD_LETTER_BYTES);
+                    commit.dead_letters.push(DeadRecord {
+                        stream: self.streams[i].clone(),
+                        seq: buffer.seq(index),
+                        reason: format!(
+                            "late: event time {} (`{}`) is more than {} s behind the largest event time before it; left out of windowed views, counted in every other view and in the master dataset",
+                            rfc3339_us(at),
+                            et.column,
+                            et.lateness_us / 1_000_000
+                        ),
+                        record,
+                    });
+                }
+            }
+        }
+        Ok((late_total, scan.watermark))
+    }
+}
+
+fn rfc3339_us(us: i64) -> String {
+    let mut s = String::new();
+    lamina::view::key::write_rfc3339(us, &mut s);
+    s
+}
+
+/// The column every record batch the program gets has besides the
+/// stream's own: when the server received the record (its ingest time,
+/// `timestamp` in ms, UTC), as durable as the record itself, so windows
+/// over it (views without an event-time column) put a record into the same
+/// window when the log is replayed after a crash. The speed layer's only:
+/// the master dataset holds the stream's own columns.
+pub const RECEIVED_AT_COLUMN: &str = "_received_at";
+
+/// `batch` with the [`RECEIVED_AT_COLUMN`]: row `r` came from record
+/// `accepted[r]`, received at `receive_us(accepted[r])`.
+fn with_received_at(
+    batch: &RecordBatch,
+    accepted: &[usize],
+    receive_us: impl Fn(usize) -> i64,
+) -> Result<RecordBatch, Error> {
+    use arrow::array::{ArrayRef, TimestampMillisecondArray};
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    let times: TimestampMillisecondArray = accepted
+        .iter()
+        .map(|&i| Some(receive_us(i).div_euclid(1000)))
+        .collect::<TimestampMillisecondArray>()
+        .with_timezone("UTC");
+    let mut fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new(
+        RECEIVED_AT_COLUMN,
+        DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+        false,
+    ));
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    columns.push(Arc::new(times));
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .map_err(|e| Error::Internal(format!("adding {RECEIVED_AT_COLUMN}: {e}")))
 }
 
 /// How long one micro-batch should take at most: four intervals, and at
