@@ -368,3 +368,65 @@ fn state_restored_from_the_reported_changes_continues_exactly() -> lamina::Resul
     }
     Ok(())
 }
+
+/// Idle timeouts bound the state: keys that stop getting data leave it,
+/// in memory and in what the server stores (the reported changes). Fresh
+/// keys every batch: with a timeout of 5 batches the state never holds
+/// more than 6 batches' keys; without one it grows with every batch.
+#[test]
+fn timeouts_bound_the_state() -> lamina::Result<()> {
+    use lamina::streaming::state::StateSpec;
+    const KEYS: u64 = 200;
+    const BATCHES: u64 = 60;
+    let run = |timeout: Option<Duration>| -> lamina::Result<(usize, usize)> {
+        let ctx = Context::builder().threads(2).build().unwrap();
+        let ssc = StreamingContext::new(ctx, Duration::from_millis(50))?;
+        let stream = ssc.queue_stream(
+            (0..BATCHES).map(|b| (0..KEYS).map(|k| (b * KEYS + k, 1i64)).collect::<Vec<_>>()),
+        );
+        let mut spec = StateSpec::function(
+            |_: Time, _: &u64, v: Option<i64>, s: &mut lamina::streaming::state::State<i64>| {
+                if let Some(v) = v {
+                    s.update(v).unwrap();
+                }
+            },
+        );
+        if let Some(t) = timeout {
+            spec = spec.timeout(t);
+        }
+        let mapped = stream.map_with_state(spec)?;
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let into = Arc::clone(&sizes);
+        mapped.state_snapshots().foreach_rdd(move |rdd, _| {
+            into.lock().unwrap().push(rdd.count()?);
+            Ok(())
+        });
+        let mut stored = std::collections::HashSet::new();
+        let mut most_stored = 0;
+        for b in 1..=BATCHES {
+            let outcome = ssc.run_batch(Time::from_millis(50 * b as i64))?;
+            for delta in &outcome.state {
+                for c in &delta.changes {
+                    match c.state {
+                        Some(_) => stored.insert(c.key.clone()),
+                        None => stored.remove(&c.key),
+                    };
+                }
+            }
+            most_stored = most_stored.max(stored.len());
+        }
+        let most_in_memory = *sizes.lock().unwrap().iter().max().unwrap() as usize;
+        Ok((most_in_memory, most_stored))
+    };
+    let bounded = run(Some(Duration::from_millis(250)))?;
+    let unbounded = run(None)?;
+    assert!(
+        bounded.0 <= 6 * KEYS as usize && bounded.1 <= 6 * KEYS as usize,
+        "{bounded:?}"
+    );
+    assert_eq!(
+        unbounded,
+        ((KEYS * BATCHES) as usize, (KEYS * BATCHES) as usize)
+    );
+    Ok(())
+}

@@ -281,6 +281,11 @@ pub async fn serve_with(config: Config, define: Option<&ProgramFn>) -> Result<()
                 .map_err(|e| startup("stream", e))?;
         }
     }
+    for v in config.last_views() {
+        let stream = program.stream(&v.stream).map_err(|e| startup("view", e))?;
+        lamina_speed::last::serve_last(&stream, &v.name, v.key, v.column, v.ttl, v.event_time)
+            .map_err(|e| startup("view", e))?;
+    }
     for w in config.windowed_views().map_err(|e| startup("view", e))? {
         program
             .add_windowed_view(&w.stream, &w.spec, w.window, &w.time_column)
@@ -354,6 +359,7 @@ pub async fn serve_with(config: Config, define: Option<&ProgramFn>) -> Result<()
                         event_time: stream.is_some_and(|s| s.event_time.is_some()),
                     })
                 }
+                (None, Some(c)) if c.aggregate == config::AggregateName::Last => ViewKind::Last,
                 _ => ViewKind::State,
             };
             ViewInfo {

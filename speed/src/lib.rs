@@ -40,6 +40,7 @@ pub mod commit;
 pub mod control;
 pub mod event_time;
 pub mod format;
+pub mod last;
 pub mod microbatch;
 pub mod program;
 pub mod receivers;

@@ -337,3 +337,51 @@ fn windows_over_the_time_of_receipt_and_bad_window_configs() {
         "{text}"
     );
 }
+
+#[test]
+fn last_keeps_the_newest_value_by_event_time_through_kill_9_and_forgets_after_the_ttl() {
+    let dir = WorkDir::new("last");
+    let http = free_port();
+    let path = dir.path().join("lamina.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{http}\"\n\n[speed]\nbatch_interval_ms = 50\n\n\
+             [[stream]]\nname = \"readings\"\nformat = \"json\"\n\
+             schema = [ {{ name = \"ts\", type = \"timestamp\" }}, {{ name = \"sensor\", type = \"string\" }}, {{ name = \"temp\", type = \"float64\" }} ]\n\
+             event_time = \"ts\"\nallowed_lateness_secs = 3600\n\n\
+             [[view]]\nname = \"latest\"\nstream = \"readings\"\nkey = {{ column = \"sensor\" }}\naggregate = \"last\"\ncolumn = \"temp\"\nttl_secs = 3\n\n\
+             [batch]\nschedule = \"off\"\n"
+        ),
+    )
+    .unwrap();
+    let start = || Server::start(dir.path(), http, &["--config", path.to_str().unwrap()]);
+    let server = start();
+    let body = "{\"ts\":\"2026-12-01T06:00:05Z\",\"sensor\":\"s1\",\"temp\":20.5}\n\
+                {\"ts\":\"2026-12-01T06:00:01Z\",\"sensor\":\"s1\",\"temp\":19.0}\n\
+                {\"ts\":\"2026-12-01T06:00:02Z\",\"sensor\":\"s2\",\"temp\":7}\n";
+    let r = server
+        .client()
+        .post("/v1/ingest/readings", body.as_bytes(), &[])
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let newest = |server: &Server| server.get("/v1/views/latest/keys/s1").1;
+    // The value with the newest event time wins, not the one sent last.
+    let ok = eventually(Duration::from_secs(10), || newest(&server)["value"] == 20.5);
+    assert!(ok.is_some(), "{}", newest(&server));
+    assert_eq!(newest(&server)["event_time"], "2026-12-01T06:00:05Z");
+    // kill -9 within the TTL: the state comes back.
+    server.kill9();
+    let server = start();
+    assert_eq!(newest(&server)["value"], 20.5);
+    let (_, s2) = server.get("/v1/views/latest/keys/s2");
+    assert_eq!(s2["value"], 7.0);
+    // Three seconds without data: both keys are forgotten, and the store
+    // holds nothing for them.
+    let ok = eventually(Duration::from_secs(15), || {
+        server.get("/v1/views").1["views"][0]["keys"] == 0
+    });
+    assert!(ok.is_some(), "{}", server.get("/v1/views").1);
+    assert_eq!(newest(&server)["value"], serde_json::Value::Null);
+    assert!(server.terminate().success());
+}

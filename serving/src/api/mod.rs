@@ -50,6 +50,9 @@ pub enum ViewKind {
     State,
     /// A windowed view: partials per time bucket, merged over a window.
     Window(WindowInfo),
+    /// `aggregate = "last"`: each key's latest value (a state of
+    /// `[value, event time ms]`).
+    Last,
 }
 
 /// What the API knows about a windowed view.
@@ -216,7 +219,8 @@ fn get_key(state: &ApiState, view: &str, key: &str, query: KeyQuery) -> Result<R
     }
     let aggregate = match &info.kind {
         ViewKind::Aggregate(a) => a,
-        ViewKind::State => return get_state_key(state, &view, &key),
+        ViewKind::State => return get_state_key(state, &view, &key, false),
+        ViewKind::Last => return get_state_key(state, &view, &key, true),
         ViewKind::Window(w) => {
             let end = window_end(state, &info.stream, w, query.window_end.as_deref())?;
             return get_window_key(state, &view, w, &key, end);
@@ -411,7 +415,12 @@ fn top_window(
 
 /// A key of a state view: its committed state, and the time of the batch
 /// that last changed it.
-fn get_state_key(state: &ApiState, view: &str, key: &str) -> Result<Response, ApiError> {
+fn get_state_key(
+    state: &ApiState,
+    view: &str,
+    key: &str,
+    last: bool,
+) -> Result<Response, ApiError> {
     let cbor_key =
         lamina::streaming::durable::encode(key).map_err(|e| ApiError::internal(e.to_string()))?;
     let stored = state
@@ -424,6 +433,17 @@ fn get_state_key(state: &ApiState, view: &str, key: &str) -> Result<Response, Ap
             ApiError::internal(format!("the stored state of key `{key}` does not decode"))
         })?,
     };
+    if last {
+        let (value, event_time) = latest(value);
+        return Ok(warp::reply::json(&json!({
+            "view": view,
+            "key": key,
+            "value": value,
+            "event_time": event_time,
+            "updated_ms": updated,
+        }))
+        .into_response());
+    }
     Ok(warp::reply::json(&json!({
         "view": view,
         "key": key,
@@ -433,10 +453,32 @@ fn get_state_key(state: &ApiState, view: &str, key: &str) -> Result<Response, Ap
     .into_response())
 }
 
+/// A `last` view's state `[value, event time ms]` as the value and the
+/// event time (RFC 3339, or null).
+fn latest(state: serde_json::Value) -> (serde_json::Value, serde_json::Value) {
+    match state {
+        serde_json::Value::Array(mut parts) if parts.len() == 2 => {
+            let at = parts
+                .pop()
+                .and_then(|t| t.as_i64())
+                .map_or(serde_json::Value::Null, |ms| {
+                    serde_json::Value::from(rfc3339(ms))
+                });
+            (parts.pop().unwrap_or_default(), at)
+        }
+        other => (other, serde_json::Value::Null),
+    }
+}
+
 /// The `k` keys of a state view whose state is the largest number (keys
 /// whose state is not a number are not ranked). Scans the state: costs
 /// every key.
-fn top_state(state: &ApiState, view: &str, k: usize) -> Result<Vec<serde_json::Value>, ApiError> {
+fn top_state(
+    state: &ApiState,
+    view: &str,
+    k: usize,
+    last: bool,
+) -> Result<Vec<serde_json::Value>, ApiError> {
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
     #[derive(PartialEq)]
@@ -464,6 +506,7 @@ fn top_state(state: &ApiState, view: &str, k: usize) -> Result<Vec<serde_json::V
         let Some((value, _)) = json::stored_state(&value) else {
             continue;
         };
+        let value = if last { latest(value).0 } else { value };
         let Some(score) = value.as_f64() else {
             continue;
         };
@@ -505,8 +548,8 @@ fn top(state: &ApiState, view: &str, query: TopQuery) -> Result<Response, ApiErr
             "window_end: view `{view}` is not windowed"
         )));
     }
-    if info.kind == ViewKind::State {
-        let items = top_state(state, &view, k)?;
+    if matches!(info.kind, ViewKind::State | ViewKind::Last) {
+        let items = top_state(state, &view, k, info.kind == ViewKind::Last)?;
         return Ok(warp::reply::json(&json!({"view": view, "items": items})).into_response());
     }
     if let ViewKind::Window(w) = &info.kind {
@@ -547,6 +590,12 @@ fn list_views(state: &ApiState) -> Result<Response, ApiError> {
                 "name": v.name,
                 "stream": v.stream,
                 "aggregate": "state",
+                "keys": state.store.state_key_count(&v.name).unwrap_or(0),
+            }),
+            ViewKind::Last => json!({
+                "name": v.name,
+                "stream": v.stream,
+                "aggregate": "last",
                 "keys": state.store.state_key_count(&v.name).unwrap_or(0),
             }),
             ViewKind::Window(w) => json!({

@@ -52,6 +52,23 @@ pub use storage::{MasterLocation, StorageConfig};
 pub use stream::{ColumnType, FieldConfig, LatePolicy, StreamConfig, StreamFormat, TEXT_COLUMN};
 pub use view::{AggregateName, ViewConfig, WindowConfig};
 
+/// A view with `aggregate = "last"` (see [`Config::last_views`]).
+#[derive(Debug, Clone)]
+pub struct LastViewDef {
+    /// The stream it reads.
+    pub stream: String,
+    /// Its name.
+    pub name: String,
+    /// Its key.
+    pub key: KeySpec,
+    /// The column whose latest value it keeps.
+    pub column: String,
+    /// How long a key without new data is kept.
+    pub ttl: Option<std::time::Duration>,
+    /// The stream's event-time column, which orders the values.
+    pub event_time: Option<String>,
+}
+
 /// A windowed view of the config (see [`Config::windowed_views`]).
 #[derive(Debug, Clone)]
 pub struct WindowedViewDef {
@@ -157,6 +174,7 @@ fn default_pipeline() -> (Vec<StreamConfig>, Vec<ViewConfig>) {
         column: None,
         k: None,
         window: None,
+        ttl_secs: None,
     };
     (vec![lines], vec![word_counts])
 }
@@ -275,7 +293,7 @@ impl Config {
         self.views
             .iter()
             .enumerate()
-            .filter(|(_, view)| view.window.is_none())
+            .filter(|(_, view)| view.window.is_none() && view.aggregate != AggregateName::Last)
             .map(|(i, view)| {
                 view.spec()
                     .map(|spec| (view.stream.clone(), spec))
@@ -318,6 +336,25 @@ impl Config {
             });
         }
         Ok(out)
+    }
+
+    /// The views with `aggregate = "last"`.
+    pub fn last_views(&self) -> Vec<LastViewDef> {
+        self.views
+            .iter()
+            .filter(|v| v.aggregate == AggregateName::Last)
+            .filter_map(|v| {
+                let stream = self.streams.iter().find(|s| s.name == v.stream)?;
+                Some(LastViewDef {
+                    stream: v.stream.clone(),
+                    name: v.name.clone(),
+                    key: v.key.clone(),
+                    column: v.column.clone()?,
+                    ttl: v.ttl_secs.map(std::time::Duration::from_secs),
+                    event_time: stream.event_time.clone(),
+                })
+            })
+            .collect()
     }
 
     fn check(&self, report: &mut Report) {

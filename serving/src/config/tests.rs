@@ -772,6 +772,7 @@ impl Rng {
             AggregateName::Mean,
             AggregateName::Distinct,
             AggregateName::TopK,
+            AggregateName::Last,
         ];
         config.views = (0..self.below(4))
             .map(|_| ViewConfig {
@@ -785,6 +786,7 @@ impl Rng {
                     length_secs: self.below(100),
                     slide_secs: self.chance().then(|| self.below(100)),
                 }),
+                ttl_secs: self.chance().then(|| self.below(100)),
             })
             .collect();
         config.auth = match self.below(3) {

@@ -28,6 +28,10 @@ pub enum AggregateName {
     Distinct,
     /// The `k` largest values of a numeric column.
     TopK,
+    /// The latest value of a column per key (by event time when the
+    /// stream has one, else by arrival), forgotten after `ttl_secs`
+    /// without new data.
+    Last,
 }
 
 impl AggregateName {
@@ -41,6 +45,7 @@ impl AggregateName {
             AggregateName::Mean => "mean",
             AggregateName::Distinct => "distinct",
             AggregateName::TopK => "top_k",
+            AggregateName::Last => "last",
         }
     }
 }
@@ -75,6 +80,10 @@ pub struct ViewConfig {
     /// received them. Default: none (the view covers all records).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<WindowConfig>,
+    /// For `aggregate = "last"`: forget a key after this many seconds
+    /// without new data (1..=31536000). Default: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_secs: Option<u64>,
 }
 
 /// A view's `window`.
@@ -87,6 +96,9 @@ pub struct WindowConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slide_secs: Option<u64>,
 }
+
+/// Longest `ttl_secs`: a year.
+const MAX_TTL_SECS: u64 = 365 * 86_400;
 
 /// Longest window: a day.
 const MAX_WINDOW_SECS: u64 = 86_400;
@@ -143,6 +155,12 @@ impl ViewConfig {
                     self.name
                 )));
             }
+            (AggregateName::Last, _) => {
+                return Err(lamina::Error::plan(format!(
+                    "view `{}`: `last` keeps state per key and has no view spec",
+                    self.name
+                )));
+            }
         };
         let spec = ViewSpec {
             name: self.name.clone(),
@@ -188,6 +206,30 @@ impl ViewConfig {
         if let Some(w) = &self.window {
             w.validate(&format!("{key}.window"), report);
         }
+        match (self.aggregate, self.ttl_secs, &self.window) {
+            (AggregateName::Last, Some(ttl), _) => {
+                report.range(&format!("{key}.ttl_secs"), ttl, 1..=MAX_TTL_SECS)
+            }
+            (AggregateName::Last, None, _) => {}
+            (other, Some(_), _) => report.push(
+                format!("{key}.ttl_secs"),
+                format!(
+                    "only allowed for aggregate last (this view's aggregate is {})",
+                    other.name()
+                ),
+            ),
+            _ => {}
+        }
+        if self.aggregate == AggregateName::Last && self.window.is_some() {
+            report.push(
+                format!("{key}.window"),
+                "not allowed for aggregate last (it keeps each key's latest value; use ttl_secs to forget old keys)",
+            );
+        }
+        if self.aggregate == AggregateName::Last {
+            // The engine has no view spec for `last`.
+            return;
+        }
         // The engine's own check, once ours found nothing: it would repeat
         // our findings in its words, but may know of rules we do not.
         if !report.grew_since(mark)
@@ -207,6 +249,11 @@ impl ViewConfig {
             ),
             (AggregateName::Count, None) => {}
             (_, None) => report.push(column_key, format!("required for aggregate {name}")),
+            (AggregateName::Last, Some(c)) => {
+                if let Some(cols) = columns {
+                    cols.need(c, &column_key, |_| true, "", report);
+                }
+            }
             (AggregateName::Distinct, Some(c)) => {
                 if let Some(cols) = columns {
                     cols.need(
