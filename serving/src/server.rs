@@ -164,8 +164,14 @@ async fn serve_http<F>(
 pub type ProgramFn = dyn Fn(&Program) -> lamina::Result<()> + Send + Sync;
 
 /// Hands every stateful operator of the program its committed state,
-/// before the first micro-batch replays the log.
-fn restore_state(program: &Program, store: &ViewStore) -> Result<(), ServeError> {
+/// before the first micro-batch replays the log (what start-up does; public
+/// for `benches/restore.rs`).
+///
+/// # Errors
+///
+/// [`ServeError`] naming the operator whose state does not decode, or the
+/// store's error.
+pub fn restore_state(program: &Program, store: &ViewStore) -> Result<(), ServeError> {
     let ssc = program.streaming_context();
     let operators = ssc.stateful_operators();
     for op in &operators {

@@ -12,8 +12,8 @@
 //! | `gen` | generation, view, `0x00`, chunk | the batch view, in chunks |
 //! | `dead` | stream, `0x00`, seq (BE `u64`) | CBOR `(reason, record)`: records that did not parse |
 //! | `meta` | `dead_count/{stream}` | big-endian `u64`: dead letters ever recorded |
-//! | `state` | operator, `0x00`, key | an operator's state of one key ([`state`]) |
-//! | `meta` | `state_keys/{operator}` | big-endian `u64`: the operator's keys |
+//! | `state_log` | micro-batch id | the batch's operator state changes ([`state`]) |
+//! | `state` | operator, `0x00`, key | an operator's state of one key, folded from `state_log` |
 //!
 //! View names never contain `0x00` (config validation allows
 //! `[A-Za-z0-9_.-]`), so a view's chunks are one prefix.
@@ -153,6 +153,10 @@ pub struct ViewStore {
     dead: sled::Tree,
     /// The program's operator state (see [`state`]).
     state: sled::Tree,
+    /// Each micro-batch's state changes, until folded into `state`.
+    state_log: sled::Tree,
+    /// State changes not yet folded, and key counts.
+    pending: RwLock<state::Pending>,
     tables: BTreeMap<String, Table>,
     // std locks: sections are in-memory updates, never across an `.await`.
     watermark: RwLock<Option<u64>>,
@@ -233,6 +237,8 @@ impl ViewStore {
         let gens = db.open_tree("gen")?;
         let dead = db.open_tree("dead")?;
         let state_tree = db.open_tree("state")?;
+        let state_log = db.open_tree("state_log")?;
+        let pending = state::load(&state_tree, &state_log)?;
         let watermark = read_u64(&meta, keys::WATERMARK)?;
         let covered = |epoch: u64| watermark.is_some_and(|w| epoch <= w);
         let mut tables: BTreeMap<String, Table> = views
@@ -343,6 +349,8 @@ impl ViewStore {
             gens,
             dead,
             state: state_tree,
+            state_log,
+            pending: RwLock::new(pending),
             tables,
             watermark: RwLock::new(watermark),
             epochs: Mutex::new(state),
@@ -469,9 +477,12 @@ impl ViewStore {
             positions.push((key, before + n));
         }
         let row_key = keys::batch(commit.epoch, commit.batch_id);
-        (&self.meta, &self.log, &self.dead, &self.state)
-            .transaction(|(meta, log, dead, state_rows)| {
-                state::apply(meta, state_rows, &commit.state)?;
+        let state_row = (!commit.state.is_empty()).then(|| state::encode_log(&commit.state));
+        (&self.meta, &self.log, &self.dead, &self.state_log)
+            .transaction(|(meta, log, dead, state_log)| {
+                if let Some(row) = &state_row {
+                    state_log.insert(&commit.batch_id.to_be_bytes(), row.as_slice())?;
+                }
                 if let Some(blob) = &blob {
                     log.insert(&row_key, blob.as_slice())?;
                 }
@@ -493,6 +504,10 @@ impl ViewStore {
             let table = self.table(&view)?;
             with_table!(table, t => apply(t, &view, commit.epoch, pairs)?);
         }
+        if state_row.is_some() {
+            self.apply_state(commit.batch_id, commit.state)?;
+        }
+        drop(epochs);
         Ok(())
     }
 
@@ -542,6 +557,7 @@ impl ViewStore {
     /// sled errors.
     pub fn flush(&self) -> Result<()> {
         self.compact()?;
+        self.fold_state()?;
         self.db.flush()?;
         Ok(())
     }

@@ -640,7 +640,29 @@ mod state {
         let key = encode("b").unwrap();
         assert!(store.state_get("totals", &key).unwrap().is_some());
         assert!(store.state_get("other", &key).unwrap().is_none());
-        assert_eq!(store.drop_state("totals").unwrap(), 1);
+        // Changes after the last flush are in the log only: a reopen
+        // (as after kill -9) replays them over the folded state.
+        store
+            .commit(batch(
+                4,
+                40,
+                vec![set("totals", "c", 3), set("totals", "b", 6)],
+            ))
+            .unwrap();
+        assert_eq!(store.state_key_count("totals").unwrap(), 2);
+        drop(store);
+        let store = ViewStore::open(&dir.0, &views()).unwrap();
+        assert_eq!(
+            stored(&store, "totals"),
+            BTreeMap::from([("b".to_string(), 6), ("c".to_string(), 3)])
+        );
+        assert_eq!(store.state_key_count("totals").unwrap(), 2);
+        store.flush().unwrap();
+        assert_eq!(
+            stored(&store, "totals"),
+            BTreeMap::from([("b".to_string(), 6), ("c".to_string(), 3)])
+        );
+        assert_eq!(store.drop_state("totals").unwrap(), 2);
         assert!(stored(&store, "totals").is_empty());
         assert_eq!(
             stored(&store, "other").len(),
