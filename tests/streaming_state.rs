@@ -430,3 +430,47 @@ fn timeouts_bound_the_state() -> lamina::Result<()> {
     );
     Ok(())
 }
+
+/// The initial state is there for the first batch (and committed with it),
+/// and ignored when state was restored.
+#[test]
+fn map_with_state_starts_from_its_initial_state_unless_restored() -> lamina::Result<()> {
+    use lamina::streaming::state::StateSpec;
+    let run = |restore: Option<Vec<(Vec<u8>, Vec<u8>)>>| -> lamina::Result<_> {
+        let ctx = Context::builder().threads(2).build().unwrap();
+        let ssc = StreamingContext::new(ctx.clone(), Duration::from_millis(50))?;
+        let stream = ssc.queue_stream(vec![vec![(1u8, 1i64), (3, 1)]]);
+        let initial = ctx.parallelize(vec![(1u8, 10i64), (2, 20)], 2);
+        let mapped = stream.map_with_state(
+            StateSpec::function(count_fn)
+                .initial_state(initial)
+                .name("c"),
+        )?;
+        let snaps = Arc::new(Mutex::new(Vec::new()));
+        let into = Arc::clone(&snaps);
+        mapped.state_snapshots().foreach_rdd(move |rdd, _| {
+            let mut got = rdd.collect()?;
+            got.sort();
+            into.lock().unwrap().push(got);
+            Ok(())
+        });
+        if let Some(entries) = restore {
+            ssc.restore_state("c", &mut entries.into_iter())?;
+        }
+        let outcome = ssc.run_batch(Time::from_millis(50))?;
+        ssc.run_batch(Time::from_millis(100))?;
+        let snaps = snaps.lock().unwrap().clone();
+        Ok((snaps, outcome.state))
+    };
+    let (snaps, state) = run(None)?;
+    let first = vec![(1u8, 11i64), (2, 20), (3, 1)];
+    assert_eq!(snaps, vec![first.clone(), first]);
+    // Committed with the first batch: all three keys.
+    assert_eq!(state[0].changes.len(), 3);
+    // Restored state wins over the initial one.
+    use lamina::streaming::durable::encode;
+    let stored = vec![(encode(&5u8)?, encode(&(7i64, 0i64))?)];
+    let (snaps, _) = run(Some(stored))?;
+    assert_eq!(snaps[0], vec![(1u8, 1i64), (3, 1), (5, 7)]);
+    Ok(())
+}

@@ -288,7 +288,11 @@ pub struct StateSpec<K, V, S, U> {
     func: Arc<MapFn<K, V, S, U>>,
     timeout: Option<std::time::Duration>,
     name: Option<String>,
+    initial: Option<InitialFn<K, S>>,
 }
+
+/// Collects a spec's initial state.
+type InitialFn<K, S> = Arc<dyn Fn() -> Result<Vec<(K, S)>> + Send + Sync>;
 
 impl<K, V, S, U> std::fmt::Debug for StateSpec<K, V, S, U> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -308,7 +312,22 @@ impl<K, V, S, U> StateSpec<K, V, S, U> {
             func: Arc::new(f),
             timeout: None,
             name: None,
+            initial: None,
         }
+    }
+
+    /// The state to start from (Spark's `initialState`): its keys' states
+    /// before the first batch, which takes them in and commits them with
+    /// its own changes (a key of both: the function sees the initial
+    /// state). Ignored when the operator's state was restored (a server
+    /// restarting from its committed state).
+    pub fn initial_state(mut self, rdd: crate::rdd::Rdd<(K, S)>) -> Self
+    where
+        K: Data,
+        S: Data,
+    {
+        self.initial = Some(Arc::new(move || rdd.collect()));
+        self
     }
 
     /// Names the operator's state (see [`DStream::name_state`]); checked
@@ -434,12 +453,36 @@ impl<K: Key + StateData, V: Data> DStream<(K, V)> {
         let func = Arc::clone(&spec.func);
         let timeout_ms = spec.timeout.map(|d| d.as_millis() as i64);
         let (st, ch) = (Arc::clone(&state), Arc::clone(&changes));
+        // Taken in by the first batch that succeeds, unless state was
+        // restored before it.
+        let initial = Arc::new(Mutex::new(spec.initial));
         let mapped = DStream::from_fn(&self.ssc, Arc::clone(&self.inputs), move |scope| {
             let time = scope.time();
             let now = time.millis();
-            let batch = scope
-                .rdd(&parent)?
-                .partition_by(crate::partitioner::HashPartitioner::new(parts));
+            let partitioner = crate::partitioner::HashPartitioner::new(parts);
+            let batch = scope.rdd(&parent)?.partition_by(partitioner.clone());
+            let first = initial.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let restored = st.iter().any(|p| {
+                !p.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .states
+                    .is_empty()
+            });
+            let seed: Arc<Vec<Vec<(K, S)>>> = match first {
+                Some(collect) if !restored => {
+                    use crate::partitioner::Partitioner;
+                    let mut by_part: Vec<Vec<(K, S)>> = (0..parts).map(|_| Vec::new()).collect();
+                    for (k, s) in collect()? {
+                        by_part[partitioner.partition(&k)].push((k, s));
+                    }
+                    Arc::new(by_part)
+                }
+                _ => Arc::new(Vec::new()),
+            };
+            let taken = Arc::clone(&initial);
+            scope.on_success(move || {
+                taken.lock().unwrap_or_else(|p| p.into_inner()).take();
+            });
             let (state, func) = (Arc::clone(&st), Arc::clone(&func));
             let results = batch.run(move |tc, it| {
                 let part = state[tc.partition()]
@@ -447,6 +490,9 @@ impl<K: Key + StateData, V: Data> DStream<(K, V)> {
                     .unwrap_or_else(|p| p.into_inner());
                 let mut touched: crate::partitioner::FastMap<K, Option<(S, i64)>> =
                     crate::partitioner::fast_map(0);
+                for (k, s) in seed.get(tc.partition()).into_iter().flatten() {
+                    touched.insert(k.clone(), Some((s.clone(), now)));
+                }
                 let mut out = Vec::new();
                 for (k, v) in it {
                     let current = match touched.get(&k) {
