@@ -23,6 +23,7 @@ pub mod client;
 pub mod config;
 pub mod health;
 mod publishing;
+pub mod rebuild;
 pub mod receivers;
 pub mod server;
 pub mod store;

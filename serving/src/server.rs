@@ -225,36 +225,19 @@ pub fn restore_state(program: &Program, store: &ViewStore) -> Result<(), ServeEr
     Ok(())
 }
 
-/// Runs the server until SIGINT or SIGTERM.
+/// The program every micro-batch runs: the config's views (aggregate,
+/// `last`, windowed), then the Rust program's. Also the streams, and how
+/// many served views are the config's.
 ///
 /// # Errors
 ///
-/// [`ServeError`] naming what could not start.
-pub async fn serve(config: Config) -> Result<(), ServeError> {
-    serve_with(config, None).await
-}
-
-/// Runs the server with the views of the config and those `program`
-/// defines, until SIGINT or SIGTERM.
-///
-/// # Errors
-///
-/// [`ServeError`] naming what could not start; a program error (an unknown
-/// stream, a view name used twice) is one.
-pub async fn serve_with(config: Config, define: Option<&ProgramFn>) -> Result<(), ServeError> {
-    let listen: SocketAddr = config
-        .server
-        .listen_addr()
-        .map_err(|e| startup("server.listen", e))?;
-    let token = config.auth.bearer_token().map_err(|e| startup("auth", e))?;
-    let schedule = config
-        .batch
-        .build_schedule()
-        .map_err(|e| startup("batch.schedule", e))?;
+/// [`ServeError`] naming a config or program problem.
+pub fn build_program(
+    ctx: &Context,
+    config: &Config,
+    define: Option<&ProgramFn>,
+) -> Result<(Program, Vec<StreamDef>, usize), ServeError> {
     let views = config.view_specs().map_err(|e| startup("view", e))?;
-    // The program every micro-batch runs: the config's views, then the
-    // Rust program's.
-    let ctx = Context::new();
     let mut streams = Vec::new();
     for s in &config.streams {
         streams.push(StreamDef {
@@ -267,7 +250,7 @@ pub async fn serve_with(config: Config, define: Option<&ProgramFn>) -> Result<()
                 .collect(),
         });
     }
-    let program = Program::from_streams(&ctx, config.speed.batch_interval(), &streams)
+    let program = Program::from_streams(ctx, config.speed.batch_interval(), &streams)
         .map_err(|e| startup("view", e))?;
     for s in &config.streams {
         if let Some(column) = &s.event_time {
@@ -301,6 +284,38 @@ pub async fn serve_with(config: Config, define: Option<&ProgramFn>) -> Result<()
     if let Some(define) = define {
         define(&program).map_err(|e| startup("program", e))?;
     }
+    Ok((program, streams, config_views))
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+///
+/// # Errors
+///
+/// [`ServeError`] naming what could not start.
+pub async fn serve(config: Config) -> Result<(), ServeError> {
+    serve_with(config, None).await
+}
+
+/// Runs the server with the views of the config and those `program`
+/// defines, until SIGINT or SIGTERM.
+///
+/// # Errors
+///
+/// [`ServeError`] naming what could not start; a program error (an unknown
+/// stream, a view name used twice) is one.
+pub async fn serve_with(config: Config, define: Option<&ProgramFn>) -> Result<(), ServeError> {
+    let listen: SocketAddr = config
+        .server
+        .listen_addr()
+        .map_err(|e| startup("server.listen", e))?;
+    let token = config.auth.bearer_token().map_err(|e| startup("auth", e))?;
+    let schedule = config
+        .batch
+        .build_schedule()
+        .map_err(|e| startup("batch.schedule", e))?;
+    let views = config.view_specs().map_err(|e| startup("view", e))?;
+    let ctx = Context::new();
+    let (program, streams, config_views) = build_program(&ctx, &config, define)?;
     let served = program.served_views();
     for v in &served[config_views..] {
         if let Some(problem) = config::name_problem(v.name()) {

@@ -50,6 +50,8 @@ pub fn state(command: StateCommand) -> ExitCode {
     let (args, drop) = match command {
         StateCommand::List(args) => (args, None),
         StateCommand::Drop { operator, args } => (args, Some(operator)),
+        // Needs the program: run by `cli`.
+        StateCommand::Rebuild { .. } => return ExitCode::from(2),
     };
     let dir = match state_dir(&args) {
         Ok(dir) => dir.join("views"),

@@ -451,6 +451,31 @@ impl ViewStore {
             .collect())
     }
 
+    /// Replaces `operator`'s whole state by `entries` (CBOR key, CBOR
+    /// `[state, time]`), durably (the server must be stopped).
+    ///
+    /// # Errors
+    ///
+    /// sled errors.
+    pub fn replace_state(&self, operator: &str, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
+        self.drop_state(operator)?;
+        let mut buckets: BTreeMap<u32, BTreeMap<Vec<u8>, Vec<u8>>> = BTreeMap::new();
+        let n = entries.len() as u64;
+        for (k, v) in entries {
+            buckets.entry(bucket_of(&k)).or_default().insert(k, v);
+        }
+        let mut batch = sled::Batch::default();
+        for (bucket, entries) in buckets {
+            batch.insert(bucket_row(operator, bucket), encode_bucket(&entries));
+        }
+        self.state.apply_batch(batch)?;
+        if n > 0 {
+            self.pending_write().counts.insert(operator.to_owned(), n);
+        }
+        self.db.flush()?;
+        Ok(())
+    }
+
     /// Deletes `operator`'s whole state (the server must be stopped: the
     /// operator starts empty at the next start). Returns the keys deleted.
     ///

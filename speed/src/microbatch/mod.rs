@@ -756,6 +756,17 @@ fn with_received_at(
         .map_err(|e| Error::Internal(format!("adding {RECEIVED_AT_COLUMN}: {e}")))
 }
 
+/// `batch` with the [`RECEIVED_AT_COLUMN`] set to `ms` for every row (for
+/// records read back from the master dataset, which does not keep it).
+///
+/// # Errors
+///
+/// [`Error::Internal`] when the column cannot be added.
+pub fn with_received_at_constant(batch: &RecordBatch, ms: i64) -> Result<RecordBatch, Error> {
+    let rows: Vec<usize> = (0..batch.num_rows()).collect();
+    with_received_at(batch, &rows, |_| ms.saturating_mul(1000))
+}
+
 /// How long one micro-batch should take at most: four intervals, and at
 /// least a second. Batches of ordinary views stay far below it; a costly
 /// view (e.g. a key per pair of words, a hundred keys a record) would
