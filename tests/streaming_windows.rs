@@ -256,3 +256,127 @@ fn a_windowed_stream_cannot_be_served_and_mixed_slides_fail_clearly() {
     let err = c.ssc.run_batch(Time::from_millis(100)).unwrap_err();
     assert!(err.to_string().contains("different slides"), "{err}");
 }
+
+/// In a context whose batches are committed, a window's kept batches are
+/// reported as state changes; restarted mid-stream from them, windows go
+/// on exactly as if never stopped — plain and incremental. A batch that
+/// failed leaves nothing in the window (its retry runs at a later time).
+#[test]
+fn windows_restored_from_the_reported_changes_continue_exactly() {
+    type Stored = BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>;
+    type Seen = Arc<Mutex<Vec<String>>>;
+    fn program(
+        batches: Vec<Vec<(u8, i64)>>,
+        seen: &Seen,
+        fail_at: Option<i64>,
+    ) -> StreamingContext {
+        let ctx = Context::builder().threads(2).build().unwrap();
+        let ssc = StreamingContext::new(ctx, Duration::from_millis(INTERVAL as u64)).unwrap();
+        ssc.set_durable(true);
+        let queue = QueueInput::new(batches.into_iter().map(|b| vec![b]));
+        let stream = ssc.input_stream(Arc::new(queue) as Arc<dyn InputStream<(u8, i64)>>);
+        let (len, slide) = (Duration::from_millis(200), Duration::from_millis(100));
+        let plain = stream
+            .reduce_by_key_and_window(|a, b| a + b, len, slide)
+            .unwrap();
+        let inc = stream
+            .reduce_by_key_and_window_inverse(
+                |a, b| a + b,
+                |a, b| a - b,
+                len,
+                slide,
+                |(_, v)| *v != 0,
+            )
+            .unwrap();
+        for (name, s) in [("plain", plain), ("inverse", inc)] {
+            let into = Arc::clone(seen);
+            s.foreach_rdd(move |rdd, t| {
+                if Some(t.millis()) == fail_at {
+                    return Err(lamina::Error::execution("the sink is down"));
+                }
+                let mut got = rdd.collect()?;
+                got.sort();
+                into.lock()
+                    .unwrap()
+                    .push(format!("{} {name} {got:?}", t.millis()));
+                Ok(())
+            });
+        }
+        ssc
+    }
+    fn apply(stored: &mut Stored, outcome: &lamina::streaming::BatchOutcome) {
+        for d in &outcome.state {
+            let op = stored.entry(d.operator.clone()).or_default();
+            for c in &d.changes {
+                match &c.state {
+                    Some(v) => op.insert(c.key.clone(), v.clone()),
+                    None => op.remove(&c.key),
+                };
+            }
+        }
+    }
+    for seed in 0..16 {
+        let mut rng = Rng(seed ^ 0x3C);
+        let n = 8 + rng.below(10) as usize;
+        let batches: Vec<Vec<(u8, i64)>> = (0..n)
+            .map(|_| {
+                (0..rng.below(8))
+                    .map(|_| (rng.below(5) as u8, 1 + rng.below(4) as i64))
+                    .collect()
+            })
+            .collect();
+        let cut = 1 + rng.below(n as u64 - 1) as usize;
+        let time = |i: usize| Time::from_millis(INTERVAL * (i as i64 + 1));
+        let whole: Seen = Arc::default();
+        let ssc = program(batches.clone(), &whole, None);
+        for i in 0..n {
+            ssc.run_batch(time(i)).unwrap();
+        }
+        let parts: Seen = Arc::default();
+        let mut stored = Stored::new();
+        let first = program(batches[..cut].to_vec(), &parts, None);
+        for i in 0..cut {
+            apply(&mut stored, &first.run_batch(time(i)).unwrap());
+        }
+        let second = program(batches[cut..].to_vec(), &parts, None);
+        for op in second.stateful_operators() {
+            let entries = stored.get(&op.name).cloned().unwrap_or_default();
+            second
+                .restore_state(&op.name, &mut entries.into_iter())
+                .unwrap();
+        }
+        for i in cut..n {
+            second.run_batch(time(i)).unwrap();
+        }
+        assert_eq!(
+            *parts.lock().unwrap(),
+            *whole.lock().unwrap(),
+            "seed {seed}, cut {cut}"
+        );
+    }
+    // A failed batch's records are not kept by the window: its retry at
+    // the next time is the only one counted.
+    let seen: Seen = Arc::default();
+    let batches = vec![
+        vec![(1u8, 1i64)],
+        vec![(1, 10)],
+        vec![(1, 10)],
+        vec![],
+        vec![],
+    ];
+    let ssc = program(batches, &seen, Some(100));
+    ssc.run_batch(Time::from_millis(50)).unwrap();
+    assert!(ssc.run_batch(Time::from_millis(100)).is_err());
+    // The queue gave its second batch to the failed run; the third is the
+    // "retry" of the same records (as the server's log replays them).
+    ssc.run_batch(Time::from_millis(150)).unwrap();
+    ssc.run_batch(Time::from_millis(200)).unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        vec![
+            "200 plain [(1, 11)]".to_string(),
+            "200 inverse [(1, 11)]".to_string()
+        ]
+    );
+}

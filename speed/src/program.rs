@@ -79,6 +79,9 @@ impl Program {
     /// [`Error::Plan`] for a batch interval under 10 ms.
     pub fn new(ctx: &Context, interval: Duration, streams: &[(String, Format)]) -> Result<Self> {
         let ssc = StreamingContext::new(ctx.clone(), interval)?;
+        // Every batch's outcome is committed: windows keep their contents
+        // in the commit too.
+        ssc.set_durable(true);
         let inputs = streams
             .iter()
             .map(|(name, format)| {

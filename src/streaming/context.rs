@@ -108,6 +108,8 @@ struct Inner {
     /// A batch ran but is neither committed nor dropped yet (see
     /// [`StreamingContext::run_batch_pending`]).
     pending: std::sync::atomic::AtomicBool,
+    /// Batches' outcomes are committed (see [`StreamingContext::set_durable`]).
+    durable: std::sync::atomic::AtomicBool,
 }
 
 /// The entry point of a DStream program (Spark's `StreamingContext`): an
@@ -158,6 +160,7 @@ impl StreamingContext {
                 changed: Condvar::new(),
                 listener: Mutex::new(None),
                 pending: std::sync::atomic::AtomicBool::new(false),
+                durable: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -321,6 +324,19 @@ impl StreamingContext {
         };
         outcome.processing = start.elapsed();
         Ok((outcome, pending))
+    }
+
+    /// Declares that the caller commits every batch's outcome (the server
+    /// does): windows then also report the batches they keep as state
+    /// changes (see [`window`](super::window)), which costs encoding each
+    /// kept batch. Stateful operators always report their changes.
+    pub fn set_durable(&self, durable: bool) {
+        self.inner.durable.store(durable, Ordering::Release);
+    }
+
+    /// Whether batches' outcomes are committed.
+    pub fn is_durable(&self) -> bool {
+        self.inner.durable.load(Ordering::Acquire)
     }
 
     /// Every stateful operator of the program, in declaration order.

@@ -12,8 +12,14 @@
 //! inverse function) those that left — its cost per slide follows those
 //! batches and the keys of the window, not the window's records.
 //!
-//! Window contents live in memory: they are not part of the server's
-//! micro-batch commit yet, and a windowed stream cannot be served.
+//! Window contents live in memory, and — in a context whose batches are
+//! committed (the server's, see [`StreamingContext::set_durable`]) — each
+//! batch a window keeps is also reported as a state change (CBOR of its
+//! elements, removed when it leaves the window), committed with the batch,
+//! and restored at start-up: after `kill -9` a window holds exactly the
+//! batches it held at the last commit. A batch becomes part of the window's
+//! memory only when it succeeded (a failed batch leaves nothing behind).
+//! A windowed stream cannot be served (its results overlap).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -23,8 +29,12 @@ use crate::error::{Error, Result};
 use crate::partitioner::{FastMap, fast_map};
 use crate::rdd::{Data, Key, Rdd};
 use crate::streaming::Time;
-use crate::streaming::context::{BatchOutcome, split};
+use crate::streaming::context::{BatchOutcome, StreamingContext, split};
 use crate::streaming::dstream::{BatchScope, DStream};
+use crate::streaming::durable::{
+    DurableState, SharedName, StateChange, StateData, StateDelta, StateInfo, decode_entry, encode,
+    name_of,
+};
 use crate::streaming::input::InputBatch;
 use crate::streaming::output::OutputOp;
 
@@ -34,8 +44,23 @@ type Blocks<T> = Vec<Arc<Vec<T>>>;
 /// The last result of an incremental window, with its time (ms).
 type Previous<T> = Arc<Mutex<Option<(i64, Blocks<T>)>>>;
 
-/// Materialised batches of a stream, by time, oldest first.
-type Remembered<T> = Arc<Mutex<VecDeque<(Time, Blocks<T>)>>>;
+/// Materialised batches of a stream, by time, oldest first; and the batch
+/// running now, until it succeeds.
+struct Kept<T> {
+    committed: VecDeque<(Time, Blocks<T>)>,
+    pending: Option<(Time, Blocks<T>)>,
+}
+
+impl<T> Default for Kept<T> {
+    fn default() -> Self {
+        Kept {
+            committed: VecDeque::new(),
+            pending: None,
+        }
+    }
+}
+
+type Remembered<T> = Arc<Mutex<Kept<T>>>;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -62,9 +87,10 @@ struct Remember<T: Data> {
     stream: DStream<T>,
     keep: Duration,
     store: Remembered<T>,
+    name: SharedName,
 }
 
-impl<T: Data> OutputOp for Remember<T> {
+impl<T: StateData> OutputOp for Remember<T> {
     fn run(&self, scope: &BatchScope, _: &mut BatchOutcome) -> Result<()> {
         let time = scope.time();
         if !self.stream.has_rdd_at(time) {
@@ -76,37 +102,108 @@ impl<T: Data> OutputOp for Remember<T> {
             .into_iter()
             .filter(|b| !b.is_empty())
             .collect();
-        let mut store = lock(&self.store);
-        // A batch run again (after a failure) replaces what it kept.
-        store.retain(|(t, _)| *t != time);
-        store.push_back((time, blocks));
         let oldest = time.millis() - ms(self.keep);
-        store.retain(|(t, _)| t.millis() > oldest);
+        if self.stream.ssc.is_durable() {
+            let mut changes = Vec::new();
+            let all: Vec<&T> = blocks.iter().flat_map(|b| b.iter()).collect();
+            changes.push(StateChange {
+                key: encode(&time.millis())?,
+                state: Some(encode(&(all, time.millis()))?),
+            });
+            for (t, _) in lock(&self.store).committed.iter() {
+                if t.millis() <= oldest {
+                    changes.push(StateChange {
+                        key: encode(&t.millis())?,
+                        state: None,
+                    });
+                }
+            }
+            scope.record_state(StateDelta {
+                operator: name_of(&self.name),
+                changes,
+            });
+        }
+        // Seen by this batch's windows; kept once the batch succeeded (a
+        // batch run again replaces it).
+        lock(&self.store).pending = Some((time, blocks));
+        let store = Arc::clone(&self.store);
+        scope.on_success(move || {
+            let mut kept = lock(&store);
+            if let Some((t, b)) = kept.pending.take() {
+                kept.committed.retain(|(old, _)| *old != t);
+                kept.committed.push_back((t, b));
+            }
+            kept.committed.retain(|(t, _)| t.millis() > oldest);
+        });
         Ok(())
     }
 }
 
+impl<T: StateData> DurableState for Remember<T> {
+    fn info(&self) -> StateInfo {
+        StateInfo {
+            name: name_of(&self.name),
+            kind: "window",
+            key_type: "i64 (batch time, ms)",
+            state_type: std::any::type_name::<Vec<T>>(),
+        }
+    }
+
+    fn set_name(&self, name: String) {
+        *self.name.lock().unwrap_or_else(|p| p.into_inner()) = name;
+    }
+
+    fn restore(&self, entries: &mut dyn Iterator<Item = (Vec<u8>, Vec<u8>)>) -> Result<usize> {
+        let info = self.info();
+        let parts = self.stream.ssc.context().default_parallelism().max(1);
+        let mut batches = Vec::new();
+        for (k, v) in entries {
+            let (time, (elements, _)) = decode_entry::<i64, Vec<T>>(&info, &k, &v)?;
+            let blocks: Blocks<T> = split(elements, parts)
+                .into_iter()
+                .filter(|b| !b.is_empty())
+                .map(Arc::new)
+                .collect();
+            batches.push((Time::from_millis(time), blocks));
+        }
+        batches.sort_by_key(|(t, _)| *t);
+        let n = batches.len();
+        let mut kept = lock(&self.store);
+        kept.committed = batches.into();
+        kept.pending = None;
+        Ok(n)
+    }
+}
+
 /// Registers the materialisation of `stream`'s batches for `keep`.
-fn remember<T: Data>(stream: &DStream<T>, keep: Duration) -> Remembered<T> {
-    let store: Remembered<T> = Arc::default();
-    stream.ssc.add_output(Arc::new(Remember {
+fn remember<T: StateData>(stream: &DStream<T>, keep: Duration) -> Remembered<T> {
+    let ssc: &StreamingContext = &stream.ssc;
+    let op = Arc::new(Remember {
         stream: stream.clone(),
         keep,
-        store: Arc::clone(&store),
-    }));
+        store: Arc::default(),
+        name: Arc::new(Mutex::new(ssc.next_state_name("window"))),
+    });
+    let store = Arc::clone(&op.store);
+    ssc.add_state(Arc::clone(&op) as Arc<dyn DurableState>);
+    ssc.add_output(op);
     store
 }
 
 /// The blocks of the remembered batches with time in `(from, to]`.
 fn blocks_between<T: Data>(store: &Remembered<T>, from: i64, to: i64) -> Blocks<T> {
-    lock(store)
+    let kept = lock(store);
+    let pending_time = kept.pending.as_ref().map(|(t, _)| *t);
+    kept.committed
         .iter()
+        .filter(|(t, _)| Some(*t) != pending_time)
+        .chain(kept.pending.iter())
         .filter(|(t, _)| t.millis() > from && t.millis() <= to)
         .flat_map(|(_, b)| b.iter().cloned())
         .collect()
 }
 
-impl<T: Data> DStream<T> {
+impl<T: StateData> DStream<T> {
     /// At every multiple of `slide`, the elements of the batches of the
     /// last `length` (Spark's `window`). Both are multiples of this
     /// stream's slide (the batch interval unless it is windowed already).
@@ -153,7 +250,7 @@ impl<T: Data> DStream<T> {
     }
 }
 
-impl<T: Key> DStream<T> {
+impl<T: Key + StateData> DStream<T> {
     /// At every slide, each distinct element of the window with its count
     /// (incremental; keys whose count drops to 0 are dropped).
     ///
@@ -175,7 +272,7 @@ impl<T: Key> DStream<T> {
     }
 }
 
-impl<K: Key, V: Data> DStream<(K, V)> {
+impl<K: Key + StateData, V: StateData> DStream<(K, V)> {
     /// At every slide, the values of each key in the window merged with
     /// `f` (computed from the window's records each time).
     ///
