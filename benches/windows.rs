@@ -13,7 +13,9 @@
 //! leaving batch, keys at 0 dropped), on a 2-thread context. After 30
 //! batches fill the window, 20 more are timed; the bench prints the median
 //! ms per batch of each, the lines per second they sustain, and the ratio.
-//! Both must agree on every window (checked).
+//! Both must agree on every window (checked). `LAMINA_BENCH_DURABLE=1`
+//! runs them as the server does (`set_durable`: every kept batch encoded
+//! as a state change).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -73,6 +75,7 @@ type Windows = Arc<Mutex<Vec<Vec<(String, i64)>>>>;
 fn program(inverse: bool) -> (StreamingContext, Arc<QueueInput<String>>, Windows) {
     let ctx = Context::builder().threads(2).build().expect("context");
     let ssc = StreamingContext::new(ctx, Duration::from_secs(1)).expect("interval");
+    ssc.set_durable(std::env::var("LAMINA_BENCH_DURABLE").is_ok_and(|v| v == "1"));
     let queue = Arc::new(QueueInput::<String>::new(Vec::new()));
     let lines: DStream<String> =
         ssc.input_stream(Arc::clone(&queue) as Arc<dyn InputStream<String>>);

@@ -46,11 +46,17 @@ fn main() -> ExitCode {
                         .collect::<Vec<_>>()
                 })
                 .map(|word| (word, 1i64));
-            // The running total of each word: the batch's ones added to the
-            // total so far (Spark's updateStateByKey).
-            let totals = pairs.update_state_by_key(|ones: Vec<i64>, total: Option<i64>| {
-                Some(total.unwrap_or(0) + ones.iter().sum::<i64>())
-            });
+            // The running total of each word: the batch's count added to the
+            // total so far (Spark's updateStateByKey). Counting the batch
+            // first (reduce_by_key combines within each partition before its
+            // shuffle) hands the state one value per word instead of one per
+            // occurrence: at 300k lines/s, 118 ms of work per micro-batch
+            // instead of 368 ms (docs/BENCHMARKS.md).
+            let totals = pairs.reduce_by_key(|a, b| a + b).update_state_by_key(
+                |counts: Vec<i64>, total: Option<i64>| {
+                    Some(total.unwrap_or(0) + counts.iter().sum::<i64>())
+                },
+            );
             totals.serve_state_as("running_counts")?;
             Ok(())
         })

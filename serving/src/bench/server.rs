@@ -33,6 +33,8 @@ pub struct ServerProcess {
     config: PathBuf,
     keep: bool,
     server_bin: Option<PathBuf>,
+    /// The view the benchmark reads (`word_counts` unless told).
+    pub view: String,
 }
 
 /// Servers alive (pid, directory, whether kept), for [`guard_signals`].
@@ -153,6 +155,7 @@ impl ServerProcess {
         let client = Client::new(&format!("http://127.0.0.1:{http}"), None)?
             .with_timeout(Duration::from_secs(5));
         let server = ServerProcess {
+            view: "word_counts".to_owned(),
             child,
             client,
             http,

@@ -71,6 +71,10 @@ pub struct StreamBench {
     /// serve --config FILE`, the config without the view).
     #[arg(long, value_name = "BIN")]
     pub server_bin: Option<std::path::PathBuf>,
+    /// The view holding the word counts: `word_counts`, or e.g.
+    /// `running_counts` of `examples/stateful_word_count` (a state view).
+    #[arg(long, default_value = "word_counts")]
+    pub view: String,
 }
 
 /// The vocabulary and how words are drawn from it.
@@ -197,6 +201,7 @@ fn run_at(
         let stop = Arc::clone(&stop);
         let port = server.tcp;
         let client = server.client.clone();
+        let view = server.view.clone();
         std::thread::spawn(move || {
             let mut out = Vec::new();
             let mut markers = 0u64;
@@ -215,7 +220,7 @@ fn run_at(
                     break;
                 }
                 markers += 1;
-                let path = format!("/v1/views/word_counts/keys/{word}");
+                let path = format!("/v1/views/{view}/keys/{word}");
                 let deadline = sent_at + Duration::from_secs(10);
                 loop {
                     let seen = client
@@ -408,9 +413,11 @@ fn check_exact(server: &ServerProcess, work: &Workload, sent: &Sent, seed: u64) 
     let mut mismatches = 0;
     for &i in &sample {
         let word = work.vocab.word(i);
-        let path = format!("/v1/views/word_counts/keys/{}", encode_segment(word));
+        let path = format!("/v1/views/{}/keys/{}", server.view, encode_segment(word));
         let got = match client.get_json(&path) {
             Ok((404, _)) => Ok(0),
+            // A state view has no state for a word never sent.
+            Ok((200, v)) if v["value"].is_null() => Ok(0),
             Ok((200, v)) => v["value"]
                 .as_u64()
                 .ok_or_else(|| format!("no count in {v}")),
@@ -507,13 +514,14 @@ fn stream_one(
         probabilities,
     };
     let speed = lines_per_second(&work.vocab, &work.sampler, 0.3);
-    let server = ServerProcess::start(
+    let mut server = ServerProcess::start(
         &format!("v{n}"),
         args.interval_ms,
         epoch_ms,
         args.keep,
         args.server_bin.as_deref(),
     )?;
+    server.view.clone_from(&args.view);
     let s = dist.exponent();
     println!(
         "lamina bench stream: vocabulary {n} words ({} s={s}; built in {build_s:.2} s; mean word length {mean_len:.2} letters, {token_len:.2} weighted by frequency), 8-12 words a line generated afresh; generator: {:.2} M lines/s on one thread",
