@@ -227,6 +227,16 @@ fn event_time_windows_are_exact_through_kill_9_and_late_records_are_kept_aside()
     let clicks = &streams["streams"][0];
     assert_eq!(clicks["late_records_total"], want.late, "{streams}");
     assert_eq!(clicks["dead_letters_total"], want.late, "{streams}");
+    let (_, views) = server.get("/v1/views");
+    let per_minute = views["views"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "per_minute")
+        .cloned()
+        .unwrap();
+    assert_eq!(per_minute["late_records"], want.late, "{views}");
+    assert_eq!(per_minute["window"]["time"], "event", "{views}");
     let (_, dead) = server.get("/v1/streams/clicks/dead_letters");
     assert!(
         dead["items"][0]["reason"]

@@ -609,6 +609,20 @@ fn list_views(state: &ApiState) -> Result<Response, ApiError> {
                     "time": if w.event_time { "event" } else { "received" },
                 },
                 "cells": state.store.state_key_count(&v.name).unwrap_or(0),
+                // Late records of the stream: left out of (or folded into)
+                // this view, as its stream's policy says.
+                "late_records": if w.event_time {
+                    state
+                        .store
+                        .position(&crate::store::Position::Late {
+                            stream: v.stream.clone(),
+                        })
+                        .ok()
+                        .flatten()
+                        .unwrap_or(0)
+                } else {
+                    0
+                },
             }),
         })
         .collect();
