@@ -7,7 +7,6 @@
 //!   memory for queries (the exact merge).
 //! - [`api`]: the REST API on warp.
 //! - [`server`]: `lamina serve`, wiring the layers into one process.
-//! - [`receivers`]: configured receivers to the speed layer's specs.
 //! - [`bench`]: `lamina bench stream` and `lamina bench keys`, the speed and serving layers measured from outside with realistic text and millions of keys.
 //! - [`app`]: [`app::App`], a server binary of your own with views written
 //!   as DStream programs in Rust and the whole of `lamina serve`.
@@ -24,7 +23,6 @@ pub mod config;
 pub mod health;
 mod publishing;
 pub mod rebuild;
-pub mod receivers;
 pub mod server;
 pub mod store;
 pub mod wal_cli;

@@ -607,9 +607,7 @@ pub async fn serve_with(config: Config, define: Option<&ProgramFn>) -> Result<()
         // A reader of another server's dataset ingests nothing.
         let receivers = if read_only { &[][..] } else { &s.receivers[..] };
         for r in receivers {
-            let spec = crate::receivers::spec_of(r)
-                .map_err(|e| startup(format!("stream `{}` receiver", s.name), e))?;
-            let receiver = lamina_speed::receivers::build(&spec).await.map_err(|e| {
+            let receiver = r.build().await.map_err(|e| {
                 startup(format!("stream `{}` receiver {}", s.name, r.type_name()), e)
             })?;
             described.push(receiver.describe());

@@ -32,7 +32,7 @@
 //! - [`backlog`]: the budget of records received but not yet processed;
 //!   push sources wait (TCP) or are told to retry (HTTP) beyond it.
 //! - [`receivers`]: sources of records (a TCP listener, a TCP client), one
-//!   file each, registered in [`receivers::build`]; they append to the log
+//!   file each, registered in [`receivers::ReceiverConfig`]; they append to the log
 //!   and apply backpressure instead of dropping.
 
 pub mod backlog;

@@ -11,7 +11,7 @@ use std::{
 
 use lamina_speed::{
     control::{self, Kind},
-    receivers::{self, ReceiverSpec, StreamIngest},
+    receivers::{ReceiverConfig, StreamIngest, TcpConnectConfig, TcpListenConfig},
     wal::{Wal, WalConfig},
 };
 use tokio::{
@@ -51,12 +51,12 @@ fn open_wal(dir: &TempDir, max_pending_bytes: u64) -> Wal {
 /// connections each send `lines` numbered lines, all at once; checks that
 /// the WAL holds every line exactly once, in order per connection.
 async fn every_line_arrives_once_in_order(wal: Wal, clients: usize, lines: usize) {
-    let spec = ReceiverSpec::TcpListen {
-        listen: "127.0.0.1:0".parse().unwrap(),
+    let spec = ReceiverConfig::TcpListen(TcpListenConfig {
+        listen: "127.0.0.1:0".into(),
         max_connections: clients,
         idle_timeout_ms: 300_000,
-    };
-    let receiver = receivers::build(&spec).await.unwrap();
+    });
+    let receiver = spec.build().await.unwrap();
     let addr: SocketAddr = receiver.local_addr().unwrap();
     assert_eq!(receiver.describe(), format!("tcp_listen {addr}"));
     let ingest = StreamIngest::new(wal.clone(), 2, "numbers", 1 << 20);
@@ -179,12 +179,12 @@ fn wal_payloads(wal: &Wal) -> Vec<Vec<u8>> {
 async fn idle_connections_at_the_limit_never_lock_new_producers_out() {
     let dir = TempDir::new("lockout");
     let wal = open_wal(&dir, 64 << 20);
-    let spec = ReceiverSpec::TcpListen {
-        listen: "127.0.0.1:0".parse().unwrap(),
+    let spec = ReceiverConfig::TcpListen(TcpListenConfig {
+        listen: "127.0.0.1:0".into(),
         max_connections: 8,
         idle_timeout_ms: 300_000,
-    };
-    let receiver = receivers::build(&spec).await.unwrap();
+    });
+    let receiver = spec.build().await.unwrap();
     let addr = receiver.local_addr().unwrap();
     let ingest = StreamIngest::new(wal.clone(), 0, "lines", 1 << 20);
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -253,28 +253,28 @@ async fn idle_connections_at_the_limit_never_lock_new_producers_out() {
 async fn build_rejects_bad_specs_naming_them() {
     let busy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = busy.local_addr().unwrap();
-    let spec = ReceiverSpec::TcpListen {
-        listen: addr,
+    let spec = ReceiverConfig::TcpListen(TcpListenConfig {
+        listen: addr.to_string(),
         max_connections: 8,
         idle_timeout_ms: 300_000,
-    };
-    let err = receivers::build(&spec).await.err().expect("address in use");
+    });
+    let err = spec.build().await.err().expect("address in use");
     assert!(err.to_string().contains(&addr.to_string()), "{err}");
 
-    let spec = ReceiverSpec::TcpConnect {
+    let spec = ReceiverConfig::TcpConnect(TcpConnectConfig {
         address: "localhost".into(),
         reconnect_min_ms: 100,
         reconnect_max_ms: 5000,
-    };
-    let err = receivers::build(&spec).await.err().expect("no port");
+    });
+    let err = spec.build().await.err().expect("no port");
     assert!(err.to_string().contains("\"localhost\""), "{err}");
 
-    let spec = ReceiverSpec::TcpConnect {
+    let spec = ReceiverConfig::TcpConnect(TcpConnectConfig {
         address: "localhost:9999".into(),
         reconnect_min_ms: 100,
         reconnect_max_ms: 5000,
-    };
-    let receiver = receivers::build(&spec).await.unwrap();
+    });
+    let receiver = spec.build().await.unwrap();
     assert_eq!(receiver.describe(), "tcp_connect localhost:9999");
     assert_eq!(receiver.local_addr(), None);
 }

@@ -204,7 +204,7 @@ impl Config {
         let (config, mut errors) = doc.deserialize::<Config>().map_err(|mut errors| {
             if let Some(last) = errors.last_mut()
                 && is_receiver_path(&last.key)
-                && let Some(refined) = ReceiverConfig::refine_type_error(&doc, &last.key)
+                && let Some(refined) = receiver::refine_type_error(&doc, &last.key)
             {
                 *last = refined;
             }
@@ -212,7 +212,11 @@ impl Config {
         })?;
         for (i, stream) in config.streams.iter().enumerate() {
             for (j, receiver) in stream.receivers.iter().enumerate() {
-                errors.extend(receiver.unknown_keys(&doc, &format!("stream[{i}].receiver[{j}]")));
+                errors.extend(receiver::unknown_keys(
+                    receiver,
+                    &doc,
+                    &format!("stream[{i}].receiver[{j}]"),
+                ));
             }
         }
         let mut report = Report::default();

@@ -200,7 +200,7 @@ impl StreamConfig {
             );
         }
         for (j, receiver) in self.receivers.iter().enumerate() {
-            receiver.validate(&format!("{key}.receiver[{j}]"), report);
+            super::receiver::validate(receiver, &format!("{key}.receiver[{j}]"), report);
         }
         if let Some(column) = &self.event_time {
             let columns = self.columns();

@@ -13,8 +13,12 @@
 //!
 //! # Layout
 //!
-//! - `mod.rs`: [`Receiver`], [`ReceiverSpec`] and the registry [`build`],
-//!   [`StreamIngest`] and its [`IngestCounters`], [`ReceiverError`].
+//! - `mod.rs`: [`Receiver`], [`StreamIngest`] and its [`IngestCounters`],
+//!   [`ReceiverError`].
+//! - `config.rs`: the registry — [`ReceiverConfig`], one line per receiver
+//!   type, each type's `*Config` (beside its receiver) implementing
+//!   [`BuildReceiver`] (`validate`, `build`). Adding a receiver is its file
+//!   and one registry line (docs/receivers.md).
 //! - `lines.rs`: [`LineFramer`], newline-delimited records out of any
 //!   `AsyncRead`, bounded in memory whatever the input.
 //! - `tcp_listen.rs`: [`TcpListenReceiver`], a listener taking many
@@ -24,8 +28,8 @@
 //!
 //! # Rules every receiver follows
 //!
-//! - It binds or validates in [`build`], so a bad address is a startup
-//!   error that names it.
+//! - It binds or validates in [`BuildReceiver::build`], so a bad address is
+//!   a startup error that names it.
 //! - It appends a batch and waits for the append before it reads more.
 //! - It owns every task it starts (a `JoinSet`), so dropping its `run`
 //!   future stops them all.
@@ -34,6 +38,7 @@
 //! - A failed WAL append is fatal: the WAL accepts nothing more until it is
 //!   reopened, so `run` returns [`ReceiverError::Wal`].
 
+mod config;
 mod lines;
 mod tcp_connect;
 mod tcp_listen;
@@ -57,19 +62,20 @@ use crate::{
     wal::{Wal, WalError},
 };
 
+pub use config::{BuildReceiver, ConfigVisitor, Problem, ReceiverConfig};
 pub use lines::{
     Frame, LineBatch, LineFramer, MAX_BATCH_BYTES, MAX_BATCH_LINES, READ_BUFFER_BYTES,
 };
-pub use tcp_connect::TcpConnectReceiver;
-pub use tcp_listen::TcpListenReceiver;
+pub use tcp_connect::{TcpConnectConfig, TcpConnectReceiver};
+pub use tcp_listen::{TcpListenConfig, TcpListenReceiver};
 
 /// Result of receiver operations.
 pub type Result<T, E = ReceiverError> = std::result::Result<T, E>;
 
 /// A source of records for one stream.
 ///
-/// Built by [`build`] from a [`ReceiverSpec`]; the server then calls `run`
-/// once, on the tokio runtime.
+/// Built by its config's [`BuildReceiver::build`]; the server then calls
+/// `run` once, on the tokio runtime.
 pub trait Receiver: Send + 'static {
     /// What this receiver is, for logs and errors, e.g.
     /// `tcp_listen 127.0.0.1:9999` (the bound address, so a port 0 in the
@@ -103,69 +109,6 @@ pub trait Receiver: Send + 'static {
         ingest: StreamIngest,
         shutdown: watch::Receiver<bool>,
     ) -> Pin<Box<dyn Future<Output = Result<(), ReceiverError>> + Send>>;
-}
-
-/// Which receiver to build, and its settings (the `receivers` of a
-/// `[[stream]]` in the config).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReceiverSpec {
-    /// Listen for TCP connections of newline-delimited records.
-    TcpListen {
-        /// Address to bind, e.g. `127.0.0.1:9999`.
-        listen: SocketAddr,
-        /// Connections served at once. Must be > 0. At the limit, a new
-        /// connection takes the place of the longest-idle one (idle for at
-        /// least a second), or is accepted and closed right away when none
-        /// is idle.
-        max_connections: usize,
-        /// A connection that sends nothing for this long is closed, in
-        /// milliseconds. Must be > 0.
-        idle_timeout_ms: u64,
-    },
-    /// Connect to a TCP server and read newline-delimited records from it.
-    TcpConnect {
-        /// `host:port` to connect to; the host is resolved on every
-        /// attempt.
-        address: String,
-        /// First delay before reconnecting, in milliseconds. Must be > 0.
-        reconnect_min_ms: u64,
-        /// Longest delay before reconnecting, in milliseconds. Must be >=
-        /// `reconnect_min_ms`.
-        reconnect_max_ms: u64,
-    },
-}
-
-/// Builds the receiver `spec` describes: the registry of receivers, the one
-/// place that knows them all.
-///
-/// Listeners are bound here, not in `run`, so that "address in use" is an
-/// error at startup that names the address.
-///
-/// # Errors
-///
-/// [`ReceiverError::Config`] for settings that cannot work,
-/// [`ReceiverError::Bind`] if a listener cannot bind.
-pub async fn build(spec: &ReceiverSpec) -> Result<Box<dyn Receiver>, ReceiverError> {
-    Ok(match spec {
-        ReceiverSpec::TcpListen {
-            listen,
-            max_connections,
-            idle_timeout_ms,
-        } => Box::new(
-            TcpListenReceiver::bind(*listen, *max_connections)
-                .await?
-                .with_idle_timeout(Duration::from_millis(*idle_timeout_ms))?,
-        ),
-        ReceiverSpec::TcpConnect {
-            address,
-            reconnect_min_ms,
-            reconnect_max_ms,
-        } => Box::new(TcpConnectReceiver::new(
-            address,
-            Duration::from_millis(*reconnect_min_ms),
-            Duration::from_millis(*reconnect_max_ms),
-        )?),
-    })
 }
 
 /// What can stop a receiver from starting or running.

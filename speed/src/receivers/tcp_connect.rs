@@ -204,6 +204,121 @@ impl Backoff {
     }
 }
 
+/// `type = "tcp_connect"` in `[[stream.receiver]]`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TcpConnectConfig {
+    /// Peer to connect to, `HOST:PORT` (a name is resolved on every
+    /// connect). Required.
+    pub address: String,
+    /// First wait before reconnecting after a failure, in milliseconds;
+    /// doubled on every further failure. Default 100; 1..=3600000.
+    #[serde(default = "default_reconnect_min_ms")]
+    pub reconnect_min_ms: u64,
+    /// Longest wait between reconnect attempts, in milliseconds.
+    /// Default 10000; reconnect_min_ms..=3600000.
+    #[serde(default = "default_reconnect_max_ms")]
+    pub reconnect_max_ms: u64,
+}
+
+fn default_reconnect_min_ms() -> u64 {
+    100
+}
+
+fn default_reconnect_max_ms() -> u64 {
+    10_000
+}
+
+const MAX_RECONNECT_MS: u64 = 3_600_000;
+
+impl super::config::BuildReceiver for TcpConnectConfig {
+    fn validate(&self) -> Vec<super::config::Problem> {
+        use super::config::Problem;
+        let mut problems = Vec::new();
+        if !is_host_port(&self.address) {
+            problems.push(Problem::new(
+                "address",
+                format!(
+                    "{:?} is not a HOST:PORT address (like kafka-1:9092, 10.0.0.5:7000 or [::1]:7000)",
+                    self.address
+                ),
+            ));
+        }
+        problems.extend(Problem::range(
+            "reconnect_min_ms",
+            self.reconnect_min_ms,
+            1..=MAX_RECONNECT_MS,
+        ));
+        if self.reconnect_max_ms < self.reconnect_min_ms || self.reconnect_max_ms > MAX_RECONNECT_MS
+        {
+            problems.push(Problem::new(
+                "reconnect_max_ms",
+                format!(
+                    "{} is out of range ({}..={MAX_RECONNECT_MS}: at least reconnect_min_ms)",
+                    self.reconnect_max_ms, self.reconnect_min_ms
+                ),
+            ));
+        }
+        problems
+    }
+
+    fn build(&self) -> super::config::Building<'_> {
+        Box::pin(async move {
+            let receiver = TcpConnectReceiver::new(
+                &self.address,
+                Duration::from_millis(self.reconnect_min_ms),
+                Duration::from_millis(self.reconnect_max_ms),
+            )?;
+            Ok(Box::new(receiver) as Box<dyn super::Receiver>)
+        })
+    }
+}
+
+/// `HOST:PORT` with a non-zero port; IPv6 hosts in brackets.
+fn is_host_port(text: &str) -> bool {
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return false;
+    };
+    let host_ok = if let Some(inner) = host.strip_prefix('[') {
+        inner
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok())
+    } else {
+        !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
+    };
+    host_ok && port.parse::<u16>().is_ok_and(|p| p != 0)
+}
+
+#[cfg(test)]
+mod host_port_tests {
+    use super::is_host_port;
+
+    #[test]
+    fn host_port_addresses() {
+        for ok in [
+            "localhost:9092",
+            "10.0.0.5:7000",
+            "[::1]:7000",
+            "kafka-1.internal:1",
+        ] {
+            assert!(is_host_port(ok), "{ok}");
+        }
+        for bad in [
+            "localhost",
+            ":9092",
+            "host:0",
+            "host:65536",
+            "::1:7000",
+            "a b:1",
+            "[x]:1",
+        ] {
+            assert!(!is_host_port(bad), "{bad}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::{net::SocketAddr, time::Instant};

@@ -399,6 +399,74 @@ fn ended(receiver: &str, joined: Result<Result<(), WalError>, JoinError>) -> Opt
     }
 }
 
+/// `type = "tcp_listen"` in `[[stream.receiver]]`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TcpListenConfig {
+    /// Address to listen on, `IP:PORT`. Required.
+    pub listen: String,
+    /// Connections served at once. Default 1024; 1..=65536. At the limit a
+    /// new connection takes the place of the longest-idle one (idle for at
+    /// least a second); only when none is idle is it refused (closed at
+    /// once, counted in `lamina_receiver_connections_refused_total`).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// A connection that sends nothing for this long is closed, in
+    /// milliseconds. Default 300000 (5 minutes: a producer sending every
+    /// minute or so keeps its connection); 1..=86400000. Complete lines
+    /// are never lost by the close; an unfinished last line (no newline
+    /// yet) is dropped, as on shutdown.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+}
+
+fn default_max_connections() -> usize {
+    1024
+}
+
+fn default_idle_timeout_ms() -> u64 {
+    300_000
+}
+
+impl super::config::BuildReceiver for TcpListenConfig {
+    fn validate(&self) -> Vec<super::config::Problem> {
+        use super::config::Problem;
+        let mut problems = Vec::new();
+        if self.listen.parse::<SocketAddr>().is_err() {
+            problems.push(Problem::new(
+                "listen",
+                format!(
+                    "{:?} is not a socket address (expected IP:PORT, like 127.0.0.1:8080 or [::1]:8080)",
+                    self.listen
+                ),
+            ));
+        }
+        problems.extend(Problem::range(
+            "max_connections",
+            self.max_connections,
+            1..=65_536,
+        ));
+        problems.extend(Problem::range(
+            "idle_timeout_ms",
+            self.idle_timeout_ms,
+            1..=86_400_000,
+        ));
+        problems
+    }
+
+    fn build(&self) -> super::config::Building<'_> {
+        Box::pin(async move {
+            let listen: SocketAddr = self.listen.parse().map_err(|e| ReceiverError::Config {
+                receiver: "tcp_listen",
+                reason: format!("listen `{}`: {e}", self.listen),
+            })?;
+            let receiver = TcpListenReceiver::bind(listen, self.max_connections)
+                .await?
+                .with_idle_timeout(Duration::from_millis(self.idle_timeout_ms))?;
+            Ok(Box::new(receiver) as Box<dyn super::Receiver>)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Instant;
