@@ -465,22 +465,40 @@ fn status(c: &Client) -> Result<(), String> {
     let views = ok_json(c.get("/v1/views")?)?;
     println!("watermark epoch: {}", views["watermark_epoch"]);
     for v in views["views"].as_array().into_iter().flatten() {
-        println!(
-            "view {}: {} keys ({} of stream {})",
-            v["name"].as_str().unwrap_or("?"),
-            v["keys"],
-            v["aggregate"],
-            v["stream"].as_str().unwrap_or("?")
-        );
+        let name = v["name"].as_str().unwrap_or("?");
+        let stream = v["stream"].as_str().unwrap_or("?");
+        match v.get("window") {
+            // A windowed view keeps cells (bucket x key), not keys.
+            Some(w) => println!(
+                "view {name}: {} cells ({} over {} s windows every {} s by {} time, of stream {stream}; {} late records)",
+                v["cells"],
+                v["aggregate"],
+                w["length_secs"],
+                w["slide_secs"],
+                w["time"].as_str().unwrap_or("?"),
+                v["late_records"]
+            ),
+            None => println!(
+                "view {name}: {} keys ({} of stream {stream})",
+                v["keys"], v["aggregate"]
+            ),
+        }
     }
     let streams = ok_json(c.get("/v1/streams")?)?;
     for s in streams["streams"].as_array().into_iter().flatten() {
-        println!(
+        let mut line = format!(
             "stream {}: {} records, {} dead letters",
             s["name"].as_str().unwrap_or("?"),
             s["records_total"],
             s["dead_letters_total"]
         );
+        if let Some(wm) = s["watermark"].as_str() {
+            line.push_str(&format!(
+                ", watermark {wm}, {} late records",
+                s["late_records_total"]
+            ));
+        }
+        println!("{line}");
     }
     let runs = ok_json(c.get("/v1/batch/runs")?)?;
     if let Some(r) = runs["runs"].as_array().and_then(|r| r.first()) {

@@ -288,6 +288,18 @@ fn windows_over_the_time_of_receipt_and_bad_window_configs() {
         .cloned()
         .unwrap();
     assert_eq!(recent["window"]["time"], "received", "{views}");
+    // `lamina status` describes it as a window.
+    let out = lamina()
+        .args(["status", "--server", &format!("http://127.0.0.1:{http}")])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(
+            "view recent: 0 cells (\"count\" over 2 s windows every 1 s by received time"
+        ),
+        "{said}"
+    );
     let r = server
         .client()
         .post("/v1/ingest/lines", b"be be quick\n", &[])
