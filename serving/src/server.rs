@@ -601,9 +601,16 @@ pub async fn serve_with(config: Config, define: Option<&ProgramFn>) -> Result<()
         .map(|s| (s.name.clone(), s.max_record_bytes as usize))
         .collect();
     let mut stream_infos = Vec::new();
+    // HTTP ingest appends to the log itself; its counters per stream go to
+    // /metrics as receiver `http`.
+    let http_counters: Vec<Arc<lamina_speed::receivers::IngestCounters>> =
+        config.streams.iter().map(|_| Arc::default()).collect();
     for (id, s) in config.streams.iter().enumerate() {
         let mut described = Vec::new();
         let mut receiver_counters = Vec::new();
+        if !read_only {
+            receiver_counters.push(("http".to_owned(), Arc::clone(&http_counters[id])));
+        }
         // A reader of another server's dataset ingests nothing.
         let receivers = if read_only { &[][..] } else { &s.receivers[..] };
         for r in receivers {
@@ -652,6 +659,7 @@ pub async fn serve_with(config: Config, define: Option<&ProgramFn>) -> Result<()
             recent: Default::default(),
             backlog: Some(Arc::clone(&input_budget)),
             read_only,
+            counters: http_counters,
         }),
         max_body_bytes: config.server.max_body_bytes,
         request_timeout: config.server.request_timeout(),

@@ -44,6 +44,9 @@ pub struct IngestState {
     /// The server reads another server's master dataset and ingests
     /// nothing (`storage.master_read_only`).
     pub read_only: bool,
+    /// Per stream: the counters of its HTTP ingest, in `/metrics` as
+    /// receiver `http` (empty: not counted, in tests).
+    pub counters: Vec<Arc<lamina_speed::receivers::IngestCounters>>,
 }
 
 fn now_us() -> i64 {
@@ -201,9 +204,18 @@ where
         .retry_after(1));
     }
     let payload_bytes: u64 = lines.iter().map(|l| l.len() as u64).sum();
+    let counters = ingest.counters.get(id);
     let note_appended = || {
         if let Some(b) = &ingest.backlog {
             b.note_appended(payload_bytes);
+        }
+        if let Some(c) = counters {
+            c.note_appended(lines.len() as u64, payload_bytes);
+        }
+    };
+    let count_error = || {
+        if let Some(c) = counters {
+            c.note_error();
         }
     };
     let receive_us = now_us();
@@ -216,6 +228,7 @@ where
             .append(id as u32, &lines, receive_us)
             .await
             .map_err(|e| {
+                count_error();
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "wal_failed", e.to_string())
             })?;
         note_appended();
@@ -264,7 +277,10 @@ where
         .wal
         .append(control::KEYED | id as u32, &entry, receive_us)
         .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "wal_failed", e.to_string()))?;
+        .map_err(|e| {
+            count_error();
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "wal_failed", e.to_string())
+        })?;
     note_appended();
     ingest.remember(name, &key, receive_us);
     Ok(accepted(

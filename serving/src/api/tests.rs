@@ -80,6 +80,7 @@ fn fixture(tag: &str, token: Option<&str>, permits: usize) -> Fixture {
             recent: Default::default(),
             backlog: None,
             read_only: false,
+            counters: vec![Arc::default()],
         }),
         max_body_bytes: 1024,
         request_timeout: std::time::Duration::from_secs(5),
@@ -278,6 +279,10 @@ async fn ingest_is_durable_before_it_answers_and_idempotent_with_a_key() {
     assert_eq!(wal.durable_seq(), 4, "rejected requests append nothing");
     let (status, _) = send(&f, "POST", "/v1/ingest/lines", None, Some(""), b"x").await;
     assert_eq!(status, 400);
+    // HTTP ingest's counters (receiver `http` in /metrics): the records and
+    // bytes it made durable — not the duplicate, not the refused requests.
+    let counted = f.state.ingest.as_ref().unwrap().counters[0].snapshot();
+    assert_eq!((counted.records, counted.bytes, counted.errors), (3, 5, 0));
 }
 
 #[tokio::test]

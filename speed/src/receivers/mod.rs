@@ -369,6 +369,18 @@ pub struct IngestSnapshot {
 }
 
 impl IngestCounters {
+    /// Counts `records` records of `bytes` payload bytes made durable by a
+    /// source that appends to the log itself (HTTP ingest).
+    pub fn note_appended(&self, records: u64, bytes: u64) {
+        self.records.fetch_add(records, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Counts a failed append of such a source.
+    pub fn note_error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The current values. Each is read on its own, so they need not be
     /// from exactly the same instant.
     pub fn snapshot(&self) -> IngestSnapshot {
