@@ -9,6 +9,11 @@
 //! are stated in. Set `LAMINA_BENCH_ROWS` to use fewer rows (default
 //! 10_000_000).
 
+// The Zipf ranks of the tests' support module.
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::Zipf;
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,32 +58,6 @@ impl Rng {
     }
 }
 
-/// Ranks `0..DISTINCT` drawn with probability proportional to 1/(rank+1)
-/// (Zipf, s = 1), by inverting the cumulative distribution.
-struct Zipf {
-    cdf: Vec<f64>,
-}
-
-impl Zipf {
-    fn new(n: usize) -> Self {
-        let mut cdf = Vec::with_capacity(n);
-        let mut total = 0.0;
-        for k in 1..=n {
-            total += 1.0 / k as f64;
-            cdf.push(total);
-        }
-        for c in &mut cdf {
-            *c /= total;
-        }
-        Zipf { cdf }
-    }
-
-    fn sample(&self, rng: &mut Rng) -> usize {
-        let u = rng.next_f64();
-        self.cdf.partition_point(|&c| c < u).min(self.cdf.len() - 1)
-    }
-}
-
 /// A word of 3-7 lowercase letters for each rank, distinct per rank.
 fn word(rank: usize) -> String {
     let mut n = rank + 26 * 26; // at least three letters
@@ -104,7 +83,7 @@ fn make_data(rows: usize) -> Data {
     let lines: Vec<String> = (0..rows / WORDS_PER_LINE)
         .map(|_| {
             let words: Vec<&str> = (0..WORDS_PER_LINE)
-                .map(|_| vocab[zipf.sample(&mut rng)].as_str())
+                .map(|_| vocab[zipf.rank(rng.next_f64())].as_str())
                 .collect();
             words.join(" ")
         })
@@ -121,7 +100,12 @@ fn make_data(rows: usize) -> Data {
         })
         .collect();
     let pairs: Vec<(i64, i64)> = (0..rows)
-        .map(|_| (zipf.sample(&mut rng) as i64, (rng.next_u64() % 1000) as i64))
+        .map(|_| {
+            (
+                zipf.rank(rng.next_f64()) as i64,
+                (rng.next_u64() % 1000) as i64,
+            )
+        })
         .collect();
     let pair_schema = Arc::new(Schema::new(vec![
         Field::new("k", DataType::Int64, false),

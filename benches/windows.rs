@@ -27,43 +27,18 @@ use lamina::streaming::{DStream, InputStream, StreamingContext, Time};
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use support::Rng;
+use support::{Rng, Zipf};
 
 const VOCABULARY: usize = 100_000;
 const WORDS_PER_LINE: usize = 8;
 const FILL: usize = 30;
 const TIMED: usize = 20;
 
-/// Zipf(1) over `n` ranks by inverse CDF.
-struct Zipf {
-    cdf: Vec<f64>,
-}
-
-impl Zipf {
-    fn new(n: usize) -> Self {
-        let mut cdf = Vec::with_capacity(n);
-        let mut total = 0.0;
-        for rank in 1..=n {
-            total += 1.0 / rank as f64;
-            cdf.push(total);
-        }
-        for c in &mut cdf {
-            *c /= total;
-        }
-        Zipf { cdf }
-    }
-
-    fn sample(&self, rng: &mut Rng) -> usize {
-        let u = (rng.next() >> 11) as f64 / (1u64 << 53) as f64;
-        self.cdf.partition_point(|c| *c < u).min(self.cdf.len() - 1)
-    }
-}
-
 fn lines(n: usize, zipf: &Zipf, rng: &mut Rng) -> Vec<String> {
     (0..n)
         .map(|_| {
             (0..WORDS_PER_LINE)
-                .map(|_| format!("w{}", zipf.sample(rng)))
+                .map(|_| format!("w{}", zipf.rank(rng.unit())))
                 .collect::<Vec<_>>()
                 .join(" ")
         })

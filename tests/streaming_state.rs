@@ -264,7 +264,6 @@ fn map_with_state_matches_the_reference_with_timeouts() -> lamina::Result<()> {
 #[test]
 fn state_restored_from_the_reported_changes_continues_exactly() -> lamina::Result<()> {
     use lamina::streaming::state::StateSpec;
-    type Stored = BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>;
     /// The program: a running total with removals, and counts with a
     /// timeout of two batches. Outputs of every batch go to `seen`.
     fn program(
@@ -301,17 +300,6 @@ fn state_restored_from_the_reported_changes_continues_exactly() -> lamina::Resul
         });
         Ok(ssc)
     }
-    fn apply(stored: &mut Stored, outcome: &lamina::streaming::BatchOutcome) {
-        for delta in &outcome.state {
-            let op = stored.entry(delta.operator.clone()).or_default();
-            for c in &delta.changes {
-                match &c.state {
-                    Some(v) => op.insert(c.key.clone(), v.clone()),
-                    None => op.remove(&c.key),
-                };
-            }
-        }
-    }
     for seed in 0..20 {
         let mut rng = Rng(seed ^ 0x51);
         let n = 6 + rng.below(10) as usize;
@@ -340,11 +328,11 @@ fn state_restored_from_the_reported_changes_continues_exactly() -> lamina::Resul
         // Stopped after `cut` batches, restarted from the stored changes
         // (with another thread count: state is re-partitioned on restore).
         let parts = Arc::new(Mutex::new(Vec::new()));
-        let mut stored = Stored::new();
+        let mut stored = support::Stored::new();
         let first = program(1 + rng.below(3) as usize, batches[..cut].to_vec(), &parts)?;
         for i in 0..cut {
             let outcome = first.run_batch(time(i))?;
-            apply(&mut stored, &outcome);
+            support::apply_changes(&mut stored, &outcome);
         }
         let second = program(1 + rng.below(3) as usize, batches[cut..].to_vec(), &parts)?;
         let names: Vec<String> = second
@@ -353,10 +341,7 @@ fn state_restored_from_the_reported_changes_continues_exactly() -> lamina::Resul
             .map(|o| o.name)
             .collect();
         assert_eq!(names, ["update_state_by_key-0", "counts"]);
-        for name in &names {
-            let entries = stored.get(name).cloned().unwrap_or_default();
-            second.restore_state(name, &mut entries.into_iter())?;
-        }
+        support::restore_all(&second, &stored)?;
         for i in cut..n {
             second.run_batch(time(i))?;
         }

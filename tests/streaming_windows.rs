@@ -263,7 +263,6 @@ fn a_windowed_stream_cannot_be_served_and_mixed_slides_fail_clearly() {
 /// failed leaves nothing in the window (its retry runs at a later time).
 #[test]
 fn windows_restored_from_the_reported_changes_continue_exactly() {
-    type Stored = BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>;
     type Seen = Arc<Mutex<Vec<String>>>;
     fn program(
         batches: Vec<Vec<(u8, i64)>>,
@@ -304,17 +303,6 @@ fn windows_restored_from_the_reported_changes_continue_exactly() {
         }
         ssc
     }
-    fn apply(stored: &mut Stored, outcome: &lamina::streaming::BatchOutcome) {
-        for d in &outcome.state {
-            let op = stored.entry(d.operator.clone()).or_default();
-            for c in &d.changes {
-                match &c.state {
-                    Some(v) => op.insert(c.key.clone(), v.clone()),
-                    None => op.remove(&c.key),
-                };
-            }
-        }
-    }
     for seed in 0..16 {
         let mut rng = Rng(seed ^ 0x3C);
         let n = 8 + rng.below(10) as usize;
@@ -333,10 +321,10 @@ fn windows_restored_from_the_reported_changes_continue_exactly() {
             ssc.run_batch(time(i)).unwrap();
         }
         let parts: Seen = Arc::default();
-        let mut stored = Stored::new();
+        let mut stored = support::Stored::new();
         let first = program(batches[..cut].to_vec(), &parts, None);
         for i in 0..cut {
-            apply(&mut stored, &first.run_batch(time(i)).unwrap());
+            support::apply_changes(&mut stored, &first.run_batch(time(i)).unwrap());
         }
         let second = program(batches[cut..].to_vec(), &parts, None);
         for op in second.stateful_operators() {

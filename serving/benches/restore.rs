@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use lamina::Context;
 use lamina::streaming::durable::{StateChange, encode};
 use lamina::streaming::{StateDelta, Time};
-use lamina_serving::server::restore_state;
 use lamina_serving::store::{MicroBatchCommit, Position, ViewStore};
+use lamina_serving::views::restore_state;
 use lamina_speed::format::Format;
 use lamina_speed::program::Program;
 

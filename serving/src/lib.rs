@@ -25,4 +25,5 @@ mod publishing;
 pub mod rebuild;
 pub mod server;
 pub mod store;
+pub mod views;
 pub mod wal_cli;

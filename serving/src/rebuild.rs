@@ -27,8 +27,9 @@ use lamina_speed::microbatch::{Clock, MicroBatcher, StatsLog};
 use lamina_speed::wal::{Wal, WalConfig};
 
 use crate::config::Config;
-use crate::server::{ProgramFn, build_program};
+use crate::server::ProgramFn;
 use crate::store::ViewStore;
+use crate::views::build_program;
 
 /// What a rebuild did.
 #[derive(Debug)]

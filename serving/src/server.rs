@@ -23,20 +23,21 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lamina::Context;
 use lamina::master::MasterStore;
-use lamina_batch::{BatchRuns, BatchView, Outcome, ProgramView, RunRecord, ViewInput};
+use lamina_batch::{BatchRuns, BatchView, Outcome, RunRecord};
 use lamina_speed::commit::{CommitSink, RecordLog};
-use lamina_speed::format::{ColumnDef, Format, FormatKind};
+use lamina_speed::format::Format;
 use lamina_speed::microbatch::seal::Sealer;
-use lamina_speed::microbatch::{Clock, MicroBatcher, StatsLog, StreamDef, run_loop};
+use lamina_speed::microbatch::{Clock, MicroBatcher, StatsLog, run_loop};
 use lamina_speed::program::Program;
 use lamina_speed::wal::{Wal, WalConfig, WalError};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
-use crate::api::{self, ApiState, IngestState, StreamInfo, ViewInfo, ViewKind, WindowInfo};
-use crate::config::{self, Config, StreamFormat};
+use crate::api::{self, ApiState, IngestState, StreamInfo};
+use crate::config::{self, Config};
 use crate::store::ViewStore;
+use crate::views;
 use lamina::view::AggregateKind;
 
 /// Why the server could not start (or stopped abnormally).
@@ -55,7 +56,7 @@ pub enum ServeError {
     },
 }
 
-fn startup(what: impl Into<String>, detail: impl std::fmt::Display) -> ServeError {
+pub(crate) fn startup(what: impl Into<String>, detail: impl std::fmt::Display) -> ServeError {
     ServeError::Startup {
         what: what.into(),
         detail: detail.to_string(),
@@ -66,26 +67,6 @@ fn now_us() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64)
-}
-
-/// The speed layer's record format of a configured stream.
-fn format_of(stream: &config::StreamConfig) -> Result<Format, ServeError> {
-    let columns: Vec<ColumnDef> = stream
-        .columns()
-        .iter()
-        .map(|f| ColumnDef {
-            name: f.name.clone(),
-            ty: f.ty,
-            nullable: f.nullable,
-        })
-        .collect();
-    let (kind, columns) = match stream.format {
-        // A text stream's one column is implied by the format.
-        StreamFormat::Text => (FormatKind::Text, Vec::new()),
-        StreamFormat::Json => (FormatKind::Json, columns),
-        StreamFormat::Csv => (FormatKind::Csv, columns),
-    };
-    Format::new(kind, columns).map_err(|e| startup(format!("stream `{}`", stream.name), e))
 }
 
 /// The saved batch-run history.
@@ -163,130 +144,6 @@ async fn serve_http<F>(
 /// serves (`DStream::serve`). See [`crate::app::App`].
 pub type ProgramFn = dyn Fn(&Program) -> lamina::Result<()> + Send + Sync;
 
-/// Hands every stateful operator of the program its committed state,
-/// before the first micro-batch replays the log (what start-up does; public
-/// for `benches/restore.rs`).
-///
-/// # Errors
-///
-/// [`ServeError`] naming the operator whose state does not decode, or the
-/// store's error.
-pub fn restore_state(program: &Program, store: &ViewStore) -> Result<(), ServeError> {
-    let ssc = program.streaming_context();
-    let operators = ssc.stateful_operators();
-    for op in &operators {
-        let started = std::time::Instant::now();
-        let mut failed = None;
-        let mut entries = store.state_entries(&op.name).map_while(|row| match row {
-            Ok(entry) => Some(entry),
-            Err(e) => {
-                failed = Some(e);
-                None
-            }
-        });
-        let restored = ssc.restore_state(&op.name, &mut entries);
-        drop(entries);
-        if let Some(e) = failed {
-            return Err(startup("state store", e));
-        }
-        let keys = restored.map_err(|e| {
-            startup(
-                "state",
-                format!(
-                    "{e}\nStart the build that wrote this state, or with the server stopped run \
-                     `lamina state drop {name}` (same --config) so that the operator starts \
-                     empty; see docs/streaming.md, \"State across restarts and upgrades\".",
-                    name = op.name
-                ),
-            )
-        })?;
-        if keys > 0 {
-            info!(
-                operator = %op.name,
-                kind = op.kind,
-                keys,
-                "restored the operator's state in {:.2} s",
-                started.elapsed().as_secs_f64()
-            );
-        }
-    }
-    let stored = store
-        .state_operators()
-        .map_err(|e| startup("state store", e))?;
-    for (name, keys) in stored {
-        if !operators.iter().any(|o| o.name == name) {
-            warn!(
-                operator = %name,
-                keys,
-                "the state store holds the state of an operator the program no longer has; it is kept, unused (`lamina state drop {name}` deletes it)"
-            );
-        }
-    }
-    Ok(())
-}
-
-/// The program every micro-batch runs: the config's views (aggregate,
-/// `last`, windowed), then the Rust program's. Also the streams, and how
-/// many served views are the config's.
-///
-/// # Errors
-///
-/// [`ServeError`] naming a config or program problem.
-pub fn build_program(
-    ctx: &Context,
-    config: &Config,
-    define: Option<&ProgramFn>,
-) -> Result<(Program, Vec<StreamDef>, usize), ServeError> {
-    let views = config.view_specs().map_err(|e| startup("view", e))?;
-    let mut streams = Vec::new();
-    for s in &config.streams {
-        streams.push(StreamDef {
-            name: s.name.clone(),
-            format: format_of(s)?,
-            views: views
-                .iter()
-                .filter(|(stream, _)| *stream == s.name)
-                .map(|(_, v)| v.clone())
-                .collect(),
-        });
-    }
-    let program = Program::from_streams(ctx, config.speed.batch_interval(), &streams)
-        .map_err(|e| startup("view", e))?;
-    for s in &config.streams {
-        if let Some(column) = &s.event_time {
-            let policy = match s.late_records {
-                config::LatePolicy::Aside => lamina_speed::event_time::LatePolicy::Aside,
-                config::LatePolicy::Fold => lamina_speed::event_time::LatePolicy::Fold,
-            };
-            program
-                .set_event_time(
-                    &s.name,
-                    lamina_speed::event_time::EventTime::new(
-                        column.clone(),
-                        (s.allowed_lateness_secs as i64).saturating_mul(1_000_000),
-                        policy,
-                    ),
-                )
-                .map_err(|e| startup("stream", e))?;
-        }
-    }
-    for v in config.last_views() {
-        let stream = program.stream(&v.stream).map_err(|e| startup("view", e))?;
-        lamina_speed::last::serve_last(&stream, &v.name, v.key, v.column, v.ttl, v.event_time)
-            .map_err(|e| startup("view", e))?;
-    }
-    for w in config.windowed_views().map_err(|e| startup("view", e))? {
-        program
-            .add_windowed_view(&w.stream, &w.spec, w.window, &w.time_column)
-            .map_err(|e| startup("view", e))?;
-    }
-    let config_views = program.served_views().len();
-    if let Some(define) = define {
-        define(&program).map_err(|e| startup("program", e))?;
-    }
-    Ok((program, streams, config_views))
-}
-
 /// Runs the server until SIGINT or SIGTERM.
 ///
 /// # Errors
@@ -313,83 +170,16 @@ pub async fn serve_with(config: Config, define: Option<&ProgramFn>) -> Result<()
         .batch
         .build_schedule()
         .map_err(|e| startup("batch.schedule", e))?;
-    let views = config.view_specs().map_err(|e| startup("view", e))?;
+    let view_specs = config.view_specs().map_err(|e| startup("view", e))?;
     let ctx = Context::new();
-    let (program, streams, config_views) = build_program(&ctx, &config, define)?;
+    let (program, streams, config_views) = views::build_program(&ctx, &config, define)?;
     let served = program.served_views();
-    for v in &served[config_views..] {
-        if let Some(problem) = config::name_problem(v.name()) {
-            return Err(startup("program", format!("view {problem}")));
-        }
-    }
-    let view_kinds: Vec<(String, lamina::view::AggregateKind)> = served
+    let view_kinds: Vec<(String, AggregateKind)> = served
         .iter()
         .map(|v| (v.name().to_owned(), v.aggregate().clone()))
         .collect();
-    // What the batch layer runs: config views by their definition, the
-    // program's views by their program.
-    let batch_views: Vec<BatchView> = views
-        .iter()
-        .map(|(stream, spec)| {
-            BatchView::Config(ViewInput {
-                stream: stream.clone(),
-                spec: spec.clone(),
-            })
-        })
-        .chain(served[config_views..].iter().map(|v| {
-            BatchView::Program(ProgramView {
-                view: v.clone(),
-                streams: v
-                    .input_ids()
-                    .iter()
-                    .zip(program.streams_of(v))
-                    .map(|(id, name)| (*id, name))
-                    .collect(),
-            })
-        }))
-        .collect();
-    let served_states = program.served_states();
-    for v in &served_states {
-        if let Some(problem) = config::name_problem(v.name()) {
-            return Err(startup("program", format!("view {problem}")));
-        }
-    }
-    let view_infos: Vec<ViewInfo> = served
-        .iter()
-        .map(|v| ViewInfo {
-            name: v.name().to_owned(),
-            stream: program.streams_of(v).join(","),
-            kind: ViewKind::Aggregate(v.aggregate().clone()),
-        })
-        .chain(served_states.iter().map(|v| {
-            let windowed = program
-                .windowed_views()
-                .into_iter()
-                .find(|w| w.served().name() == v.name());
-            let view_config = config.views.iter().find(|c| c.name == v.name());
-            let kind = match (windowed, view_config) {
-                (Some(w), Some(c)) => {
-                    let stream = config.streams.iter().find(|s| s.name == c.stream);
-                    ViewKind::Window(WindowInfo {
-                        aggregate: c
-                            .spec()
-                            .map(|s| s.aggregate)
-                            .unwrap_or(AggregateKind::Count),
-                        window: w.window(),
-                        tuple_key: matches!(c.key, lamina::view::KeySpec::Tuple(_)),
-                        event_time: stream.is_some_and(|s| s.event_time.is_some()),
-                    })
-                }
-                (None, Some(c)) if c.aggregate == config::AggregateName::Last => ViewKind::Last,
-                _ => ViewKind::State,
-            };
-            ViewInfo {
-                name: v.name().to_owned(),
-                stream: program.streams_of_state(v).join(","),
-                kind,
-            }
-        }))
-        .collect();
+    let batch_views = views::batch_views(&program, &view_specs, config_views);
+    let view_infos = views::view_infos(&config, &program, config_views)?;
     let program = Arc::new(program);
 
     let state_dir = PathBuf::from(&config.storage.state_dir);
@@ -423,7 +213,13 @@ pub async fn serve_with(config: Config, define: Option<&ProgramFn>) -> Result<()
         ViewStore::open(&state_dir.join("views"), &view_kinds)
             .map_err(|e| startup("state store", e))?,
     );
-    restore_state(&program, &store)?;
+    // CPU work (decoding every stored key): off the async workers.
+    {
+        let (program, store) = (Arc::clone(&program), Arc::clone(&store));
+        tokio::task::spawn_blocking(move || views::restore_state(&program, &store))
+            .await
+            .map_err(|e| startup("state", e))??;
+    }
     let master = MasterStore::open(&config.storage.master_url)
         .map_err(|e| startup("storage.master_url", e))?;
     // One writer per master dataset: refuse to start beside another one.
@@ -1022,8 +818,8 @@ mod tests {
             }
             p
         };
-        restore_state(&program(false), &store).unwrap();
-        let err = restore_state(&program(true), &store)
+        views::restore_state(&program(false), &store).unwrap();
+        let err = views::restore_state(&program(true), &store)
             .unwrap_err()
             .to_string();
         assert!(

@@ -164,6 +164,7 @@ impl DurableState for Operator {
 #[derive(Debug, Clone)]
 pub struct WindowedView {
     served: ServedState,
+    aggregate: AggregateKind,
     window: WindowSpec,
     folded_late: Arc<AtomicU64>,
 }
@@ -172,6 +173,11 @@ impl WindowedView {
     /// The served view (its name names the state).
     pub fn served(&self) -> &ServedState {
         &self.served
+    }
+
+    /// The view's aggregate.
+    pub fn aggregate(&self) -> &AggregateKind {
+        &self.aggregate
     }
 
     /// The window's shape.
@@ -360,7 +366,13 @@ impl DStream<(String, AggValue)> {
                 for (cell, value) in touched {
                     state.set(cell, value);
                 }
-                late.fetch_add(folded, Ordering::Relaxed);
+                if folded > 0 {
+                    late.fetch_add(folded, Ordering::Relaxed);
+                    tracing::warn!(
+                        partials = folded,
+                        "window: partials for buckets past the retention were folded into the oldest kept bucket"
+                    );
+                }
             });
             Ok(crate::streaming::input::InputBatch::<()>::empty(scope.context()).rdd)
         })
@@ -373,6 +385,7 @@ impl DStream<(String, AggValue)> {
             .add_output(Arc::new(super::state::EveryBatch(stream)));
         Ok(WindowedView {
             served,
+            aggregate,
             window,
             folded_late,
         })

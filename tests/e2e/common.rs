@@ -331,3 +331,22 @@ pub fn serve_expecting_exit(dir: &Path, config: &Path, limit: Duration) -> (Exit
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Sends one ingest request to `stream` until it is acknowledged, with the
+/// same `Idempotency-Key` every attempt (a retry of a request that made it
+/// into the log before a kill counts once). Panics after 60 s.
+pub fn ingest_until_acked(client: &Client, stream: &str, key: &str, body: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = client.post(
+            &format!("/v1/ingest/{stream}"),
+            body.as_bytes(),
+            &[("Idempotency-Key", key)],
+        ) && r.status == 200
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "request {key} not acknowledged");
+        std::thread::sleep(Duration::from_millis(15));
+    }
+}

@@ -385,26 +385,14 @@ fn windowed_word_count_counts_over_the_window_and_forgets_what_left_it() {
     assert!(windows.lock().unwrap().iter().filter(|w| seen(w)).count() <= 2);
 }
 
-/// Sends one ingest request until it is acknowledged (the same
-/// `Idempotency-Key` every attempt, so a retry of a request that made it
-/// into the log before a kill counts once). Gives up after 60 s.
-fn ingest_until_acked(http: u16, key: &str, body: &str) {
-    let client = lamina_serving::client::Client::new(&format!("http://127.0.0.1:{http}"), None)
+/// `stateful_word_count ARGS --config CONFIG` run in `dir`.
+fn state_command(dir: &std::path::Path, args: &[&str], config: &str) -> std::process::Output {
+    example("stateful_word_count")
+        .args(args)
+        .args(["--config", config])
+        .current_dir(dir)
+        .output()
         .unwrap()
-        .with_timeout(Duration::from_secs(5));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = client.post(
-            "/v1/ingest/lines",
-            body.as_bytes(),
-            &[("Idempotency-Key", key)],
-        ) && r.status == 200
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "request {key} not acknowledged");
-        std::thread::sleep(Duration::from_millis(15));
-    }
 }
 
 /// Every key of a state view with its value, by a top-k over all keys.
@@ -451,6 +439,10 @@ fn stateful_word_count_keeps_exact_running_totals_through_kill_9() {
     let producer = {
         let (stop, truth) = (Arc::clone(&stop), Arc::clone(&truth));
         std::thread::spawn(move || {
+            let client =
+                lamina_serving::client::Client::new(&format!("http://127.0.0.1:{http}"), None)
+                    .unwrap()
+                    .with_timeout(Duration::from_secs(5));
             let mut rng = 0x2545F4914F6CDD1Du64;
             let mut next = move |n: u64| {
                 rng ^= rng << 13;
@@ -471,7 +463,7 @@ fn stateful_word_count_keeps_exact_running_totals_through_kill_9() {
                     body.push('\n');
                     words.extend(line);
                 }
-                ingest_until_acked(http, &format!("swc-{i}"), &body);
+                common::ingest_until_acked(&client, "lines", &format!("swc-{i}"), &body);
                 let mut t = truth.lock().unwrap();
                 for w in words {
                     *t.entry(w).or_default() += 1;
@@ -517,22 +509,14 @@ fn stateful_word_count_keeps_exact_running_totals_through_kill_9() {
     assert_eq!(views["views"][0]["keys"], truth.len(), "{views}");
     assert!(server.terminate().success());
     // The state is listed, and dropped, with the server stopped.
-    let out = example("stateful_word_count")
-        .args(["state", "list", "--config", &config])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let out = state_command(dir.path(), &["state", "list"], &config);
     let listed = String::from_utf8_lossy(&out.stdout);
     assert!(
         listed.contains(&format!("running_counts\t{} keys", truth.len())),
         "{listed}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = example("stateful_word_count")
-        .args(["state", "drop", "running_counts", "--config", &config])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let out = state_command(dir.path(), &["state", "drop", "running_counts"], &config);
     assert!(
         out.status.success(),
         "{}",
@@ -543,11 +527,7 @@ fn stateful_word_count_keeps_exact_running_totals_through_kill_9() {
     assert!(server.terminate().success());
     // Rebuilt from the records: the sealed epochs of the master dataset,
     // then the log up to the committed position — the totals again.
-    let out = example("stateful_word_count")
-        .args(["state", "rebuild", "running_counts", "--config", &config])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let out = state_command(dir.path(), &["state", "rebuild", "running_counts"], &config);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && said.contains(&format!("{} keys", truth.len())),
@@ -567,11 +547,7 @@ fn stateful_word_count_keeps_exact_running_totals_through_kill_9() {
     assert_eq!(state_view(&server, "running_counts").as_ref(), Some(&truth));
     assert!(server.terminate().success());
     // An unknown operator is named with the ones the program has.
-    let out = example("stateful_word_count")
-        .args(["state", "rebuild", "nope", "--config", &config])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let out = state_command(dir.path(), &["state", "rebuild", "nope"], &config);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("it has: running_counts"),

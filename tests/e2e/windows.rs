@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Server, WorkDir, eventually, free_port, lamina};
 use lamina_serving::client::Client;
@@ -76,22 +76,6 @@ fn record(j: i64) -> (i64, String) {
     (ts, format!("u{}", j as usize % USERS))
 }
 
-fn ingest_until_acked(client: &Client, key: &str, body: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = client.post(
-            "/v1/ingest/clicks",
-            body.as_bytes(),
-            &[("Idempotency-Key", key)],
-        ) && r.status == 200
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "request {key} not acknowledged");
-        std::thread::sleep(Duration::from_millis(15));
-    }
-}
-
 /// What the views must say after `records` records, in log order: per
 /// window bucket (minute) and user the on-time records, per user all of
 /// them, and the number of late ones.
@@ -152,7 +136,7 @@ fn event_time_windows_are_exact_through_kill_9_and_late_records_are_kept_aside()
                     let (ts, user) = record(j);
                     body.push_str(&format!("{{\"ts\":{ts},\"user\":\"{user}\"}}\n"));
                 }
-                ingest_until_acked(&client, &format!("windows-{req}"), &body);
+                common::ingest_until_acked(&client, "clicks", &format!("windows-{req}"), &body);
                 *acked.lock().unwrap() = (req + 1) * 20;
             }
         })
