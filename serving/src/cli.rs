@@ -499,6 +499,18 @@ fn status(c: &Client) -> Result<(), String> {
             ));
         }
         println!("{line}");
+        // Pull receivers (Kafka) say what they are doing and how far
+        // behind the source they are.
+        for r in s["receiver_status"].as_array().into_iter().flatten() {
+            if let Some(status) = r["status"].as_str() {
+                println!(
+                    "  receiver {}: {status}; {} records, lag {}",
+                    r["receiver"].as_str().unwrap_or("?"),
+                    r["records_total"],
+                    r["lag_records"]
+                );
+            }
+        }
     }
     let runs = ok_json(c.get("/v1/batch/runs")?)?;
     if let Some(r) = runs["runs"].as_array().and_then(|r| r.first()) {

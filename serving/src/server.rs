@@ -310,7 +310,11 @@ pub async fn serve_with(config: Config, define: Option<&ProgramFn>) -> Result<()
     let mut tasks = JoinSet::new();
     let current_epoch = clock.epoch_of(now_us());
     let (epoch_tx, epoch_rx) = watch::channel(current_epoch);
-    let sealer = Sealer::new(master.clone(), Arc::clone(&log), Arc::clone(&sink), formats);
+    let source_columns = (0..formats.len())
+        .map(|i| program.has_source_columns(i))
+        .collect();
+    let sealer = Sealer::new(master.clone(), Arc::clone(&log), Arc::clone(&sink), formats)
+        .with_source_columns(source_columns);
     // What /healthz reports.
     let health = Arc::new(crate::health::Health::default());
     if !read_only {
@@ -421,7 +425,8 @@ pub async fn serve_with(config: Config, define: Option<&ProgramFn>) -> Result<()
                 s.name.as_str(),
                 s.max_record_bytes as usize,
             )
-            .with_backlog(Arc::clone(&input_budget));
+            .with_backlog(Arc::clone(&input_budget))
+            .with_positions(Arc::clone(&sink));
             receiver_counters.push((receiver.describe(), ingest.counters_handle()));
             let rx = shutdown_rx.clone();
             tasks.spawn(async move {

@@ -19,7 +19,7 @@ use crate::store::ViewStore;
 /// The speed layer's record format of a configured stream.
 fn format_of(stream: &config::StreamConfig) -> Result<Format, ServeError> {
     let columns: Vec<ColumnDef> = stream
-        .columns()
+        .format_columns()
         .iter()
         .map(|f| ColumnDef {
             name: f.name.clone(),
@@ -64,6 +64,11 @@ pub fn build_program(
     let program = Program::from_streams(ctx, config.speed.batch_interval(), &streams)
         .map_err(|e| startup("view", e))?;
     for s in &config.streams {
+        if s.has_source_columns() {
+            program
+                .set_source_columns(&s.name)
+                .map_err(|e| startup("stream", e))?;
+        }
         if let Some(column) = &s.event_time {
             let policy = match s.late_records {
                 config::LatePolicy::Aside => lamina_speed::event_time::LatePolicy::Aside,

@@ -88,6 +88,12 @@ pub trait CommitSink: Send + Sync {
     fn flush(&self) -> Result<(), String>;
 }
 
+impl fmt::Debug for dyn CommitSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CommitSink")
+    }
+}
+
 /// One record read from the log.
 #[derive(Debug, Clone, Copy)]
 pub struct LogRecord<'a> {
@@ -206,6 +212,20 @@ pub enum Position {
         /// The stream.
         stream: String,
     },
+    /// The next offset to read of a source partition (a Kafka topic's
+    /// partition): one past the highest offset of the records taken so
+    /// far. Written by each micro-batch that took enveloped records with a
+    /// position ([`crate::envelope`]); read by the receiver when it starts,
+    /// so that it resumes exactly after what is committed — the log was
+    /// replayed before receivers start, so nothing durable lies beyond it.
+    SourceOffset {
+        /// The stream.
+        stream: String,
+        /// The partition.
+        partition: i32,
+        /// The source (the topic).
+        source: String,
+    },
 }
 
 const WAL: &str = "wal";
@@ -214,11 +234,13 @@ const RECORDS_PREFIX: &str = "records/";
 const IDEMPOTENCY_PREFIX: &str = "idem/";
 const WATERMARK_PREFIX: &str = "watermark/";
 const LATE_PREFIX: &str = "late/";
+const OFFSET_PREFIX: &str = "offset/";
 
 impl Position {
     /// The name the position is stored under: `wal`,
     /// `epoch_start/{epoch:020}`, `records/{stream}`, `idem/{stream}/{key}`,
-    /// `watermark/{stream}`, `late/{stream}`.
+    /// `watermark/{stream}`, `late/{stream}`,
+    /// `offset/{stream}/{partition}/{source}`.
     /// This is the on-disk layout of existing state directories: never
     /// change it.
     pub fn key(&self) -> String {
@@ -231,6 +253,11 @@ impl Position {
             }
             Position::Watermark { stream } => format!("{WATERMARK_PREFIX}{stream}"),
             Position::Late { stream } => format!("{LATE_PREFIX}{stream}"),
+            Position::SourceOffset {
+                stream,
+                partition,
+                source,
+            } => format!("{OFFSET_PREFIX}{stream}/{partition}/{source}"),
         }
     }
 
@@ -264,6 +291,15 @@ impl Position {
                 stream: stream.to_owned(),
             });
         }
+        if let Some(rest) = name.strip_prefix(OFFSET_PREFIX) {
+            let (stream, rest) = rest.split_once('/')?;
+            let (partition, source) = rest.split_once('/')?;
+            return Some(Position::SourceOffset {
+                stream: stream.to_owned(),
+                partition: partition.parse().ok()?,
+                source: source.to_owned(),
+            });
+        }
         if let Some(rest) = name.strip_prefix(IDEMPOTENCY_PREFIX) {
             let (stream, key) = rest.split_once('/')?;
             return Some(Position::Idempotency {
@@ -279,7 +315,8 @@ impl Position {
         match (self, family) {
             (Position::EpochStart(_), PositionKind::EpochStart)
             | (Position::Records { .. }, PositionKind::Records) => true,
-            (Position::Idempotency { stream, .. }, PositionKind::Idempotency { stream: s }) => {
+            (Position::Idempotency { stream, .. }, PositionKind::Idempotency { stream: s })
+            | (Position::SourceOffset { stream, .. }, PositionKind::SourceOffsets { stream: s }) => {
                 stream == s
             }
             _ => false,
@@ -306,6 +343,11 @@ pub enum PositionKind {
         /// The stream.
         stream: String,
     },
+    /// Every [`Position::SourceOffset`] of one stream.
+    SourceOffsets {
+        /// The stream.
+        stream: String,
+    },
 }
 
 impl PositionKind {
@@ -317,6 +359,7 @@ impl PositionKind {
             PositionKind::EpochStart => EPOCH_START_PREFIX.to_owned(),
             PositionKind::Records => RECORDS_PREFIX.to_owned(),
             PositionKind::Idempotency { stream } => format!("{IDEMPOTENCY_PREFIX}{stream}/"),
+            PositionKind::SourceOffsets { stream } => format!("{OFFSET_PREFIX}{stream}/"),
         }
     }
 }
@@ -374,6 +417,16 @@ mod tests {
             idem("s", "clé-ü"),
             Position::Watermark {
                 stream: "events".into(),
+            },
+            Position::SourceOffset {
+                stream: "events".into(),
+                partition: 3,
+                source: "clicks.v2".into(),
+            },
+            Position::SourceOffset {
+                stream: "events".into(),
+                partition: -1,
+                source: "".into(),
             },
             Position::Late {
                 stream: "events".into(),

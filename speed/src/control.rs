@@ -21,6 +21,13 @@
 //!   seqs stay gap-free. The payload says where the damage was. The
 //!   micro-batch loop skips them and logs how many (older versions skip
 //!   them as an unknown kind).
+//! - [`ENVELOPED`]: a data record of the stream wrapped in an
+//!   [envelope](crate::envelope) with its source's metadata (a Kafka
+//!   record's topic, partition, offset, timestamp, key and headers; a Flume
+//!   event's headers). The micro-batch loop parses the value like any
+//!   record, adds the metadata as the stream's source columns, and commits
+//!   each partition's next offset with the batch. Older versions skip them
+//!   as an unknown kind.
 
 /// Set on the stream id of every control record.
 pub const CONTROL: u32 = 1 << 31;
@@ -30,8 +37,11 @@ pub const REJECTED: u32 = CONTROL | (1 << 30);
 pub const KEYED: u32 = CONTROL | (1 << 29);
 /// Control kind: a record lost to log damage (see the module docs).
 pub const LOST: u32 = CONTROL | (1 << 28);
-/// The bits that hold the stream index in a control record's id.
-pub const STREAM_MASK: u32 = (1 << 29) - 1;
+/// Control kind: a record in an envelope (see the module docs).
+pub const ENVELOPED: u32 = CONTROL | (1 << 27);
+/// The bits that hold the stream index in a control record's id (below
+/// every kind bit; stream indices are far smaller).
+pub const STREAM_MASK: u32 = (1 << 27) - 1;
 
 /// Most bytes of a rejected record kept in its dead letter.
 pub const REJECTED_PREFIX_BYTES: usize = 4096;
@@ -58,6 +68,8 @@ pub enum Kind {
     Keyed(u32),
     /// A record lost to log damage, replaced by `lamina wal salvage`.
     Lost,
+    /// A record of stream `n` in an envelope.
+    Enveloped(u32),
     /// A control kind this version does not know: skipped.
     Unknown,
 }
@@ -72,6 +84,8 @@ pub fn kind(id: u32) -> Kind {
         Kind::Keyed(id & STREAM_MASK)
     } else if id & LOST == LOST {
         Kind::Lost
+    } else if id & ENVELOPED == ENVELOPED {
+        Kind::Enveloped(id & STREAM_MASK)
     } else {
         Kind::Unknown
     }
@@ -104,6 +118,8 @@ mod tests {
         );
         assert_eq!(kind(KEYED | 5), Kind::Keyed(5));
         assert_eq!(kind(LOST), Kind::Lost);
+        assert_eq!(kind(ENVELOPED | 4), Kind::Enveloped(4));
+        assert_eq!(kind(ENVELOPED | STREAM_MASK), Kind::Enveloped(STREAM_MASK));
         assert_eq!(kind(CONTROL | 1), Kind::Unknown);
     }
 }

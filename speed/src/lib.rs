@@ -38,6 +38,7 @@
 pub mod backlog;
 pub mod commit;
 pub mod control;
+pub mod envelope;
 pub mod event_time;
 pub mod format;
 pub mod last;

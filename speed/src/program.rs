@@ -68,6 +68,9 @@ pub struct Program {
     windowed: std::sync::Mutex<Vec<WindowedView>>,
     /// Each input's event time, if it declares one.
     event_times: std::sync::Mutex<Vec<Option<EventTime>>>,
+    /// Whether each input's batches have the source columns
+    /// ([`crate::envelope::SOURCE_COLUMNS`]).
+    source_columns: Vec<std::sync::atomic::AtomicBool>,
 }
 
 impl Program {
@@ -101,6 +104,7 @@ impl Program {
             inputs,
             windowed: std::sync::Mutex::new(Vec::new()),
             event_times: std::sync::Mutex::new(vec![None; streams.len()]),
+            source_columns: streams.iter().map(|_| Default::default()).collect(),
         })
     }
 
@@ -260,6 +264,30 @@ impl Program {
             .ok_or_else(|| Error::plan(format!("no stream `{stream}` is configured")))?;
         self.event_times.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(event_time);
         Ok(())
+    }
+
+    /// Gives stream `stream`'s batches the source columns
+    /// ([`crate::envelope::SOURCE_COLUMNS`]: topic, partition, offset,
+    /// timestamp, key, headers; null for records that came without them),
+    /// for streams fed by a receiver that has them (Kafka, Flume). Before
+    /// the first batch: the columns are part of the stream's schema.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Plan`] for an unknown stream.
+    pub fn set_source_columns(&self, stream: &str) -> Result<()> {
+        let i = self
+            .index_of(stream)
+            .ok_or_else(|| Error::plan(format!("no stream `{stream}` is configured")))?;
+        self.source_columns[i].store(true, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    /// Whether stream `index`'s batches have the source columns.
+    pub fn has_source_columns(&self, index: usize) -> bool {
+        self.source_columns
+            .get(index)
+            .is_some_and(|b| b.load(std::sync::atomic::Ordering::Acquire))
     }
 
     /// Stream `index`'s event time (write-ahead-log order), if declared.

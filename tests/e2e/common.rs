@@ -350,3 +350,140 @@ pub fn ingest_until_acked(client: &Client, stream: &str, key: &str, body: &str) 
         std::thread::sleep(Duration::from_millis(15));
     }
 }
+
+/// A Kafka-wire broker (tansu, installed by `deploy/install-tansu.sh`) on a
+/// free loopback port with its own SQLite file, stopped by its PID on drop.
+pub struct Tansu {
+    child: Child,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl Tansu {
+    /// The broker binary: `$LAMINA_TANSU`, else where the install script
+    /// puts it. `None` when it is not installed — unless
+    /// `LAMINA_REQUIRE_PEERS=1` (the README's test command sets it), which
+    /// makes a missing broker a failure rather than a skipped test.
+    pub fn binary() -> Option<PathBuf> {
+        let path = std::env::var_os("LAMINA_TANSU")
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .map(|h| PathBuf::from(h).join(".cache/lamina/tools/tansu-0.6.0/bin/tansu"))
+            })?;
+        if path.is_file() {
+            return Some(path);
+        }
+        assert!(
+            std::env::var("LAMINA_REQUIRE_PEERS").as_deref() != Ok("1"),
+            "the Kafka-wire broker is not installed at {} (run `bash deploy/install-tansu.sh`)",
+            path.display()
+        );
+        eprintln!(
+            "skipped: no Kafka-wire broker at {} (run `bash deploy/install-tansu.sh`, or the README's test command)",
+            path.display()
+        );
+        None
+    }
+
+    /// Starts the broker on `port` with its data in `dir`; waits until it
+    /// accepts connections (at most 30 s).
+    pub fn start(binary: &Path, dir: &Path, port: u16) -> Tansu {
+        static RUN: AtomicU64 = AtomicU64::new(0);
+        let log = dir.join(format!("tansu-{}.log", RUN.fetch_add(1, Ordering::Relaxed)));
+        let out = std::fs::File::create(&log).unwrap();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(binary)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(dir)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("tansu starts");
+        let mut tansu = Tansu { child, port, log };
+        let up = eventually(Duration::from_secs(30), || {
+            if let Ok(Some(status)) = tansu.child.try_wait() {
+                panic!("tansu exited with {status}:\n{}", tansu.log_text());
+            }
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(
+            up.is_some(),
+            "tansu did not listen within 30 s:\n{}",
+            tansu.log_text()
+        );
+        tansu
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM by PID, then SIGKILL after 10 s.
+    pub fn stop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        if eventually(Duration::from_secs(10), || {
+            matches!(self.child.try_wait(), Ok(Some(_)))
+        })
+        .is_none()
+        {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The Python interpreter with the test peers' packages (Apache Avro),
+/// installed by `deploy/install-pytools.sh`: `$LAMINA_PYTHON`, else where
+/// the script puts it. `None` (the test skips) when missing, unless
+/// `LAMINA_REQUIRE_PEERS=1`.
+pub fn peer_python() -> Option<PathBuf> {
+    let path = std::env::var_os("LAMINA_PYTHON")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".cache/lamina/tools/py-1/bin/python"))
+        })?;
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var("LAMINA_REQUIRE_PEERS").as_deref() != Ok("1"),
+        "the test peers' Python is not installed at {} (run `bash deploy/install-pytools.sh`)",
+        path.display()
+    );
+    eprintln!(
+        "skipped: no test peers' Python at {} (run `bash deploy/install-pytools.sh`, or the README's test command)",
+        path.display()
+    );
+    None
+}
+
+/// A test peer script under `tests/peers/`.
+pub fn peer_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/peers")
+        .join(name)
+}

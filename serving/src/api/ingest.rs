@@ -130,15 +130,21 @@ where
 pub async fn ingest<S, B>(
     state: &ApiState,
     stream: &str,
-    auth: Option<HeaderValue>,
-    key: Option<HeaderValue>,
+    request: IngestRequest,
     body: S,
 ) -> Result<Response, ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
+    let IngestRequest {
+        auth,
+        key,
+        query,
+        content_type,
+    } = request;
     authorize(state, auth.as_ref())?;
+    let flume = is_flume(&query, content_type.as_ref())?;
     let key = match key {
         None => None,
         Some(raw) => Some(raw.to_str().map(str::to_owned).map_err(|_| bad_key())?),
@@ -172,6 +178,9 @@ where
                 format!("no stream named `{stream}`"),
             )
         })?;
+    if let Some(charset) = flume {
+        return ingest_flume(ingest, id, name, *max_record_bytes, key, charset, &body).await;
+    }
     let lines = records(&body);
     if let Some((i, line)) = lines
         .iter()
@@ -288,6 +297,197 @@ where
         lines.len(),
         Some(range.start + 1..range.end),
     ))
+}
+
+/// The parts of an ingest request besides its path and body.
+#[derive(Debug, Default)]
+pub struct IngestRequest {
+    /// `Authorization`.
+    pub auth: Option<HeaderValue>,
+    /// `Idempotency-Key`.
+    pub key: Option<HeaderValue>,
+    /// The raw query string.
+    pub query: String,
+    /// `Content-Type`.
+    pub content_type: Option<HeaderValue>,
+}
+
+/// The Content-Type that selects Flume's HTTP source JSON, besides the
+/// query parameter `format=flume`.
+pub const FLUME_CONTENT_TYPE: &str = "application/flume+json";
+
+/// Whether the body is Flume's HTTP source JSON (`?format=flume`, or the
+/// Content-Type [`FLUME_CONTENT_TYPE`]); then its charset.
+fn is_flume(query: &str, content_type: Option<&HeaderValue>) -> Result<Option<Charset>, ApiError> {
+    let mut flume = false;
+    for (k, v) in query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+    {
+        match (k, v) {
+            ("format", "flume") => flume = true,
+            ("format", "lines") => {}
+            ("format", other) => {
+                return Err(ApiError::bad_parameter(format!(
+                    "format must be `lines` (newline-delimited records, the default) or `flume` (Flume's HTTP source JSON: [{{\"headers\": {{...}}, \"body\": \"...\"}}]), got `{other}`"
+                )));
+            }
+            _ => {
+                return Err(ApiError::bad_parameter(format!(
+                    "unknown query parameter `{k}` (ingest takes `format`)"
+                )));
+            }
+        }
+    }
+    let ct = content_type
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let mut parts = ct.split(';').map(str::trim);
+    if parts.next() == Some(FLUME_CONTENT_TYPE) {
+        flume = true;
+    }
+    if !flume {
+        return Ok(None);
+    }
+    let charset = ct
+        .split(';')
+        .map(str::trim)
+        .find_map(|p| p.strip_prefix("charset="))
+        .map(|c| c.trim_matches('"'));
+    match charset {
+        None | Some("utf-8" | "utf8") => Ok(Some(Charset::Utf8)),
+        Some("iso-8859-1" | "latin1" | "latin-1" | "us-ascii") => Ok(Some(Charset::Latin1)),
+        Some(other) => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_charset",
+            format!(
+                "charset `{other}` is not supported for Flume events (use UTF-8 or ISO-8859-1)"
+            ),
+        )),
+    }
+}
+
+/// The charsets Flume bodies may come in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Charset {
+    Utf8,
+    Latin1,
+}
+
+/// One event of Flume's HTTP source JSON.
+#[derive(Debug, serde::Deserialize)]
+struct FlumeEvent {
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    body: String,
+}
+
+/// Flume's HTTP source JSON: each event one record of the stream, its body
+/// parsed by the stream's format, its headers kept for the `_headers`
+/// column (streams with the source columns). All or nothing, durable
+/// before the answer.
+#[allow(clippy::too_many_arguments)]
+async fn ingest_flume(
+    ingest: &IngestState,
+    id: usize,
+    name: &str,
+    max_record_bytes: usize,
+    key: Option<String>,
+    charset: Charset,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    if key.is_some() {
+        return Err(ApiError::bad_parameter(
+            "Idempotency-Key is not supported with Flume events (format=flume) yet; send without it",
+        ));
+    }
+    let text: std::borrow::Cow<'_, str> = match charset {
+        Charset::Utf8 => std::str::from_utf8(body)
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_body",
+                    format!("the body is not UTF-8 ({e}); name its charset in Content-Type"),
+                )
+            })?
+            .into(),
+        Charset::Latin1 => body.iter().map(|&b| b as char).collect::<String>().into(),
+    };
+    let events: Vec<FlumeEvent> = serde_json::from_str(&text).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            format!(
+                "not Flume's HTTP source JSON (an array of {{\"headers\": {{\"name\": \"value\"}}, \"body\": \"text\"}}): {e}; nothing was ingested"
+            ),
+        )
+    })?;
+    if let Some((i, e)) = events
+        .iter()
+        .enumerate()
+        .find(|(_, e)| e.body.len() > max_record_bytes)
+    {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "record_too_large",
+            format!(
+                "event {} of the body has a body of {} bytes; stream `{name}` accepts at most {max_record_bytes} (nothing was ingested)",
+                i + 1,
+                e.body.len()
+            ),
+        ));
+    }
+    if let Some(b) = &ingest.backlog
+        && !b.has_room()
+    {
+        b.note_refused();
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "backlog_full",
+            "records received are not processed yet, more than [speed] max_backlog_records/max_backlog_bytes allow; nothing was ingested, retry after a second",
+        )
+        .retry_after(1));
+    }
+    if events.is_empty() {
+        return Ok(accepted(name, 0, None));
+    }
+    let encoded: Vec<Vec<u8>> = events
+        .iter()
+        .map(|e| {
+            lamina_speed::envelope::Envelope {
+                headers: e
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_bytes()))
+                    .collect(),
+                value: e.body.as_bytes(),
+                ..Default::default()
+            }
+            .to_bytes()
+        })
+        .collect();
+    let payload_bytes: u64 = events.iter().map(|e| e.body.len() as u64).sum();
+    let counters = ingest.counters.get(id);
+    let range = ingest
+        .wal
+        .append(control::ENVELOPED | id as u32, &encoded, now_us())
+        .await
+        .map_err(|e| {
+            if let Some(c) = counters {
+                c.note_error();
+            }
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "wal_failed", e.to_string())
+        })?;
+    if let Some(b) = &ingest.backlog {
+        b.note_appended(encoded.iter().map(|e| e.len() as u64).sum());
+    }
+    if let Some(c) = counters {
+        c.note_appended(events.len() as u64, payload_bytes);
+    }
+    Ok(accepted(name, events.len(), Some(range)))
 }
 
 fn bad_key() -> ApiError {

@@ -747,26 +747,35 @@ pub fn routes(
         .and(warp::get())
         .and(s())
         .map(|id: String, st: State| reply(get_run(&st, &id)));
-    let ingest =
-        warp::path!("v1" / "ingest" / String)
-            .and(warp::post())
-            .and(warp::body::content_length_limit(state.max_body_bytes))
-            .and(auth())
-            .and(raw_header("idempotency-key"))
-            .and(warp::body::stream())
-            .and(s())
-            .then(
-                |stream: String,
-                 a: Option<HeaderValue>,
-                 key: Option<HeaderValue>,
-                 body,
-                 st: State| async move {
-                    match ingest::ingest(&st, &stream, a, key, body).await {
-                        Ok(r) => r,
-                        Err(e) => e.into_response(),
-                    }
-                },
-            );
+    let ingest = warp::path!("v1" / "ingest" / String)
+        .and(warp::post())
+        .and(warp::body::content_length_limit(state.max_body_bytes))
+        .and(auth())
+        .and(raw_header("idempotency-key"))
+        .and(raw_header("content-type"))
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::body::stream())
+        .and(s())
+        .then(
+            |stream: String,
+             auth: Option<HeaderValue>,
+             key: Option<HeaderValue>,
+             content_type: Option<HeaderValue>,
+             query: String,
+             body,
+             st: State| async move {
+                let request = ingest::IngestRequest {
+                    auth,
+                    key,
+                    query,
+                    content_type,
+                };
+                match ingest::ingest(&st, &stream, request, body).await {
+                    Ok(r) => r,
+                    Err(e) => e.into_response(),
+                }
+            },
+        );
     let streams_list = warp::path!("v1" / "streams")
         .and(warp::get())
         .and(s())

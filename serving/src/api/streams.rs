@@ -78,6 +78,15 @@ pub fn list(state: &ApiState) -> Result<Response, ApiError> {
                 "name": s.name,
                 "format": s.format,
                 "receivers": s.receivers,
+                "receiver_status": s.receiver_counters.iter().map(|(receiver, c)| {
+                    let status = c.status();
+                    json!({
+                        "receiver": receiver,
+                        "status": (!status.is_empty()).then_some(status),
+                        "records_total": c.snapshot().records,
+                        "lag_records": c.snapshot().lag,
+                    })
+                }).collect::<Vec<_>>(),
                 "records_total": state.stats.total_records(&s.name).unwrap_or(0),
                 "dead_letters_total": state.store.dead_letter_count(&s.name).unwrap_or(0),
                 "late_records_total": late(state, &s.name),
@@ -278,7 +287,7 @@ pub fn metrics(state: &ApiState) -> Response {
             })
             .collect()
     };
-    let receiver_metrics: [ReceiverMetric; 8] = [
+    let receiver_metrics: [ReceiverMetric; 9] = [
         (
             "lamina_receiver_connections_accepted_total",
             "counter",
@@ -326,6 +335,12 @@ pub fn metrics(state: &ApiState) -> Response {
             "counter",
             "Connection errors, failed connects and failed appends of a receiver.",
             |c| c.errors,
+        ),
+        (
+            "lamina_receiver_lag_records",
+            "gauge",
+            "Records the source holds that a pull receiver (Kafka) has not read yet.",
+            |c| c.lag,
         ),
     ];
     for (name, kind, help, field) in receiver_metrics {

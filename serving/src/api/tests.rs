@@ -451,3 +451,102 @@ async fn every_rejection_is_json_with_a_code() {
         assert!(body["error"]["message"].is_string(), "{body}");
     }
 }
+
+async fn send_typed(f: &Fixture, path: &str, content_type: &str, body: &[u8]) -> (u16, Value) {
+    let resp = warp::test::request()
+        .method("POST")
+        .path(path)
+        .header("content-type", content_type)
+        .body(body)
+        .reply(&routes(Arc::clone(&f.state)))
+        .await;
+    let body: Value = serde_json::from_slice(resp.body()).unwrap_or(Value::Null);
+    (resp.status().as_u16(), body)
+}
+
+#[tokio::test]
+async fn flume_http_json_events_are_stored_in_envelopes_with_their_headers() {
+    use lamina_speed::envelope::Envelope;
+    let f = fixture("flume-json", None, 8);
+    let wal = &f.state.ingest.as_ref().unwrap().wal;
+    let events =
+        br#"[{"headers": {"host": "h1", "app": "web"}, "body": "to be"}, {"body": "or not"}]"#;
+    // Selected by the query parameter...
+    let (status, body) = send(
+        &f,
+        "POST",
+        "/v1/ingest/lines?format=flume",
+        None,
+        None,
+        events,
+    )
+    .await;
+    assert_eq!((status, body["records"].clone()), (200, json!(2)), "{body}");
+    // ... or by the Content-Type, with a charset other than UTF-8.
+    let (status, body) = send_typed(
+        &f,
+        "/v1/ingest/lines",
+        "application/flume+json; charset=ISO-8859-1",
+        b"[{\"headers\": {\"h\": \"caf\xe9\"}, \"body\": \"na\xefve\"}]",
+    )
+    .await;
+    assert_eq!((status, body["records"].clone()), (200, json!(1)), "{body}");
+    let mut got = Vec::new();
+    wal.read_range(0..wal.durable_seq(), |_, stream, _, payload| {
+        let e = Envelope::decode(payload).unwrap();
+        let headers: Vec<String> = e
+            .headers
+            .iter()
+            .map(|(k, v)| format!("{k}={}", String::from_utf8_lossy(v)))
+            .collect();
+        got.push((
+            stream,
+            headers.join(","),
+            String::from_utf8_lossy(e.value).into_owned(),
+        ));
+    })
+    .unwrap();
+    let id = lamina_speed::control::ENVELOPED;
+    assert_eq!(
+        got,
+        [
+            (id, "app=web,host=h1".to_owned(), "to be".to_owned()),
+            (id, String::new(), "or not".to_owned()),
+            (id, "h=café".to_owned(), "naïve".to_owned()),
+        ]
+    );
+    // Bad input: nothing appended, a clear error.
+    let before = wal.durable_seq();
+    for (path, body, code) in [
+        (
+            "/v1/ingest/lines?format=flume",
+            &b"{\"body\": 1}"[..],
+            "bad_body",
+        ),
+        (
+            "/v1/ingest/lines?format=flume",
+            br#"[{"body": "longer than sixteen bytes"}]"#,
+            "record_too_large",
+        ),
+        ("/v1/ingest/lines?format=avro", b"[]", "bad_parameter"),
+        ("/v1/ingest/lines?fromat=flume", b"[]", "bad_parameter"),
+    ] {
+        let (status, reply) = send(&f, "POST", path, None, None, body).await;
+        assert_eq!(reply["error"]["code"], code, "{path}: {status} {reply}");
+    }
+    let (status, reply) = send_typed(
+        &f,
+        "/v1/ingest/lines",
+        "application/flume+json; charset=koi8-r",
+        b"[]",
+    )
+    .await;
+    assert_eq!(
+        (status, reply["error"]["code"].clone()),
+        (415, json!("unsupported_charset"))
+    );
+    assert_eq!(wal.durable_seq(), before);
+    // Counted as HTTP ingest.
+    let counted = f.state.ingest.as_ref().unwrap().counters[0].snapshot();
+    assert_eq!(counted.records, 3);
+}

@@ -12,6 +12,29 @@ use super::receiver::ReceiverConfig;
 /// The one column of a `text` stream: the line, without its newline.
 pub const TEXT_COLUMN: &str = "line";
 
+/// The source columns as config columns: what views and `event_time` may
+/// name on a stream with a Kafka receiver (`_timestamp` is the record's
+/// time at the source).
+fn source_columns() -> Vec<FieldConfig> {
+    let types = [
+        ColumnType::String,
+        ColumnType::Int64,
+        ColumnType::Int64,
+        ColumnType::Timestamp,
+        ColumnType::String,
+        ColumnType::String,
+    ];
+    lamina_speed::envelope::SOURCE_COLUMNS
+        .iter()
+        .zip(types)
+        .map(|(name, ty)| FieldConfig {
+            name: (*name).to_owned(),
+            ty,
+            nullable: true,
+        })
+        .collect()
+}
+
 /// How a record's bytes are read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -100,6 +123,13 @@ pub struct StreamConfig {
     /// bucket.
     #[serde(default)]
     pub late_records: LatePolicy,
+    /// Whether the stream has the source columns (`_source`, `_partition`,
+    /// `_offset`, `_timestamp`, `_key`, `_headers`) though no receiver of
+    /// it is one that adds them (`kafka`, `flume_avro` turn them on): for
+    /// Flume events sent over HTTP ingest (`?format=flume`), whose headers
+    /// are then kept in `_headers`. Default false.
+    #[serde(default)]
+    pub source_columns: bool,
 }
 
 /// What a stream does with records later than its watermark.
@@ -132,21 +162,44 @@ impl StreamConfig {
             event_time: None,
             allowed_lateness_secs: 0,
             late_records: LatePolicy::Aside,
+            source_columns: false,
         }
     }
 
     /// The columns records of this stream have: `line: string` for text,
     /// the schema otherwise.
     pub fn columns(&self) -> Cow<'_, [FieldConfig]> {
+        let own = self.format_columns();
+        if !self.has_source_columns() {
+            return own;
+        }
+        let mut all = own.into_owned();
+        all.extend(source_columns());
+        Cow::Owned(all)
+    }
+
+    /// The columns the stream's format reads from each record (its
+    /// [`columns`](Self::columns) without the source columns).
+    pub fn format_columns(&self) -> Cow<'_, [FieldConfig]> {
         match (self.format, &self.schema) {
             (StreamFormat::Text, _) => Cow::Owned(vec![FieldConfig {
                 name: TEXT_COLUMN.into(),
                 ty: ColumnType::String,
                 nullable: false,
             }]),
-            (_, Some(schema)) => Cow::Borrowed(schema),
-            (_, None) => Cow::Borrowed(&[]),
+            (_, Some(schema)) => Cow::Borrowed(&schema[..]),
+            (_, None) => Cow::Borrowed(&[][..]),
         }
+    }
+
+    /// Whether the stream has the source columns (`source_columns = true`,
+    /// or a receiver that hands in its records' metadata: Kafka, Flume)
+    /// (`_source`, `_partition`, `_offset`, `_timestamp`, `_key`,
+    /// `_headers`).
+    pub fn has_source_columns(&self) -> bool {
+        self.receivers
+            .iter()
+            .any(ReceiverConfig::has_source_columns)
     }
 
     pub(super) fn validate(&self, key: &str, max_body_bytes: u64, report: &mut Report) {
@@ -169,6 +222,15 @@ impl StreamConfig {
                     let name_key = format!("{schema_key}[{i}].name");
                     if field.name.is_empty() {
                         report.push(name_key, "is empty");
+                    } else if lamina_speed::envelope::SOURCE_COLUMNS.contains(&field.name.as_str()) {
+                        report.push(
+                            name_key,
+                            format!(
+                                "{:?} is reserved: it is one of the source columns ({}) that Kafka and Flume receivers add",
+                                field.name,
+                                lamina_speed::envelope::SOURCE_COLUMNS.join(", ")
+                            ),
+                        );
                     } else if field.name == lamina_speed::microbatch::RECEIVED_AT_COLUMN {
                         report.push(
                             name_key,

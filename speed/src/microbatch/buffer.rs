@@ -1,6 +1,8 @@
 //! One stream's records of one micro-batch, packed into one byte buffer so
 //! that collecting them allocates nothing per record.
 
+use crate::envelope::{Envelope, SourceMeta};
+
 /// Records in arrival (sequence) order.
 #[derive(Debug, Default)]
 pub struct RecordBuffer {
@@ -12,6 +14,9 @@ pub struct RecordBuffer {
     receive_us: Vec<i64>,
     first_receive_us: Option<i64>,
     last_receive_us: Option<i64>,
+    /// The source metadata of enveloped records; shorter than the records
+    /// when the last ones came without an envelope (nulls).
+    meta: SourceMeta,
 }
 
 impl RecordBuffer {
@@ -23,6 +28,21 @@ impl RecordBuffer {
         self.receive_us.clear();
         self.first_receive_us = None;
         self.last_receive_us = None;
+        self.meta.clear();
+    }
+
+    /// Appends the value of an enveloped record, and keeps its metadata.
+    pub fn push_enveloped(&mut self, seq: u64, receive_us: i64, envelope: &Envelope<'_>) {
+        while self.meta.len() < self.len() {
+            self.meta.push_none();
+        }
+        self.meta.push(envelope);
+        self.push(seq, receive_us, envelope.value);
+    }
+
+    /// The source metadata of the records (see [`SourceMeta::columns`]).
+    pub fn meta(&self) -> &SourceMeta {
+        &self.meta
     }
 
     /// Appends one record.

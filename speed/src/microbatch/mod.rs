@@ -29,6 +29,7 @@ pub mod buffer;
 pub mod seal;
 pub mod stats;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -42,6 +43,7 @@ use crate::commit::{
     CommitSink, DeadRecord, LogRecord, MicroBatchCommit, Position, PositionKind, RecordLog,
 };
 use crate::control::{self, Kind};
+use crate::envelope::Envelope;
 use crate::event_time::{EventTime, LatePolicy};
 use crate::format::{DeadLetter, Format, Parsed, Parser};
 use crate::program::Program;
@@ -364,6 +366,9 @@ impl MicroBatcher {
         // Payload bytes of records appended by this process (the backlog's
         // byte count).
         let mut new_bytes = 0u64;
+        // Per (stream, partition, source): one past the highest offset of
+        // the enveloped records taken.
+        let mut offsets: BTreeMap<(u32, i32, String), i64> = BTreeMap::new();
         if end > self.next_seq {
             let mut buffers: Vec<&mut RecordBuffer> = self
                 .buffers
@@ -382,6 +387,8 @@ impl MicroBatcher {
             let mut cut: Option<u64> = None;
             // Seqs of records `lamina wal salvage` marked as lost.
             let mut lost: Option<(u64, u64, u64)> = None;
+            // The next offset of each source partition read from.
+            let offsets = &mut offsets;
             self.log
                 .read(self.next_seq..end, &mut |r: LogRecord<'_>| {
                     if cut.is_some() {
@@ -437,6 +444,49 @@ impl MicroBatcher {
                             let (first, _, n) = lost.get_or_insert((r.seq, r.seq, 0));
                             lost = Some((*first, r.seq, *n + 1));
                         }
+                        Kind::Enveloped(stream) => {
+                            let (Some(b), Some(name)) = (
+                                buffers.get_mut(stream as usize),
+                                streams.get(stream as usize),
+                            ) else {
+                                return;
+                            };
+                            match Envelope::decode(r.payload) {
+                                Ok(e) => {
+                                    if let Some(p) = &e.position {
+                                        let next = offsets
+                                            .entry((stream, p.partition, p.source.to_owned()))
+                                            .or_insert(0);
+                                        *next = (*next).max(p.offset.saturating_add(1).max(0));
+                                    }
+                                    match e.rejected {
+                                        None => b.push_enveloped(r.seq, r.receive_us, &e),
+                                        Some(reason) => {
+                                            rejected[stream as usize] += 1;
+                                            commit.dead_letters.push(DeadRecord {
+                                                stream: name.clone(),
+                                                seq: r.seq,
+                                                reason: reason.to_owned(),
+                                                record: e.value.to_vec(),
+                                            });
+                                        }
+                                    }
+                                }
+                                // Kept as a dead letter, like a record that
+                                // does not parse.
+                                Err(reason) => {
+                                    rejected[stream as usize] += 1;
+                                    let mut record = r.payload.to_vec();
+                                    record.truncate(crate::format::MAX_DEAD_LETTER_BYTES);
+                                    commit.dead_letters.push(DeadRecord {
+                                        stream: name.clone(),
+                                        seq: r.seq,
+                                        reason,
+                                        record,
+                                    });
+                                }
+                            }
+                        }
                         Kind::Unknown => {}
                     }
                 })
@@ -452,6 +502,16 @@ impl MicroBatcher {
                 end = seq;
                 commit.positions[0].1 = end;
             }
+        }
+        for ((stream, partition, source), next) in offsets {
+            commit.positions.push((
+                Position::SourceOffset {
+                    stream: self.streams[stream as usize].clone(),
+                    partition,
+                    source,
+                },
+                next as u64,
+            ));
         }
         if end > self.next_seq && self.started_epoch != Some(epoch) {
             commit
@@ -653,9 +713,19 @@ impl MicroBatcher {
         let mut blocks = Vec::with_capacity(parsed.len());
         let mut dead = Vec::new();
         let mut rows = Vec::with_capacity(parsed.len());
+        let source_columns = self.program.has_source_columns(i);
         for (start, p) in parsed {
             rows.push(p.accepted.iter().map(|i| start + i).collect());
-            blocks.push(with_received_at(&p.batch, &p.accepted, |i| {
+            let batch = if source_columns {
+                crate::envelope::with_source_columns(
+                    &p.batch,
+                    times.meta(),
+                    p.accepted.iter().map(|i| start + i),
+                )?
+            } else {
+                p.batch
+            };
+            blocks.push(with_received_at(&batch, &p.accepted, |i| {
                 times.receive_us(start + i)
             })?);
             dead.extend(p.dead_letters.into_iter().map(|d| (start + d.index, d)));

@@ -21,6 +21,7 @@ use lamina::master::{EpochFile, MasterStore};
 
 use crate::commit::{CommitSink, Position, PositionKind, RecordLog};
 use crate::control::{self, Kind};
+use crate::envelope::{Envelope, with_source_columns};
 use crate::format::Format;
 use crate::microbatch::buffer::RecordBuffer;
 
@@ -34,6 +35,9 @@ pub struct Sealer {
     sink: Arc<dyn CommitSink>,
     /// Stream `i` of the log: its name and format.
     streams: Vec<(String, Format)>,
+    /// Whether stream `i`'s files have the source columns (see
+    /// [`crate::envelope`]).
+    source_columns: Vec<bool>,
 }
 
 impl std::fmt::Debug for Sealer {
@@ -62,11 +66,21 @@ impl Sealer {
         streams: Vec<(String, Format)>,
     ) -> Self {
         Sealer {
+            source_columns: vec![false; streams.len()],
             master,
             log,
             sink,
             streams,
         }
+    }
+
+    /// Writes the source columns of the streams `source_columns[i]` is true
+    /// for (those whose micro-batches have them, see
+    /// [`crate::program::Program::has_source_columns`]), so that batch
+    /// views over them see what the speed layer saw.
+    pub fn with_source_columns(mut self, source_columns: Vec<bool>) -> Self {
+        self.source_columns = source_columns;
+        self
     }
 
     /// Seals every epoch before `current` that is not sealed yet; `None`
@@ -161,6 +175,7 @@ impl Sealer {
     ) -> Result<Vec<(String, RecordBatch)>, String> {
         let log = Arc::clone(&self.log);
         let streams = self.streams.clone();
+        let source_columns = self.source_columns.clone();
         // Blocking file reads and CPU-bound parsing: off the async runtime.
         tokio::task::spawn_blocking(move || {
             let mut buffers: Vec<RecordBuffer> =
@@ -171,19 +186,42 @@ impl Sealer {
                 let stream = match control::kind(r.stream) {
                     Kind::Data(s) => s,
                     Kind::Keyed(s) if r.seq != r.entry_first_seq => s,
+                    // An envelope that does not decode is a dead letter in
+                    // the micro-batches too.
+                    Kind::Enveloped(s) => {
+                        if let (Some(b), Ok(e)) =
+                            (buffers.get_mut(s as usize), Envelope::decode(r.payload))
+                            && e.rejected.is_none()
+                        {
+                            b.push_enveloped(r.seq, r.receive_us, &e);
+                        }
+                        return;
+                    }
                     _ => return,
                 };
                 if let Some(b) = buffers.get_mut(stream as usize) {
                     b.push(r.seq, r.receive_us, r.payload);
                 }
             })?;
-            Ok(streams
+            streams
                 .iter()
                 .zip(&buffers)
-                .map(|((name, format), buffer)| {
-                    (name.clone(), format.parse(buffer.records()).batch)
+                .enumerate()
+                .map(|(i, ((name, format), buffer))| {
+                    let parsed = format.parse(buffer.records());
+                    let batch = if source_columns.get(i).copied().unwrap_or(false) {
+                        with_source_columns(
+                            &parsed.batch,
+                            buffer.meta(),
+                            parsed.accepted.iter().copied(),
+                        )
+                        .map_err(|e| format!("stream `{name}`: {e}"))?
+                    } else {
+                        parsed.batch
+                    };
+                    Ok((name.clone(), batch))
                 })
-                .collect())
+                .collect()
         })
         .await
         .map_err(|e| format!("sealing task failed: {e}"))?

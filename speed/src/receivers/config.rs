@@ -60,6 +60,12 @@ pub trait BuildReceiver {
     /// [`ReceiverError::Config`] for settings that cannot work,
     /// [`ReceiverError::Bind`] when a listener cannot bind.
     fn build(&self) -> Building<'_>;
+
+    /// Whether the receiver hands in records with their source's metadata
+    /// ([`crate::envelope`]): the stream then has the source columns.
+    fn has_source_columns(&self) -> bool {
+        false
+    }
 }
 
 /// A receiver being built (see [`BuildReceiver::build`]).
@@ -105,6 +111,14 @@ macro_rules! registry {
                 }
             }
 
+            /// Whether the stream gets the source columns (see
+            /// [`BuildReceiver::has_source_columns`]).
+            pub fn has_source_columns(&self) -> bool {
+                match self {
+                    $(ReceiverConfig::$variant(c) => c.has_source_columns(),)+
+                }
+            }
+
             /// Builds the receiver (see [`BuildReceiver::build`]).
             ///
             /// # Errors
@@ -135,4 +149,10 @@ registry! {
     /// `type = "tcp_connect"`: newline-delimited records read from a
     /// socket this server connects to (and reconnects to when it drops).
     "tcp_connect" => TcpConnect(super::tcp_connect::TcpConnectConfig),
+    /// `type = "kafka"`: a topic's partitions read from Kafka brokers,
+    /// their offsets committed with the micro-batches.
+    "kafka" => Kafka(super::kafka::KafkaConfig),
+    /// `type = "flume_avro"`: Flume's Avro RPC source protocol (Flume's
+    /// AvroSink and RPC client), each batch acknowledged once durable.
+    "flume_avro" => FlumeAvro(super::flume_avro::FlumeAvroConfig),
 }

@@ -25,6 +25,10 @@
 //!   connections of lines.
 //! - `tcp_connect.rs`: [`TcpConnectReceiver`], a client reading lines from
 //!   a server and reconnecting with backoff (Spark's `socketTextStream`).
+//! - `flume_avro.rs`: [`FlumeAvroReceiver`], Flume's Avro RPC source
+//!   protocol (what Flume's AvroSink sends), `OK` once durable.
+//! - `kafka.rs`: [`KafkaReceiver`], a consumer of a Kafka topic's
+//!   partitions whose offsets commit with the micro-batches.
 //!
 //! # Rules every receiver follows
 //!
@@ -39,6 +43,8 @@
 //!   reopened, so `run` returns [`ReceiverError::Wal`].
 
 mod config;
+mod flume_avro;
+mod kafka;
 mod lines;
 mod tcp_connect;
 mod tcp_listen;
@@ -63,6 +69,8 @@ use crate::{
 };
 
 pub use config::{BuildReceiver, ConfigVisitor, Problem, ReceiverConfig};
+pub use flume_avro::{FlumeAvroConfig, FlumeAvroReceiver};
+pub use kafka::{KafkaConfig, KafkaReceiver};
 pub use lines::{
     Frame, LineBatch, LineFramer, MAX_BATCH_BYTES, MAX_BATCH_LINES, READ_BUFFER_BYTES,
 };
@@ -139,6 +147,14 @@ pub enum ReceiverError {
         #[source]
         source: WalError,
     },
+    /// The committed positions (where to resume) could not be read.
+    #[error("{receiver}: cannot read the committed source offsets: {message}")]
+    Positions {
+        /// The receiver, as [`Receiver::describe`] puts it.
+        receiver: String,
+        /// What failed.
+        message: String,
+    },
 }
 
 impl ReceiverError {
@@ -146,7 +162,9 @@ impl ReceiverError {
     pub fn is_retryable(&self) -> bool {
         match self {
             ReceiverError::Bind { .. } => true,
-            ReceiverError::Config { .. } | ReceiverError::Wal { .. } => false,
+            ReceiverError::Config { .. }
+            | ReceiverError::Wal { .. }
+            | ReceiverError::Positions { .. } => false,
         }
     }
 }
@@ -162,6 +180,8 @@ pub struct StreamIngest {
     max_record_bytes: usize,
     counters: Arc<IngestCounters>,
     backlog: Option<Arc<crate::backlog::Backlog>>,
+    /// Where committed positions are read (source offsets).
+    positions: Option<Arc<dyn crate::commit::CommitSink>>,
 }
 
 impl StreamIngest {
@@ -189,6 +209,95 @@ impl StreamIngest {
             max_record_bytes,
             counters: Arc::default(),
             backlog: None,
+            positions: None,
+        }
+    }
+
+    /// Lets receivers read the stream's committed source offsets
+    /// ([`committed_offsets`](Self::committed_offsets)).
+    pub fn with_positions(mut self, positions: Arc<dyn crate::commit::CommitSink>) -> Self {
+        self.positions = Some(positions);
+        self
+    }
+
+    /// The next offset of each partition of `source` (a Kafka topic) as
+    /// committed by the micro-batches: where a pull receiver resumes. The
+    /// server replays the log before receivers start, so every durable
+    /// record of the stream is committed by then. Empty without committed
+    /// offsets (or without [`with_positions`](Self::with_positions)).
+    ///
+    /// # Errors
+    ///
+    /// A message naming what failed to read.
+    pub fn committed_offsets(
+        &self,
+        source: &str,
+    ) -> std::result::Result<std::collections::BTreeMap<i32, i64>, String> {
+        let Some(positions) = &self.positions else {
+            return Ok(Default::default());
+        };
+        let family = crate::commit::PositionKind::SourceOffsets {
+            stream: self.name.to_string(),
+        };
+        Ok(positions
+            .positions_of(&family)?
+            .into_iter()
+            .filter_map(|(p, next)| match p {
+                crate::commit::Position::SourceOffset {
+                    partition,
+                    source: s,
+                    ..
+                } if s == source => Some((partition, next as i64)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Appends records in [envelopes](crate::envelope) (their source's
+    /// metadata with each) as one WAL append and returns once they are
+    /// durable. The micro-batch that takes them commits each partition's
+    /// next offset.
+    ///
+    /// # Errors
+    ///
+    /// As [`Wal::append`]; the records are then not acknowledged.
+    pub async fn append_enveloped(
+        &self,
+        envelopes: &[crate::envelope::Envelope<'_>],
+        receive_time_us: i64,
+    ) -> Result<Range<u64>, WalError> {
+        let mut bytes = Vec::with_capacity(envelopes.iter().map(|e| e.value.len() + 40).sum());
+        let mut ends = Vec::with_capacity(envelopes.len());
+        for e in envelopes {
+            e.encode(&mut bytes);
+            ends.push(bytes.len());
+        }
+        let mut records: Vec<&[u8]> = Vec::with_capacity(ends.len());
+        let mut start = 0;
+        for &end in &ends {
+            records.push(&bytes[start..end]);
+            start = end;
+        }
+        self.wait_for_room().await;
+        let appended = self
+            .wal
+            .append(control::ENVELOPED | self.stream, &records, receive_time_us);
+        match appended.await {
+            Ok(seqs) => {
+                self.appended(bytes.len() as u64);
+                let c = &self.counters;
+                c.records
+                    .fetch_add(envelopes.len() as u64, Ordering::Relaxed);
+                c.bytes.fetch_add(
+                    envelopes.iter().map(|e| e.value.len() as u64).sum(),
+                    Ordering::Relaxed,
+                );
+                Ok(seqs)
+            }
+            Err(e) => {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
         }
     }
 
@@ -198,6 +307,21 @@ impl StreamIngest {
     pub fn with_backlog(mut self, backlog: Arc<crate::backlog::Backlog>) -> Self {
         self.backlog = Some(backlog);
         self
+    }
+
+    /// Whether an append now would not wait for the backlog (always, without
+    /// a backlog budget): for receivers that answer "later" instead of
+    /// waiting (Flume's `FAILED`).
+    pub fn has_room(&self) -> bool {
+        self.backlog.as_ref().is_none_or(|b| b.has_room())
+    }
+
+    /// Counts a request refused because the backlog was full
+    /// (`lamina_backlog_waits_total`).
+    pub fn note_refused(&self) {
+        if let Some(b) = &self.backlog {
+            b.note_refused();
+        }
     }
 
     async fn wait_for_room(&self) {
@@ -341,6 +465,11 @@ pub struct IngestCounters {
     bytes: AtomicU64,
     rejected: AtomicU64,
     errors: AtomicU64,
+    /// Records the source holds that are not read yet (pull receivers).
+    lag: AtomicU64,
+    /// What a pull receiver is doing (`connecting`, `reading`, `retrying:
+    /// <error>`); empty for push receivers.
+    status: std::sync::Mutex<String>,
 }
 
 /// A copy of [`IngestCounters`] at one moment.
@@ -366,6 +495,9 @@ pub struct IngestSnapshot {
     pub rejected: u64,
     /// Connection errors, failed connects and failed appends.
     pub errors: u64,
+    /// Records the source holds beyond what was read (pull receivers; 0
+    /// for push receivers, whose senders hold their backlog).
+    pub lag: u64,
 }
 
 impl IngestCounters {
@@ -395,7 +527,27 @@ impl IngestCounters {
             bytes: get(&self.bytes),
             rejected: get(&self.rejected),
             errors: get(&self.errors),
+            lag: get(&self.lag),
         }
+    }
+
+    /// Sets the records the source holds beyond what was read.
+    pub fn set_lag(&self, records: u64) {
+        self.lag.store(records, Ordering::Relaxed);
+    }
+
+    /// Sets what the receiver is doing, for `/v1/streams` and `lamina
+    /// status` (one line).
+    pub fn set_status(&self, status: impl Into<String>) {
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = status.into();
+    }
+
+    /// What the receiver is doing; empty when it does not say.
+    pub fn status(&self) -> String {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn error(&self) {

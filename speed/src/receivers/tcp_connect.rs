@@ -162,7 +162,7 @@ impl Receiver for TcpConnectReceiver {
 
 /// Exponential backoff with ±20% jitter.
 #[derive(Debug)]
-struct Backoff {
+pub(super) struct Backoff {
     min: Duration,
     max: Duration,
     /// The delay before jitter that comes next.
@@ -172,7 +172,7 @@ struct Backoff {
 }
 
 impl Backoff {
-    fn new(min: Duration, max: Duration, seed: u64) -> Backoff {
+    pub(super) fn new(min: Duration, max: Duration, seed: u64) -> Backoff {
         Backoff {
             min,
             max,
@@ -181,13 +181,13 @@ impl Backoff {
         }
     }
 
-    fn reset(&mut self) {
+    pub(super) fn reset(&mut self) {
         self.step = self.min;
     }
 
     /// The next delay: the current step ±20%, never above `max`; the step
     /// then doubles, up to `max`.
-    fn next_delay(&mut self) -> Duration {
+    pub(super) fn next_delay(&mut self) -> Duration {
         let step = self.step;
         self.step = step.saturating_mul(2).min(self.max);
         step.mul_f64(0.8 + 0.4 * self.unit()).min(self.max)
@@ -274,7 +274,7 @@ impl super::config::BuildReceiver for TcpConnectConfig {
 }
 
 /// `HOST:PORT` with a non-zero port; IPv6 hosts in brackets.
-fn is_host_port(text: &str) -> bool {
+pub(super) fn is_host_port(text: &str) -> bool {
     let Some((host, port)) = text.rsplit_once(':') else {
         return false;
     };

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The project's test command (README, and what CI runs): installs what the
+# tests talk to, then runs every test of the workspace.
+#
+#   bash deploy/test.sh [cargo test arguments...]
+#
+# - The Kafka-wire broker (tansu, deploy/install-tansu.sh): cached under
+#   ~/.cache/lamina/tools, so only the first run on a machine builds it
+#   (~10-25 min on 2 cores). Each Kafka test starts its own broker on a free
+#   loopback port and stops it by its PID.
+# - A Python virtualenv with Apache Avro (deploy/install-pytools.sh): the
+#   independent Flume Avro RPC client. Seconds.
+#
+# LAMINA_REQUIRE_PEERS=1 makes a test whose peer is missing fail instead of
+# skipping itself, so a broken install cannot pass as green.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
+
+step "Kafka-wire broker"
+tansu="$(bash deploy/install-tansu.sh | tail -n 1)"
+echo "tansu: $tansu"
+export LAMINA_TANSU="$tansu"
+
+step "Python test peers"
+python="$(bash deploy/install-pytools.sh | tail -n 1)"
+echo "python: $python"
+export LAMINA_PYTHON="$python"
+export LAMINA_REQUIRE_PEERS=1
+
+step "cargo test --workspace $*"
+exec cargo test --workspace "$@"
