@@ -65,12 +65,14 @@
 //! before and after the restart.
 
 mod http;
+mod kafka;
 mod keys;
 mod server;
 mod source;
 mod stream;
 pub mod text;
 
+pub use kafka::{KafkaBench, kafka};
 pub use keys::{KeysBench, keys};
 pub use source::{SourceBench, source};
 pub use stream::{DistributionArg, StreamBench, stream};

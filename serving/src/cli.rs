@@ -110,6 +110,10 @@ pub enum BenchCommand {
     /// it is read: the load for programs that read a socket, such as
     /// `examples/network_word_count`.
     Source(crate::bench::SourceBench),
+    /// Kafka ingest into `word_counts` as a ratio to a plain consumer loop
+    /// (same client library, broker and machine): preloads a topic with
+    /// Zipf text, then alternates the two, and checks exact counts.
+    Kafka(crate::bench::KafkaBench),
 }
 
 /// `lamina wal ...`
@@ -221,6 +225,7 @@ pub fn run(cli: Cli, app: &crate::app::App) -> ExitCode {
             let result = match command {
                 BenchCommand::Stream(args) => crate::bench::stream(&args),
                 BenchCommand::Keys(args) => crate::bench::keys(&args),
+                BenchCommand::Kafka(args) => crate::bench::kafka(&args),
                 BenchCommand::Source(args) => crate::bench::source(&args),
             };
             match result {

@@ -131,6 +131,20 @@ impl ServerProcess {
         keep: bool,
         server_bin: Option<&std::path::Path>,
     ) -> Result<Self, String> {
+        Self::start_with(label, interval_ms, epoch_ms, keep, server_bin, None)
+    }
+
+    /// Like [`start`](Self::start), with `receiver` (the TOML of one
+    /// `[[stream.receiver]]` table) feeding `lines` instead of the TCP
+    /// listener.
+    pub fn start_with(
+        label: &str,
+        interval_ms: u64,
+        epoch_ms: u64,
+        keep: bool,
+        server_bin: Option<&std::path::Path>,
+        receiver: Option<&str>,
+    ) -> Result<Self, String> {
         let dir = std::env::temp_dir().join(format!(
             "lamina-bench-{}-{label}-{interval_ms}",
             std::process::id()
@@ -143,9 +157,13 @@ impl ServerProcess {
         } else {
             "[[view]]\nname = \"word_counts\"\nstream = \"lines\"\nkey = { words = \"line\" }\naggregate = \"count\"\n\n"
         };
+        let receiver = receiver.map_or_else(
+            || format!("  [[stream.receiver]]\n  type = \"tcp_listen\"\n  listen = \"127.0.0.1:{tcp}\"\n"),
+            str::to_owned,
+        );
         let config = format!(
             "[server]\nlisten = \"127.0.0.1:{http}\"\n\n[speed]\nbatch_interval_ms = {interval_ms}\nepoch_ms = {epoch_ms}\n\n\
-             [[stream]]\nname = \"lines\"\nformat = \"text\"\n  [[stream.receiver]]\n  type = \"tcp_listen\"\n  listen = \"127.0.0.1:{tcp}\"\n\n\
+             [[stream]]\nname = \"lines\"\nformat = \"text\"\n{receiver}\n\
              {view}[batch]\nschedule = \"off\"\n"
         );
         let path = dir.join("lamina.toml");
@@ -206,6 +224,11 @@ impl ServerProcess {
             self.server_bin.as_deref(),
         )?;
         Ok(at)
+    }
+
+    /// A client of its REST API.
+    pub fn client(&self) -> &Client {
+        &self.client
     }
 
     /// The server's process id.
