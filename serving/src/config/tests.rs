@@ -139,14 +139,26 @@ fn deploy_file_examples_are_valid() {
         .replace("  # type = \"tcp_connect\"", "  type = \"tcp_connect\"")
         .replace("  # address", "  address")
         .replace("  # reconnect_", "  reconnect_")
+        .replace("  # type = \"kafka\"", "  type = \"kafka\"")
+        .replace("  # brokers", "  brokers")
+        .replace("  # topic", "  topic")
+        .replace("  # start", "  start")
+        .replace("  # max_rate_per_partition", "  max_rate_per_partition")
+        .replace("  # type = \"flume_avro\"", "  type = \"flume_avro\"")
+        .replace(
+            "  # listen = \"0.0.0.0:41414\"",
+            "  listen = \"0.0.0.0:41414\"",
+        )
         .replace("key = { words = \"line\" }", "key = { column = \"user\" }")
         .replace("aggregate = \"count\"", "aggregate = \"top_k\"")
         .replace("# column = \"amount\"", "column = \"amount\"")
         .replace("# k = 10", "k = 10")
         .replace("# token = \"change-me\"", "token = \"change-me\"");
     let config = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    assert_eq!(config.streams[0].receivers.len(), 2);
-    assert_eq!(config.streams[0].columns().len(), 3);
+    assert_eq!(config.streams[0].receivers.len(), 4);
+    // The schema's 3 and the 6 source columns of Kafka and Flume.
+    assert_eq!(config.streams[0].columns().len(), 9);
+    assert_eq!(config.streams[0].format_columns().len(), 3);
     let (_, spec) = &config.view_specs().unwrap()[0];
     assert_eq!(spec.aggregate, AggregateKind::TopK { k: 10 });
     assert_eq!(
