@@ -70,7 +70,13 @@ pub struct App {
     name: String,
     default_config: Option<String>,
     program: Option<Arc<ProgramFn>>,
+    /// Receivers the program registered, taken by the server at start.
+    receivers: Arc<std::sync::Mutex<Vec<ExtraReceiver>>>,
 }
+
+/// A receiver the embedding program registered for a stream
+/// ([`App::receiver`]).
+pub type ExtraReceiver = (String, Box<dyn lamina_speed::receivers::Receiver>);
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -89,6 +95,7 @@ impl App {
             name: name.into(),
             default_config: None,
             program: None,
+            receivers: Arc::default(),
         }
     }
 
@@ -106,6 +113,32 @@ impl App {
     ) -> Self {
         self.program = Some(Arc::new(define));
         self
+    }
+
+    /// Feeds stream `stream` (of the config) from `receiver` besides the
+    /// config's receivers: an in-process
+    /// [`channel`](lamina_speed::receivers::channel) whose `store` returns
+    /// once the records are durable, or any [`Receiver`] of your own (see
+    /// docs/receivers.md). A stream the config does not have stops the
+    /// start-up, naming it.
+    ///
+    /// [`Receiver`]: lamina_speed::receivers::Receiver
+    pub fn receiver(
+        self,
+        stream: impl Into<String>,
+        receiver: impl lamina_speed::receivers::Receiver,
+    ) -> Self {
+        self.receivers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((stream.into(), Box::new(receiver)));
+        self
+    }
+
+    /// The registered receivers, taken (a server runs them; a second
+    /// serve of the same app has none).
+    pub(crate) fn take_receivers(&self) -> Vec<ExtraReceiver> {
+        std::mem::take(&mut *self.receivers.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// The app's name.

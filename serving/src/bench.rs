@@ -64,6 +64,7 @@
 //! restart on the same data — with random keys checked to read exactly 1
 //! before and after the restart.
 
+mod flume;
 mod http;
 mod kafka;
 mod keys;
@@ -72,6 +73,7 @@ mod source;
 mod stream;
 pub mod text;
 
+pub use flume::{FlumeBench, flume};
 pub use kafka::{KafkaBench, kafka};
 pub use keys::{KeysBench, keys};
 pub use source::{SourceBench, source};

@@ -114,6 +114,10 @@ pub enum BenchCommand {
     /// (same client library, broker and machine): preloads a topic with
     /// Zipf text, then alternates the two, and checks exact counts.
     Kafka(crate::bench::KafkaBench),
+    /// Flume Avro RPC appendBatch into `word_counts`: events/s and the
+    /// acknowledgement latency, with exact counts, against a real server
+    /// this command starts.
+    Flume(crate::bench::FlumeBench),
 }
 
 /// `lamina wal ...`
@@ -226,6 +230,7 @@ pub fn run(cli: Cli, app: &crate::app::App) -> ExitCode {
                 BenchCommand::Stream(args) => crate::bench::stream(&args),
                 BenchCommand::Keys(args) => crate::bench::keys(&args),
                 BenchCommand::Kafka(args) => crate::bench::kafka(&args),
+                BenchCommand::Flume(args) => crate::bench::flume(&args),
                 BenchCommand::Source(args) => crate::bench::source(&args),
             };
             match result {
@@ -307,7 +312,11 @@ fn serve(path: Option<PathBuf>, app: &crate::app::App) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(crate::server::serve_with(config, app.program_fn())) {
+    match runtime.block_on(crate::server::serve_with_receivers(
+        config,
+        app.program_fn(),
+        app.take_receivers(),
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{}: {e}", app.name());

@@ -161,6 +161,38 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
 /// [`ServeError`] naming what could not start; a program error (an unknown
 /// stream, a view name used twice) is one.
 pub async fn serve_with(config: Config, define: Option<&ProgramFn>) -> Result<(), ServeError> {
+    serve_with_receivers(config, define, Vec::new()).await
+}
+
+/// [`serve_with`], with receivers the embedding program registered
+/// ([`crate::app::App::receiver`]) feeding the streams they name.
+///
+/// # Errors
+///
+/// As [`serve_with`]; a receiver for a stream the config does not have is
+/// one.
+pub async fn serve_with_receivers(
+    config: Config,
+    define: Option<&ProgramFn>,
+    extra: Vec<crate::app::ExtraReceiver>,
+) -> Result<(), ServeError> {
+    for (stream, receiver) in &extra {
+        if !config.streams.iter().any(|s| &s.name == stream) {
+            return Err(startup(
+                format!("receiver {}", receiver.describe()),
+                format!(
+                    "no stream `{stream}` in the config (streams: {})",
+                    config
+                        .streams
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+    }
+    let mut extra = extra;
     let listen: SocketAddr = config
         .server
         .listen_addr()
@@ -413,10 +445,20 @@ pub async fn serve_with(config: Config, define: Option<&ProgramFn>) -> Result<()
         }
         // A reader of another server's dataset ingests nothing.
         let receivers = if read_only { &[][..] } else { &s.receivers[..] };
+        let mut built = Vec::new();
         for r in receivers {
-            let receiver = r.build().await.map_err(|e| {
+            built.push(r.build().await.map_err(|e| {
                 startup(format!("stream `{}` receiver {}", s.name, r.type_name()), e)
-            })?;
+            })?);
+        }
+        if !read_only {
+            let (mine, others): (Vec<_>, Vec<_>) = std::mem::take(&mut extra)
+                .into_iter()
+                .partition(|(name, _)| *name == s.name);
+            extra = others;
+            built.extend(mine.into_iter().map(|(_, r)| r));
+        }
+        for receiver in built {
             described.push(receiver.describe());
             info!(stream = %s.name, receiver = %receiver.describe(), "receiver started");
             let ingest = lamina_speed::receivers::StreamIngest::new(

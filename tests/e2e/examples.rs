@@ -555,3 +555,73 @@ fn stateful_word_count_keeps_exact_running_totals_through_kill_9() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn channel_receiver_stores_its_readings_durably_and_they_are_counted() {
+    let dir = WorkDir::new("channel-receiver");
+    let http = free_port();
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:{http}\"\n\n[speed]\nbatch_interval_ms = 50\n\n\
+         [[stream]]\nname = \"readings\"\nformat = \"json\"\n\
+         schema = [ {{ name = \"sensor\", type = \"string\" }}, {{ name = \"celsius\", type = \"float64\" }} ]\n\n\
+         [[view]]\nname = \"readings_per_sensor\"\nstream = \"readings\"\nkey = {{ column = \"sensor\" }}\naggregate = \"count\"\n\n\
+         [batch]\nschedule = \"off\"\n"
+    );
+    let path = dir.path().join("channel.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut command = example("channel_receiver");
+    command.env("READINGS", "500");
+    let server = Server::start_command(
+        command,
+        dir.path(),
+        http,
+        &["--config", path.to_str().unwrap()],
+    );
+    // 500 readings over five sensors: 100 each, once every batch is stored.
+    let counted = eventually(Duration::from_secs(30), || {
+        (0..5).all(|s| {
+            let (status, v) = server.get(&format!("/v1/views/readings_per_sensor/keys/s{s}"));
+            status == 200 && v["value"] == 100
+        })
+    });
+    assert!(counted.is_some(), "{}", server.log_text());
+    // Each batch was acknowledged only once durable: the gateway printed
+    // every one, up to 500.
+    assert!(
+        server.log_text().contains("stored 500"),
+        "{}",
+        server.log_text()
+    );
+    let (_, streams) = server.get("/v1/streams");
+    assert_eq!(streams["streams"][0]["records_total"], 500, "{streams}");
+    assert!(
+        streams["streams"][0]["receivers"]
+            .to_string()
+            .contains("channel sensor-gateway"),
+        "{streams}"
+    );
+}
+
+#[test]
+fn an_app_receiver_for_a_stream_the_config_lacks_stops_the_start_up() {
+    let dir = WorkDir::new("channel-receiver-bad");
+    let http = free_port();
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:{http}\"\n\n[[stream]]\nname = \"lines\"\nformat = \"text\"\n\n[batch]\nschedule = \"off\"\n"
+    );
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = example("channel_receiver")
+        .args(["--config", path.to_str().unwrap()])
+        .current_dir(dir.path())
+        .env("READINGS", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("no stream `readings` in the config (streams: lines)"),
+        "{text}"
+    );
+}

@@ -345,6 +345,9 @@ pub struct BatchTimes {
     pub waiting_ms: Option<f64>,
     /// Read, parse, program and commit times (ms).
     pub phases: [f64; 4],
+    /// When its first record arrived and when its processing ended (µs
+    /// since the Unix epoch).
+    pub span_us: Option<(i64, i64)>,
 }
 
 /// Collects micro-batches by id. The endpoint keeps only the most recent
@@ -395,6 +398,9 @@ impl BatchLog {
                     waiting_ms,
                     phases: ["read_ms", "parse_ms", "program_ms", "commit_ms"]
                         .map(|p| b["phases"][p].as_f64().unwrap_or(0.0)),
+                    span_us: b["first_receive_us"]
+                        .as_i64()
+                        .zip(b["processing_end_us"].as_i64()),
                 },
             );
         }
@@ -421,6 +427,24 @@ impl BatchLog {
     /// Records in the batches collected.
     pub fn records(&self) -> u64 {
         self.batches.values().map(|b| b.records).sum()
+    }
+
+    /// From the first record's arrival to the end of the last batch's
+    /// processing, over the batches collected (seconds).
+    pub fn span_secs(&self) -> Option<f64> {
+        let first = self
+            .batches
+            .values()
+            .filter_map(|b| b.span_us)
+            .map(|s| s.0)
+            .min()?;
+        let last = self
+            .batches
+            .values()
+            .filter_map(|b| b.span_us)
+            .map(|s| s.1)
+            .max()?;
+        Some((last - first) as f64 / 1e6)
     }
 
     /// Number of batches with records collected.

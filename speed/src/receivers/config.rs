@@ -155,4 +155,7 @@ registry! {
     /// `type = "flume_avro"`: Flume's Avro RPC source protocol (Flume's
     /// AvroSink and RPC client), each batch acknowledged once durable.
     "flume_avro" => FlumeAvro(super::flume_avro::FlumeAvroConfig),
+    /// `type = "files"`: every new file of a directory, read once,
+    /// exactly (Spark's `textFileStream`).
+    "files" => Files(super::files::FilesConfig),
 }

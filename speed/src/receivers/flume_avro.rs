@@ -336,6 +336,52 @@ pub fn put_response(reply: &mut Vec<u8>, outcome: std::result::Result<Status, &s
     }
 }
 
+/// An event as a client sends it: its headers and its body.
+pub type ClientEvent<'a> = (&'a [(&'a str, &'a str)], &'a [u8]);
+
+/// A client's `appendBatch` request (unframed): with the handshake of a
+/// client that knows this protocol (`BOTH`) when `handshake`, then the
+/// call. For load generators and tests; see [`frame`].
+pub fn append_batch_request(handshake: bool, events: &[ClientEvent<'_>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    if handshake {
+        out.extend_from_slice(&PROTOCOL_HASH);
+        put_long(&mut out, 0);
+        out.extend_from_slice(&PROTOCOL_HASH);
+        // meta: an empty map, as Java sends it (not null).
+        put_long(&mut out, 1);
+        put_long(&mut out, 0);
+    }
+    put_long(&mut out, 0);
+    put_bytes(&mut out, b"appendBatch");
+    if !events.is_empty() {
+        put_long(&mut out, events.len() as i64);
+        for (headers, body) in events {
+            if !headers.is_empty() {
+                put_long(&mut out, headers.len() as i64);
+                for (k, v) in *headers {
+                    put_bytes(&mut out, k.as_bytes());
+                    put_bytes(&mut out, v.as_bytes());
+                }
+            }
+            put_long(&mut out, 0);
+            put_bytes(&mut out, body);
+        }
+    }
+    put_long(&mut out, 0);
+    out
+}
+
+/// Frames a message as Avro's Netty transport does: serial, one buffer.
+pub fn frame(serial: i32, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 12);
+    out.extend_from_slice(&serial.to_be_bytes());
+    out.extend_from_slice(&1u32.to_be_bytes());
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
 /// Reads one framed message: its serial and its buffers joined. `None` at
 /// a clean end of stream (between messages).
 async fn read_message<R: AsyncRead + Unpin>(
@@ -380,12 +426,7 @@ async fn write_message<W: AsyncWrite + Unpin>(
     serial: i32,
     body: &[u8],
 ) -> std::io::Result<()> {
-    let mut frame = Vec::with_capacity(body.len() + 12);
-    frame.extend_from_slice(&serial.to_be_bytes());
-    frame.extend_from_slice(&1u32.to_be_bytes());
-    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    frame.extend_from_slice(body);
-    w.write_all(&frame).await?;
+    w.write_all(&frame(serial, body)).await?;
     w.flush().await
 }
 
@@ -793,6 +834,17 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(reply[0], 2, "CLIENT");
+    }
+
+    #[test]
+    fn the_load_generator_encodes_the_vector_byte_for_byte() {
+        let events: [ClientEvent<'_>; 2] = [(&[("host", "h1")], b"hello"), (&[], b"world")];
+        let body = append_batch_request(true, &events);
+        // The vector has Java's two buffers; the same bytes in one.
+        let vector = hex(APPEND_BATCH);
+        let joined: Vec<u8> = [&vector[12..12 + 48], &vector[12 + 48 + 4..]].concat();
+        assert_eq!(body, joined);
+        assert_eq!(&frame(1, &body)[..8], &hex("0000000100000001")[..]);
     }
 
     #[test]

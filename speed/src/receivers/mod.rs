@@ -25,6 +25,10 @@
 //!   connections of lines.
 //! - `tcp_connect.rs`: [`TcpConnectReceiver`], a client reading lines from
 //!   a server and reconnecting with backoff (Spark's `socketTextStream`).
+//! - `channel.rs`: [`channel`], records handed in by the program that
+//!   embeds the server, `store` returning once they are durable.
+//! - `files.rs`: [`FilesReceiver`], every new file of a directory read
+//!   once, exactly (Spark's `textFileStream`).
 //! - `flume_avro.rs`: [`FlumeAvroReceiver`], Flume's Avro RPC source
 //!   protocol (what Flume's AvroSink sends), `OK` once durable.
 //! - `kafka.rs`: [`KafkaReceiver`], a consumer of a Kafka topic's
@@ -42,8 +46,10 @@
 //! - A failed WAL append is fatal: the WAL accepts nothing more until it is
 //!   reopened, so `run` returns [`ReceiverError::Wal`].
 
+mod channel;
 mod config;
-mod flume_avro;
+mod files;
+pub mod flume_avro;
 mod kafka;
 mod lines;
 mod tcp_connect;
@@ -68,7 +74,9 @@ use crate::{
     wal::{Wal, WalError},
 };
 
+pub use channel::{ChannelReceiver, ChannelSender, StoreError, channel};
 pub use config::{BuildReceiver, ConfigVisitor, Problem, ReceiverConfig};
+pub use files::{FilesConfig, FilesReceiver};
 pub use flume_avro::{FlumeAvroConfig, FlumeAvroReceiver};
 pub use kafka::{KafkaConfig, KafkaReceiver};
 pub use lines::{
@@ -248,6 +256,39 @@ impl StreamIngest {
                     source: s,
                     ..
                 } if s == source => Some((partition, next as i64)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The committed next offset of every source of the stream whose name
+    /// starts with `prefix` (partition 0), with the prefix taken off: where
+    /// the files receiver resumes each file.
+    ///
+    /// # Errors
+    ///
+    /// A message naming what failed to read.
+    pub fn committed_sources(
+        &self,
+        prefix: &str,
+    ) -> std::result::Result<Vec<(String, i64)>, String> {
+        let Some(positions) = &self.positions else {
+            return Ok(Vec::new());
+        };
+        let family = crate::commit::PositionKind::SourceOffsets {
+            stream: self.name.to_string(),
+        };
+        Ok(positions
+            .positions_of(&family)?
+            .into_iter()
+            .filter_map(|(p, next)| match p {
+                crate::commit::Position::SourceOffset {
+                    partition: 0,
+                    source,
+                    ..
+                } => source
+                    .strip_prefix(prefix)
+                    .map(|name| (name.to_owned(), next as i64)),
                 _ => None,
             })
             .collect())
