@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Python tools the tests use as independent peers: the Apache
-# Avro package (its own IPC Requestor drives the Flume Avro RPC test). A
+# Avro package (its own IPC Requestor drives the Flume Avro RPC test) and
+# pyarrow (writes the Parquet files the files receiver reads). A
 # virtualenv cached under $LAMINA_TOOLS_DIR (default ~/.cache/lamina/tools);
 # idempotent. Prints the interpreter's path on its last line.
 set -euo pipefail
@@ -8,11 +9,11 @@ set -euo pipefail
 ROOT="${LAMINA_TOOLS_DIR:-$HOME/.cache/lamina/tools}/py-1"
 PY="$ROOT/bin/python"
 
-if [ -x "$PY" ] && "$PY" -c "import avro.ipc" 2>/dev/null; then
+if [ -x "$PY" ] && "$PY" -c "import avro.ipc, pyarrow.parquet" 2>/dev/null; then
     echo "$PY"
     exit 0
 fi
 python3 -m venv "$ROOT" >&2
-"$PY" -m pip install --quiet --disable-pip-version-check "avro==1.12.2" >&2
-"$PY" -c "import avro.ipc" >&2
+"$PY" -m pip install --quiet --disable-pip-version-check "avro==1.12.2" "pyarrow==22.0.0" >&2
+"$PY" -c "import avro.ipc, pyarrow.parquet" >&2
 echo "$PY"

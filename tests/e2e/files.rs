@@ -112,3 +112,85 @@ schedule = "off"
     let (_, streams) = server.get("/v1/streams");
     assert_eq!(streams["streams"][0]["records_total"], 200_110, "{streams}");
 }
+
+#[test]
+fn parquet_files_written_by_pyarrow_are_read_as_rows() {
+    let Some(python) = common::peer_python() else {
+        return;
+    };
+    let dir = WorkDir::new("files-parquet");
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let http = free_port();
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:{http}"
+
+[speed]
+batch_interval_ms = 50
+
+[[stream]]
+name = "sales"
+format = "json"
+schema = [ {{ name = "shop", type = "string" }}, {{ name = "amount", type = "int64", nullable = true }}, {{ name = "at", type = "timestamp" }} ]
+  [[stream.receiver]]
+  type = "files"
+  path = "{}"
+  poll_interval_ms = 50
+
+[[view]]
+name = "amount_by_shop"
+stream = "sales"
+key = {{ column = "shop" }}
+aggregate = "sum"
+column = "amount"
+
+[batch]
+schedule = "off"
+"#,
+        inbox.display()
+    );
+    let path = dir.path().join("lamina.toml");
+    std::fs::write(&path, config).unwrap();
+    let server = Server::start(dir.path(), http, &["--config", path.to_str().unwrap()]);
+    // 50,000 rows in several row groups, dictionary-encoded shop names, a
+    // null, snappy; written under a dot name and renamed in.
+    let script = format!(
+        r#"
+import os, pyarrow as pa, pyarrow.parquet as pq
+n = 50000
+shops = [f"shop{{i % 7}}" for i in range(n)]
+amounts = [None if i == 3 else i % 100 for i in range(n)]
+at = pa.array([1764547200000 + i for i in range(n)], type=pa.timestamp("ms", tz="UTC"))
+t = pa.table({{"shop": pa.array(shops).dictionary_encode(), "amount": pa.array(amounts, type=pa.int64()), "at": at}})
+tmp = os.path.join({inbox:?}, ".sales.parquet")
+pq.write_table(t, tmp, row_group_size=8192, compression="snappy")
+os.rename(tmp, os.path.join({inbox:?}, "sales.parquet"))
+"#,
+        inbox = inbox.display().to_string()
+    );
+    let out = std::process::Command::new(python)
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Expected sums per shop, as the script computes them.
+    let mut expected = [0i64; 7];
+    for i in 0..50_000i64 {
+        if i != 3 {
+            expected[(i % 7) as usize] += i % 100;
+        }
+    }
+    let exact = eventually(Duration::from_secs(30), || {
+        (0..7).all(|s| count(&server, "amount_by_shop", &format!("shop{s}")) == expected[s])
+    });
+    assert!(exact.is_some(), "{}", server.log_text());
+    let (_, streams) = server.get("/v1/streams");
+    assert_eq!(streams["streams"][0]["records_total"], 50_000, "{streams}");
+    assert_eq!(streams["streams"][0]["dead_letters_total"], 0, "{streams}");
+}

@@ -351,3 +351,79 @@ fn a_broker_that_is_down_is_retried_and_shown_and_latest_skips_old_records() {
     );
     drop(tansu);
 }
+
+#[test]
+fn a_slow_consumer_leaves_the_backlog_in_kafka_not_in_memory() {
+    let Some(tansu_bin) = Tansu::binary() else {
+        return;
+    };
+    let dir = WorkDir::new("kafka-slow");
+    let broker_dir = dir.path().join("broker");
+    std::fs::create_dir_all(&broker_dir).unwrap();
+    let tansu = Tansu::start(&tansu_bin, &broker_dir, free_port());
+    let producer = Producer::create(&tansu.address(), "slow", 2);
+    // 10,000 records waiting in Kafka before the server starts.
+    for round in 0..100 {
+        let records: Vec<(String, String)> = (0..100)
+            .map(|i| (format!("k{i}"), format!("w{} x", (round * 100 + i) % 50)))
+            .collect();
+        producer.produce(round % 2, &records);
+    }
+    let http = free_port();
+    let config = kafka_config(
+        dir.path(),
+        http,
+        &tansu.address(),
+        "slow",
+        "fetch_max_bytes = 1024",
+    );
+    // A consumer far slower than the source: at most 1,000 records a
+    // micro-batch, and room for 1,000 unprocessed records.
+    let config_text = std::fs::read_to_string(&config).unwrap().replace(
+        "batch_interval_ms = 50",
+        "batch_interval_ms = 500\nmax_batch_records = 1000\nmax_backlog_records = 1000",
+    );
+    std::fs::write(&config, config_text).unwrap();
+    let server = Server::start(dir.path(), http, &["--config", config.as_str()]);
+    let mut max_unprocessed = 0i64;
+    let mut saw_lag = false;
+    let finished = eventually(Duration::from_secs(90), || {
+        let (_, v) = server.get("/v1/streams");
+        let stream = &v["streams"][0];
+        let processed = stream["records_total"].as_i64().unwrap_or(0);
+        let appended = stream["receiver_status"][1]["records_total"]
+            .as_i64()
+            .unwrap_or(0);
+        max_unprocessed = max_unprocessed.max(appended - processed);
+        saw_lag |= stream["receiver_status"][1]["lag_records"]
+            .as_i64()
+            .unwrap_or(0)
+            > 5_000;
+        thread::sleep(Duration::from_millis(20));
+        processed == 10_000
+    });
+    assert!(
+        finished.is_some(),
+        "{}\n{}",
+        server.get("/v1/streams").1,
+        server.log_text()
+    );
+    assert!(
+        saw_lag,
+        "the records waited in Kafka (lag), not in the server"
+    );
+    // The budget, plus at most one fetch per partition in flight.
+    assert!(
+        max_unprocessed <= 1_000 + 2 * 200,
+        "{max_unprocessed} records read from Kafka were waiting in the server"
+    );
+    assert_eq!(count_all(&server, 50), 10_000);
+    drop(tansu);
+}
+
+/// The sum of `word_counts` over `w0`..`w{n-1}`.
+fn count_all(server: &Server, n: usize) -> i64 {
+    (0..n)
+        .map(|i| common::count(server, "word_counts", &format!("w{i}")))
+        .sum()
+}

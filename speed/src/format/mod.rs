@@ -51,6 +51,7 @@
 pub mod csv;
 pub mod dead_letter;
 pub mod json;
+pub mod json_rows;
 pub mod schema;
 pub mod text;
 pub mod timestamp;

@@ -17,6 +17,12 @@
 //! size is done and never read again (a file that grows later has its new
 //! bytes read as further lines: files must not change once in place).
 //!
+//! **Parquet files** (`*.parquet`) are read as record batches, row
+//! groups at a time: each row becomes one record, a JSON object of its
+//! columns (strings, numbers, booleans; timestamps and dates as epoch
+//! milliseconds; nulls as null), so a `json` stream whose schema names the
+//! columns reads them; progress and `_offset` are counted in rows.
+//!
 //! A final line without a newline is a record too. A line over
 //! `max_record_bytes` becomes a dead letter (its first 4 KiB). Appends wait
 //! while the backlog is over its budget, so a directory of a million files
@@ -91,7 +97,22 @@ impl FilesReceiver {
             let Ok(meta) = tokio::fs::metadata(e.path()).await else {
                 continue;
             };
-            if meta.is_file() {
+            if !meta.is_file() {
+                continue;
+            }
+            if is_parquet(&name) {
+                // Progress in a Parquet file is counted in rows.
+                let path = e.path();
+                match tokio::task::spawn_blocking(move || parquet_rows(&path)).await {
+                    Ok(Ok(rows)) => {
+                        files.insert(name, rows);
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!("{name}: not a readable Parquet file: {e}; skipped")
+                    }
+                    Err(_) => {}
+                }
+            } else {
                 files.insert(name, meta.len());
             }
         }
@@ -256,10 +277,13 @@ impl FilesReceiver {
                         )
                     });
                     for (file, from, size) in todo {
-                        match self
-                            .read_file(&file, from, size, &ingest, &mut shutdown)
-                            .await
-                        {
+                        let read = if is_parquet(&file) {
+                            self.read_parquet(&file, from, &ingest, &mut shutdown).await
+                        } else {
+                            self.read_file(&file, from, size, &ingest, &mut shutdown)
+                                .await
+                        };
+                        match read {
                             Ok(offset) => {
                                 reached.insert(file, offset);
                             }
@@ -304,6 +328,104 @@ impl FilesReceiver {
         }
         counters.set_status("stopped");
         Ok(())
+    }
+}
+
+/// Rows of a Parquet file taken per append.
+const PARQUET_CHUNK_ROWS: usize = 16_384;
+
+fn is_parquet(name: &str) -> bool {
+    name.ends_with(".parquet")
+}
+
+/// The number of rows of a Parquet file (from its footer).
+fn parquet_rows(path: &Path) -> std::result::Result<u64, String> {
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| e.to_string())?;
+    Ok(builder.metadata().file_metadata().num_rows().max(0) as u64)
+}
+
+/// Rows `from..from + PARQUET_CHUNK_ROWS` of a Parquet file, each as a
+/// JSON object (column name → value).
+fn parquet_chunk(path: &Path, from: u64) -> std::result::Result<Vec<Vec<u8>>, String> {
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| e.to_string())?
+        .with_offset(from as usize)
+        .with_limit(PARQUET_CHUNK_ROWS)
+        .with_batch_size(PARQUET_CHUNK_ROWS)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut rows = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| e.to_string())?;
+        rows.extend(crate::format::json_rows::to_json_rows(&batch)?);
+    }
+    Ok(rows)
+}
+
+impl FilesReceiver {
+    /// Reads a Parquet file from row `from` to its end, each row one JSON
+    /// record; returns the rows reached.
+    async fn read_parquet(
+        &self,
+        name: &str,
+        from: u64,
+        ingest: &StreamIngest,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> std::result::Result<u64, FileEnd> {
+        let source = format!("{SOURCE_PREFIX}{name}");
+        let path = self.dir.join(name);
+        let max = ingest.max_record_bytes();
+        let mut row = from;
+        loop {
+            if *shutdown.borrow() {
+                return Ok(row);
+            }
+            let p = path.clone();
+            let rows = tokio::task::spawn_blocking(move || parquet_chunk(&p, row))
+                .await
+                .map_err(|e| FileEnd::Io(format!("{name}: {e}")))?
+                .map_err(|e| FileEnd::Io(format!("{name}: {e}")))?;
+            if rows.is_empty() {
+                return Ok(row);
+            }
+            let reasons: Vec<Option<String>> = rows
+                .iter()
+                .map(|r| {
+                    (r.len() > max).then(|| {
+                        format!(
+                            "row of {} bytes as JSON exceeds max_record_bytes ({max})",
+                            r.len()
+                        )
+                    })
+                })
+                .collect();
+            let envelopes: Vec<Envelope<'_>> = rows
+                .iter()
+                .zip(&reasons)
+                .enumerate()
+                .map(|(i, (r, reason))| Envelope {
+                    position: Some(SourcePosition {
+                        source: &source,
+                        partition: 0,
+                        offset: (row + i as u64) as i64,
+                    }),
+                    rejected: reason.as_deref(),
+                    value: match reason {
+                        Some(_) => &r[..crate::control::REJECTED_PREFIX_BYTES.min(r.len())],
+                        None => r,
+                    },
+                    ..Envelope::default()
+                })
+                .collect();
+            ingest
+                .append_enveloped(&envelopes, now_us())
+                .await
+                .map_err(FileEnd::Wal)?;
+            row += rows.len() as u64;
+        }
     }
 }
 
