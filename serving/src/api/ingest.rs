@@ -13,7 +13,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use lamina_speed::commit::Position;
-use lamina_speed::control;
 use lamina_speed::wal::Wal;
 use serde_json::json;
 use warp::http::{HeaderValue, StatusCode};
@@ -212,35 +211,21 @@ where
         )
         .retry_after(1));
     }
-    let payload_bytes: u64 = lines.iter().map(|l| l.len() as u64).sum();
-    let counters = ingest.counters.get(id);
-    let note_appended = || {
-        if let Some(b) = &ingest.backlog {
-            b.note_appended(payload_bytes);
-        }
-        if let Some(c) = counters {
-            c.note_appended(lines.len() as u64, payload_bytes);
-        }
-    };
-    let count_error = || {
-        if let Some(c) = counters {
-            c.note_error();
-        }
+    // The same ingest path as every push receiver: one append, counted as
+    // receiver `http`, in the backlog's budget.
+    let stream_ingest = ingest.stream_ingest(id);
+    let wal_failed = |e: lamina_speed::wal::WalError| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "wal_failed", e.to_string())
     };
     let receive_us = now_us();
     let Some(key) = key else {
         if lines.is_empty() {
             return Ok(accepted(name, 0, None));
         }
-        let range = ingest
-            .wal
-            .append(id as u32, &lines, receive_us)
+        let range = stream_ingest
+            .append_lines(&lines, receive_us)
             .await
-            .map_err(|e| {
-                count_error();
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "wal_failed", e.to_string())
-            })?;
-        note_appended();
+            .map_err(wal_failed)?;
         return Ok(accepted(name, lines.len(), Some(range)));
     };
     if key.is_empty() || key.len() > MAX_KEY_BYTES || key.contains('/') {
@@ -279,24 +264,12 @@ where
     if ingest.recently_appended(name, &key) {
         return Ok(duplicate(name, &key));
     }
-    let mut entry: Vec<&[u8]> = Vec::with_capacity(lines.len() + 1);
-    entry.push(key.as_bytes());
-    entry.extend_from_slice(&lines);
-    let range = ingest
-        .wal
-        .append(control::KEYED | id as u32, &entry, receive_us)
+    let range = stream_ingest
+        .append_keyed(key.as_bytes(), &lines, receive_us)
         .await
-        .map_err(|e| {
-            count_error();
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "wal_failed", e.to_string())
-        })?;
-    note_appended();
+        .map_err(wal_failed)?;
     ingest.remember(name, &key, receive_us);
-    Ok(accepted(
-        name,
-        lines.len(),
-        Some(range.start + 1..range.end),
-    ))
+    Ok(accepted(name, lines.len(), Some(range)))
 }
 
 /// The parts of an ingest request besides its path and body.
@@ -454,39 +427,23 @@ async fn ingest_flume(
     if events.is_empty() {
         return Ok(accepted(name, 0, None));
     }
-    let encoded: Vec<Vec<u8>> = events
+    let envelopes: Vec<lamina_speed::envelope::Envelope<'_>> = events
         .iter()
-        .map(|e| {
-            lamina_speed::envelope::Envelope {
-                headers: e
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_bytes()))
-                    .collect(),
-                value: e.body.as_bytes(),
-                ..Default::default()
-            }
-            .to_bytes()
+        .map(|e| lamina_speed::envelope::Envelope {
+            headers: e
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_bytes()))
+                .collect(),
+            value: e.body.as_bytes(),
+            ..Default::default()
         })
         .collect();
-    let payload_bytes: u64 = events.iter().map(|e| e.body.len() as u64).sum();
-    let counters = ingest.counters.get(id);
     let range = ingest
-        .wal
-        .append(control::ENVELOPED | id as u32, &encoded, now_us())
+        .stream_ingest(id)
+        .append_enveloped(&envelopes, now_us())
         .await
-        .map_err(|e| {
-            if let Some(c) = counters {
-                c.note_error();
-            }
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "wal_failed", e.to_string())
-        })?;
-    if let Some(b) = &ingest.backlog {
-        b.note_appended(encoded.iter().map(|e| e.len() as u64).sum());
-    }
-    if let Some(c) = counters {
-        c.note_appended(events.len() as u64, payload_bytes);
-    }
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "wal_failed", e.to_string()))?;
     Ok(accepted(name, events.len(), Some(range)))
 }
 
@@ -503,6 +460,25 @@ fn bad_key() -> ApiError {
 const RECENT_US: i64 = 60_000_000;
 
 impl IngestState {
+    /// Stream `id`'s handle for appends: the log, the backlog budget, and
+    /// the stream's HTTP counters (receiver `http` in `/metrics`).
+    fn stream_ingest(&self, id: usize) -> lamina_speed::receivers::StreamIngest {
+        let (name, max) = &self.streams[id];
+        let mut ingest = lamina_speed::receivers::StreamIngest::new(
+            self.wal.clone(),
+            id as u32,
+            name.as_str(),
+            *max,
+        );
+        if let Some(b) = &self.backlog {
+            ingest = ingest.with_backlog(Arc::clone(b));
+        }
+        if let Some(c) = self.counters.get(id) {
+            ingest = ingest.with_counters(Arc::clone(c));
+        }
+        ingest
+    }
+
     fn recently_appended(&self, stream: &str, key: &str) -> bool {
         let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         recent.contains_key(&(stream.to_owned(), key.to_owned()))

@@ -433,6 +433,50 @@ impl StreamIngest {
         }
     }
 
+    /// Appends `lines` as one keyed append (`key` first, see
+    /// [`control::KEYED`]): the key is durable exactly when the lines are,
+    /// and the micro-batch that takes them commits it (HTTP ingest's
+    /// `Idempotency-Key`). Returns the seqs of the lines.
+    ///
+    /// # Errors
+    ///
+    /// As [`Wal::append`]; the lines are then not acknowledged.
+    pub async fn append_keyed(
+        &self,
+        key: &[u8],
+        lines: &[&[u8]],
+        receive_time_us: i64,
+    ) -> Result<Range<u64>, WalError> {
+        let mut entry: Vec<&[u8]> = Vec::with_capacity(lines.len() + 1);
+        entry.push(key);
+        entry.extend_from_slice(lines);
+        self.wait_for_room().await;
+        let appended = self
+            .wal
+            .append(control::KEYED | self.stream, &entry, receive_time_us);
+        match appended.await {
+            Ok(seqs) => {
+                let bytes: usize = lines.iter().map(|l| l.len()).sum();
+                self.appended(bytes as u64);
+                let c = &self.counters;
+                c.records.fetch_add(lines.len() as u64, Ordering::Relaxed);
+                c.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+                Ok(seqs.start + 1..seqs.end)
+            }
+            Err(e) => {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    /// Counts into `counters` instead of counters of its own (HTTP
+    /// ingest's per stream, shared by its requests).
+    pub fn with_counters(mut self, counters: Arc<IngestCounters>) -> Self {
+        self.counters = counters;
+        self
+    }
+
     /// Appends a rejected record (`reason` and the first bytes of the
     /// record; see [`control::rejected`]) and returns once it is durable.
     ///
