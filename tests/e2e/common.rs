@@ -487,3 +487,16 @@ pub fn peer_script(name: &str) -> PathBuf {
         .join("../tests/peers")
         .join(name)
 }
+
+/// The seed of a test's random choices: `LAMINA_E2E_SEED` (to replay a
+/// run's choices), else the clock.
+pub fn seed() -> u64 {
+    std::env::var("LAMINA_E2E_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        })
+}

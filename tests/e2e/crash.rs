@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Rng, Server, WorkDir, eventually, free_port, write_config};
+use common::{Rng, Server, WorkDir, eventually, free_port, seed, write_config};
 use lamina_serving::client::Client;
 use serde_json::Value;
 
@@ -41,17 +41,6 @@ const USERS: u64 = 5;
 const EPOCH_US: i64 = 1_000_000;
 /// Longest any one request may take to be acknowledged, restarts included.
 const ACK_DEADLINE: Duration = Duration::from_secs(40);
-
-fn seed() -> u64 {
-    std::env::var("LAMINA_E2E_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        })
-}
 
 fn now_us() -> i64 {
     SystemTime::now()

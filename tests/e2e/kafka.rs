@@ -21,9 +21,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use common::{Rng, Server, Tansu, WorkDir, batch_run_and_wait, eventually, free_port};
+use common::{Rng, Server, Tansu, WorkDir, batch_run_and_wait, eventually, free_port, seed};
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder};
 use rskafka::record::Record;
@@ -164,17 +164,6 @@ struct Truth {
     words: BTreeMap<String, i64>,
     partitions: BTreeMap<String, i64>,
     keys: BTreeMap<String, i64>,
-}
-
-fn seed() -> u64 {
-    std::env::var("LAMINA_E2E_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        })
 }
 
 #[test]

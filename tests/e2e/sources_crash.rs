@@ -19,9 +19,9 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use common::{Rng, Server, Tansu, WorkDir, count, eventually, free_port, ingest_until_acked};
+use common::{Rng, Server, Tansu, WorkDir, count, eventually, free_port, ingest_until_acked, seed};
 use lamina_speed::receivers::flume_avro::{ClientEvent, append_batch_request, frame};
 use rskafka::client::ClientBuilder;
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
@@ -29,17 +29,6 @@ use rskafka::record::Record;
 
 const ROUNDS: u64 = 40;
 const PER_ROUND: u64 = 25;
-
-fn seed() -> u64 {
-    std::env::var("LAMINA_E2E_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        })
-}
 
 /// One Flume call until it is answered OK, reconnecting (with a new
 /// handshake) whenever the connection fails; returns whether it had to

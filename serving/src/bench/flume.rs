@@ -210,27 +210,7 @@ pub fn flume(args: &FlumeBench) -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let mut rng = super::text::Rng::new(args.seed ^ 0xf1);
-    let mut words: Vec<usize> = (0..2000)
-        .map(|_| rng.below(vocab.len() as u64) as usize)
-        .collect();
-    words.extend(0..100.min(vocab.len()));
-    for i in words {
-        let word = vocab.word(i);
-        let got = server
-            .client()
-            .get(&format!("/v1/views/word_counts/keys/{word}"))
-            .ok()
-            .and_then(|r| r.json().ok())
-            .and_then(|v| v["value"].as_i64())
-            .ok_or_else(|| format!("cannot read the count of `{word}`"))?;
-        if got != counts[i] as i64 {
-            return Err(format!(
-                "word `{word}`: lamina counted {got}, {} were sent",
-                counts[i]
-            ));
-        }
-    }
+    super::server::check_counts(&server, &vocab, &counts, args.seed ^ 0xf1)?;
     println!(
         "RESULT flume connections={} batch={} events={} events_per_s={:.0} ack_p50_ms={:.2} ack_p99_ms={:.2} ack_max_ms={:.2} failed_calls={} peak_rss_mib={:.0} exact=true",
         args.connections,

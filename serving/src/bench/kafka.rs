@@ -376,7 +376,7 @@ pub fn kafka(args: &KafkaBench) -> Result<(), String> {
         last_server = Some(server);
     }
     let server = last_server.ok_or("--runs must be at least 1")?;
-    check_counts(&server, &vocab, &counts, args.seed)?;
+    super::server::check_counts(&server, &vocab, &counts, args.seed ^ 0xc0de)?;
     let (plain, lamina, ratios) = (sorted(plain), sorted(lamina), sorted(ratios));
     println!(
         "RESULT kafka records={} partitions={} vocab={} interval_ms={} plain_median={:.0}/s lamina_median={:.0}/s ratio_median={:.2} ratio_min={:.2} exact=true",
@@ -389,38 +389,5 @@ pub fn kafka(args: &KafkaBench) -> Result<(), String> {
         percentile(&ratios, 0.5),
         ratios.first().copied().unwrap_or(0.0)
     );
-    Ok(())
-}
-
-/// The counts of 2,000 random words and the 100 most frequent equal what
-/// was produced.
-fn check_counts(
-    server: &ServerProcess,
-    vocab: &Vocabulary,
-    counts: &[u64],
-    seed: u64,
-) -> Result<(), String> {
-    let mut rng = super::text::Rng::new(seed ^ 0xc0de);
-    let mut words: Vec<usize> = (0..2000)
-        .map(|_| rng.below(vocab.len() as u64) as usize)
-        .collect();
-    words.extend(0..100.min(vocab.len()));
-    for i in words {
-        let word = vocab.word(i);
-        // Words are lowercase ASCII letters: no escaping needed.
-        let got = server
-            .client()
-            .get(&format!("/v1/views/word_counts/keys/{word}"))
-            .ok()
-            .and_then(|r| r.json().ok())
-            .and_then(|v| v["value"].as_i64())
-            .ok_or_else(|| format!("cannot read the count of `{word}`"))?;
-        if got != counts[i] as i64 {
-            return Err(format!(
-                "word `{word}`: lamina counted {got}, {} were produced",
-                counts[i]
-            ));
-        }
-    }
     Ok(())
 }

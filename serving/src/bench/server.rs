@@ -466,3 +466,36 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     }
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
+
+/// The counts of 2,000 random words and the 100 most frequent equal what
+/// was sent (`counts`, per vocabulary index); `seed` picks the words.
+pub fn check_counts(
+    server: &ServerProcess,
+    vocab: &super::text::Vocabulary,
+    counts: &[u64],
+    seed: u64,
+) -> Result<(), String> {
+    let mut rng = super::text::Rng::new(seed);
+    let mut words: Vec<usize> = (0..2000)
+        .map(|_| rng.below(vocab.len() as u64) as usize)
+        .collect();
+    words.extend(0..100.min(vocab.len()));
+    for i in words {
+        let word = vocab.word(i);
+        // Words are lowercase ASCII letters: no escaping needed.
+        let got = server
+            .client()
+            .get(&format!("/v1/views/word_counts/keys/{word}"))
+            .ok()
+            .and_then(|r| r.json().ok())
+            .and_then(|v| v["value"].as_i64())
+            .ok_or_else(|| format!("cannot read the count of `{word}`"))?;
+        if got != counts[i] as i64 {
+            return Err(format!(
+                "word `{word}`: lamina counted {got}, {} were sent",
+                counts[i]
+            ));
+        }
+    }
+    Ok(())
+}

@@ -28,6 +28,20 @@ impl Problem {
         }
     }
 
+    /// A problem unless `value` is a socket address `IP:PORT` (a listen
+    /// address); `example` shows one in the message.
+    pub fn socket_addr(key: &str, value: &str, example: &str) -> Option<Problem> {
+        value.parse::<std::net::SocketAddr>().is_err().then(|| {
+            Problem::new(
+                key,
+                format!(
+                    "{value:?} is not a socket address (expected IP:PORT, like {example} or [::1]:{})",
+                    example.rsplit(':').next().unwrap_or("8080")
+                ),
+            )
+        })
+    }
+
     /// A problem unless `value` is in `range` (the config's wording).
     pub fn range<T: PartialOrd + std::fmt::Display>(
         key: &str,

@@ -642,15 +642,11 @@ impl super::config::BuildReceiver for FlumeAvroConfig {
     fn validate(&self) -> Vec<super::config::Problem> {
         use super::config::Problem;
         let mut problems = Vec::new();
-        if self.listen.parse::<SocketAddr>().is_err() {
-            problems.push(Problem::new(
-                "listen",
-                format!(
-                    "{:?} is not a socket address (expected IP:PORT, like 127.0.0.1:41414)",
-                    self.listen
-                ),
-            ));
-        }
+        problems.extend(Problem::socket_addr(
+            "listen",
+            &self.listen,
+            "127.0.0.1:41414",
+        ));
         problems.extend(Problem::range(
             "max_connections",
             self.max_connections,

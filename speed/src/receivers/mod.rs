@@ -228,6 +228,27 @@ impl StreamIngest {
         self
     }
 
+    /// Every committed source offset of the stream: `(source, partition,
+    /// next offset)`.
+    fn committed(&self) -> std::result::Result<Vec<(String, i32, i64)>, String> {
+        let Some(positions) = &self.positions else {
+            return Ok(Vec::new());
+        };
+        let family = crate::commit::PositionKind::SourceOffsets {
+            stream: self.name.to_string(),
+        };
+        Ok(positions
+            .positions_of(&family)?
+            .into_iter()
+            .filter_map(|(p, next)| match p {
+                crate::commit::Position::SourceOffset {
+                    partition, source, ..
+                } => Some((source, partition, next as i64)),
+                _ => None,
+            })
+            .collect())
+    }
+
     /// The next offset of each partition of `source` (a Kafka topic) as
     /// committed by the micro-batches: where a pull receiver resumes. The
     /// server replays the log before receivers start, so every durable
@@ -241,23 +262,11 @@ impl StreamIngest {
         &self,
         source: &str,
     ) -> std::result::Result<std::collections::BTreeMap<i32, i64>, String> {
-        let Some(positions) = &self.positions else {
-            return Ok(Default::default());
-        };
-        let family = crate::commit::PositionKind::SourceOffsets {
-            stream: self.name.to_string(),
-        };
-        Ok(positions
-            .positions_of(&family)?
+        Ok(self
+            .committed()?
             .into_iter()
-            .filter_map(|(p, next)| match p {
-                crate::commit::Position::SourceOffset {
-                    partition,
-                    source: s,
-                    ..
-                } if s == source => Some((partition, next as i64)),
-                _ => None,
-            })
+            .filter(|(s, _, _)| s == source)
+            .map(|(_, partition, next)| (partition, next))
             .collect())
     }
 
@@ -272,24 +281,14 @@ impl StreamIngest {
         &self,
         prefix: &str,
     ) -> std::result::Result<Vec<(String, i64)>, String> {
-        let Some(positions) = &self.positions else {
-            return Ok(Vec::new());
-        };
-        let family = crate::commit::PositionKind::SourceOffsets {
-            stream: self.name.to_string(),
-        };
-        Ok(positions
-            .positions_of(&family)?
+        Ok(self
+            .committed()?
             .into_iter()
-            .filter_map(|(p, next)| match p {
-                crate::commit::Position::SourceOffset {
-                    partition: 0,
-                    source,
-                    ..
-                } => source
+            .filter(|(_, partition, _)| *partition == 0)
+            .filter_map(|(source, _, next)| {
+                source
                     .strip_prefix(prefix)
-                    .map(|name| (name.to_owned(), next as i64)),
-                _ => None,
+                    .map(|name| (name.to_owned(), next))
             })
             .collect())
     }
