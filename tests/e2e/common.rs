@@ -82,7 +82,20 @@ impl Server {
     /// Like [`start`](Self::start) for another server binary (e.g. an
     /// example that embeds the server), given as a command with its
     /// leading arguments.
-    pub fn start_command(mut command: Command, dir: &Path, http: u16, args: &[&str]) -> Server {
+    pub fn start_command(command: Command, dir: &Path, http: u16, args: &[&str]) -> Server {
+        Server::start_command_with(command, dir, http, args, Stdio::null())
+    }
+
+    /// Like [`start_command`](Self::start_command), with the server's
+    /// standard input from `stdin` (e.g. `Stdio::piped()`; take it from
+    /// `server.child.stdin`).
+    pub fn start_command_with(
+        mut command: Command,
+        dir: &Path,
+        http: u16,
+        args: &[&str],
+        stdin: Stdio,
+    ) -> Server {
         static RUN: AtomicU64 = AtomicU64::new(0);
         let log = dir.join(format!("serve-{}.log", RUN.fetch_add(1, Ordering::Relaxed)));
         let out = std::fs::File::create(&log).unwrap();
@@ -92,7 +105,7 @@ impl Server {
             .env("RUST_LOG", "info")
             .stdout(out.try_clone().unwrap())
             .stderr(out)
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .spawn()
             .expect("the lamina binary starts");
         let mut server = Server { child, http, log };

@@ -625,3 +625,35 @@ fn an_app_receiver_for_a_stream_the_config_lacks_stops_the_start_up() {
         "{text}"
     );
 }
+
+#[test]
+fn stdin_receiver_counts_the_lines_piped_into_it() {
+    let dir = WorkDir::new("stdin-receiver");
+    let (http, tcp) = (free_port(), free_port());
+    let config = served_config(dir.path(), http, tcp);
+    // The same config with the view the example does not define.
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[batch]",
+        "[[view]]\nname = \"word_counts\"\nstream = \"lines\"\nkey = { words = \"line\" }\naggregate = \"count\"\n\n[batch]",
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut server = Server::start_command_with(
+        example("stdin_receiver"),
+        dir.path(),
+        http,
+        &["--config", config.to_str().unwrap()],
+        Stdio::piped(),
+    );
+    let mut stdin = server.child.stdin.take().unwrap();
+    for i in 0..1000 {
+        writeln!(stdin, "to be or not to be w{}", i % 7).unwrap();
+    }
+    drop(stdin);
+    let ok = eventually(Duration::from_secs(20), || {
+        key(&server, "be")["value"] == 2000
+    });
+    assert!(ok.is_some(), "{}", server.log_text());
+    let (_, streams) = server.get("/v1/streams");
+    assert!(streams.to_string().contains("\"stdin\""), "{streams}");
+    assert_eq!(streams["streams"][0]["records_total"], 1000, "{streams}");
+}
