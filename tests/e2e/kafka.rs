@@ -287,7 +287,13 @@ fn a_broker_that_is_down_is_retried_and_shown_and_latest_skips_old_records() {
     let broker_port = free_port();
     let http = free_port();
     let brokers = format!("127.0.0.1:{broker_port}");
-    let config = kafka_config(dir.path(), http, &brokers, "late", r#"start = "latest""#);
+    let config = kafka_config(
+        dir.path(),
+        http,
+        &brokers,
+        "late",
+        "start = \"latest\"\n  partitions = [0, 3]",
+    );
     // No broker yet: the server starts anyway and says what is wrong.
     let server = Server::start(dir.path(), http, &["--config", config.as_str()]);
     let retrying = eventually(Duration::from_secs(20), || {
@@ -316,6 +322,13 @@ fn a_broker_that_is_down_is_retried_and_shown_and_latest_skips_old_records() {
         "{}\n{}",
         receiver_status(&server),
         server.log_text()
+    );
+    let status = receiver_status(&server)[1]["status"].clone();
+    assert!(
+        status
+            .as_str()
+            .is_some_and(|s| s.ends_with("configured partitions not in the topic: [3]")),
+        "{status}"
     );
     // Records produced from now on are read; the old ones never.
     let new: Vec<(String, String)> = (0..5).map(|i| (format!("n{i}"), "new".into())).collect();

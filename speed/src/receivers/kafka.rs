@@ -227,8 +227,22 @@ impl KafkaReceiver {
                                 this.partitions, this.topic
                             ))
                         } else {
+                            // Configured partitions the topic does not have
+                            // (yet): said, and looked for at every refresh.
+                            let missing: Vec<i32> = this
+                                .partitions
+                                .iter()
+                                .flatten()
+                                .filter(|p| !partitions.contains(p))
+                                .copied()
+                                .collect();
+                            let missing = if missing.is_empty() {
+                                String::new()
+                            } else {
+                                format!("; configured partitions not in the topic: {missing:?}")
+                            };
                             counters.set_status(format!(
-                                "reading {} partition(s) of `{}`",
+                                "reading {} partition(s) of `{}`{missing}",
                                 running.len(),
                                 this.topic
                             ));
