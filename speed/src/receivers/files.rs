@@ -78,8 +78,13 @@ fn glob_match(pattern: &str, name: &str) -> bool {
 }
 
 impl FilesReceiver {
-    /// The files to read now: name → size, in name order.
-    async fn list(&self) -> std::io::Result<BTreeMap<String, u64>> {
+    /// The files to read now: name → size (rows for Parquet files), in
+    /// name order. `rows` caches Parquet row counts by file length, so a
+    /// footer is read once, not at every listing.
+    async fn list(
+        &self,
+        rows: &mut std::collections::HashMap<String, (u64, u64)>,
+    ) -> std::io::Result<BTreeMap<String, u64>> {
         let mut files = BTreeMap::new();
         let mut entries = tokio::fs::read_dir(&self.dir).await?;
         while let Some(e) = entries.next_entry().await? {
@@ -102,10 +107,17 @@ impl FilesReceiver {
             }
             if is_parquet(&name) {
                 // Progress in a Parquet file is counted in rows.
+                if let Some(&(len, n)) = rows.get(&name)
+                    && len == meta.len()
+                {
+                    files.insert(name, n);
+                    continue;
+                }
                 let path = e.path();
                 match tokio::task::spawn_blocking(move || parquet_rows(&path)).await {
-                    Ok(Ok(rows)) => {
-                        files.insert(name, rows);
+                    Ok(Ok(n)) => {
+                        rows.insert(name.clone(), (meta.len(), n));
+                        files.insert(name, n);
                     }
                     Ok(Err(e)) => {
                         tracing::warn!("{name}: not a readable Parquet file: {e}; skipped")
@@ -231,7 +243,7 @@ impl FilesReceiver {
             if at_end {
                 return Ok(size);
             }
-            if stopped_now(shutdown) {
+            if *shutdown.borrow() {
                 return Ok(offset);
             }
         }
@@ -251,8 +263,9 @@ impl FilesReceiver {
             .into_iter()
             .map(|(source, offset)| (source, offset.max(0) as u64))
             .collect();
+        let mut parquet_rows = std::collections::HashMap::new();
         loop {
-            match self.list().await {
+            match self.list(&mut parquet_rows).await {
                 Ok(files) => {
                     let todo: Vec<(String, u64, u64)> = files
                         .iter()
@@ -427,10 +440,6 @@ impl FilesReceiver {
             row += rows.len() as u64;
         }
     }
-}
-
-fn stopped_now(shutdown: &watch::Receiver<bool>) -> bool {
-    *shutdown.borrow()
 }
 
 /// How reading one file ended early.
@@ -615,7 +624,7 @@ mod tests {
                 ("file:d.log".to_owned(), 24, "ok".to_owned(), false),
             ]
         );
-        let listed = r.list().await.unwrap();
+        let listed = r.list(&mut Default::default()).await.unwrap();
         assert_eq!(listed.keys().collect::<Vec<_>>(), ["a.log", "d.log"]);
         let _ = std::fs::remove_dir_all(base);
     }
