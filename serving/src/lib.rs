@@ -24,6 +24,7 @@ pub mod health;
 mod publishing;
 pub mod rebuild;
 pub mod server;
+mod sources;
 pub mod store;
 pub mod views;
 pub mod wal_cli;

@@ -34,7 +34,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
-use crate::api::{self, ApiState, IngestState, StreamInfo};
+use crate::api::{self, ApiState, IngestState};
 use crate::config::{self, Config};
 use crate::store::ViewStore;
 use crate::views;
@@ -176,23 +176,7 @@ pub async fn serve_with_receivers(
     define: Option<&ProgramFn>,
     extra: Vec<crate::app::ExtraReceiver>,
 ) -> Result<(), ServeError> {
-    for (stream, receiver) in &extra {
-        if !config.streams.iter().any(|s| &s.name == stream) {
-            return Err(startup(
-                format!("receiver {}", receiver.describe()),
-                format!(
-                    "no stream `{stream}` in the config (streams: {})",
-                    config
-                        .streams
-                        .iter()
-                        .map(|s| s.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ));
-        }
-    }
-    let mut extra = extra;
+    crate::sources::check_extra(&config, &extra)?;
     let listen: SocketAddr = config
         .server
         .listen_addr()
@@ -432,58 +416,19 @@ pub async fn serve_with_receivers(
         .iter()
         .map(|s| (s.name.clone(), s.max_record_bytes as usize))
         .collect();
-    let mut stream_infos = Vec::new();
-    // HTTP ingest appends to the log itself; its counters per stream go to
-    // /metrics as receiver `http`.
-    let http_counters: Vec<Arc<lamina_speed::receivers::IngestCounters>> =
-        config.streams.iter().map(|_| Arc::default()).collect();
-    for (id, s) in config.streams.iter().enumerate() {
-        let mut described = Vec::new();
-        let mut receiver_counters = Vec::new();
-        if !read_only {
-            receiver_counters.push(("http".to_owned(), Arc::clone(&http_counters[id])));
-        }
-        // A reader of another server's dataset ingests nothing.
-        let receivers = if read_only { &[][..] } else { &s.receivers[..] };
-        let mut built = Vec::new();
-        for r in receivers {
-            built.push(r.build().await.map_err(|e| {
-                startup(format!("stream `{}` receiver {}", s.name, r.type_name()), e)
-            })?);
-        }
-        if !read_only {
-            let (mine, others): (Vec<_>, Vec<_>) = std::mem::take(&mut extra)
-                .into_iter()
-                .partition(|(name, _)| *name == s.name);
-            extra = others;
-            built.extend(mine.into_iter().map(|(_, r)| r));
-        }
-        for receiver in built {
-            described.push(receiver.describe());
-            info!(stream = %s.name, receiver = %receiver.describe(), "receiver started");
-            let ingest = lamina_speed::receivers::StreamIngest::new(
-                wal.clone(),
-                id as u32,
-                s.name.as_str(),
-                s.max_record_bytes as usize,
-            )
-            .with_backlog(Arc::clone(&input_budget))
-            .with_positions(Arc::clone(&sink));
-            receiver_counters.push((receiver.describe(), ingest.counters_handle()));
-            let rx = shutdown_rx.clone();
-            tasks.spawn(async move {
-                if let Err(e) = receiver.run(ingest, rx).await {
-                    error!("receiver stopped: {e}");
-                }
-            });
-        }
-        stream_infos.push(StreamInfo {
-            name: s.name.clone(),
-            format: format!("{:?}", s.format).to_lowercase(),
-            receivers: described,
-            receiver_counters,
-        });
-    }
+    let (stream_infos, http_counters) = crate::sources::start_receivers(
+        &config,
+        read_only,
+        extra,
+        crate::sources::Ingest {
+            wal: &wal,
+            backlog: &input_budget,
+            positions: &sink,
+        },
+        &shutdown_rx,
+        &mut tasks,
+    )
+    .await?;
 
     // REST.
     let state = Arc::new(ApiState {
