@@ -8,8 +8,14 @@
 #   ~/.cache/lamina/tools, so only the first run on a machine builds it
 #   (~10-25 min on 2 cores). Each Kafka test starts its own broker on a free
 #   loopback port and stops it by its PID.
+# - The S3-compatible server (s3s-fs, deploy/install-s3s.sh): cached the
+#   same way (~2-5 min to build the first time). Each S3 test starts its own
+#   server on a free loopback port and stops it by its PID.
 # - A Python virtualenv with Apache Avro (deploy/install-pytools.sh): the
 #   independent Flume Avro RPC client. Seconds.
+#
+# Real HDFS is not installable here; the HDFS tests of the master dataset
+# run when HDFS_URL is set (e.g. HDFS_URL=hdfs://namenode:9000/tmp/lamina).
 #
 # LAMINA_REQUIRE_PEERS=1 makes a test whose peer is missing fail instead of
 # skipping itself, so a broken install cannot pass as green.
@@ -22,6 +28,11 @@ step "Kafka-wire broker"
 tansu="$(bash deploy/install-tansu.sh | tail -n 1)"
 echo "tansu: $tansu"
 export LAMINA_TANSU="$tansu"
+
+step "S3-compatible server"
+s3s="$(bash deploy/install-s3s.sh | tail -n 1)"
+echo "s3s-fs: $s3s"
+export LAMINA_S3S="$s3s"
 
 step "Python test peers"
 python="$(bash deploy/install-pytools.sh | tail -n 1)"

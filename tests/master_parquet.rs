@@ -1,16 +1,35 @@
-//! The master dataset against real Parquet written by other tools (pyarrow
-//! and DuckDB, see tests/data/make_parquet_fixtures.py), our own writer,
-//! manifests, projection, and broken files.
+//! The master dataset on every backend — local files, a real
+//! S3-compatible server (s3s-fs, installed by `deploy/install-s3s.sh`) and,
+//! when `HDFS_URL` is set, a real HDFS — against Parquet written by other
+//! tools (pyarrow and DuckDB, see tests/data/make_parquet_fixtures.py), our
+//! own writer (also multipart-sized epochs), manifests (conditional
+//! replacement where the backend has it), the writer lease, broken files,
+//! and stores that do not answer.
+//!
+//! Every case is one `async fn(Dataset)`; `on_every_backend!` makes a test
+//! of it per backend (`local::`, `s3::`, `hdfs::`). Without the S3 server
+//! the `s3::` tests skip themselves unless `LAMINA_REQUIRE_PEERS=1`; without
+//! `HDFS_URL` (e.g. `hdfs://namenode:9000/tmp/lamina-tests`) the `hdfs::`
+//! tests skip themselves.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use arrow::array::{Int64Array, StringArray};
 use arrow::record_batch::RecordBatch;
-use lamina::master::{EpochFile, Manifest, MasterStore};
+use lamina::master::{EpochFile, Manifest, MasterStore, StoreOptions};
 use lamina::view::{AggValue, AggregateKind, KeySpec, ViewSpec, run_view};
 use lamina::{Context, Error};
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStoreExt, PutPayload};
+
+#[path = "support/s3.rs"]
+mod s3_server;
+
+use s3_server::S3Server;
 
 const FIXTURES: [&str; 4] = [
     "pyarrow_snappy.parquet",
@@ -23,55 +42,135 @@ fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data")
 }
 
-/// A master store over a fresh copy of one fixture, listed as stream `events`
-/// epoch 0.
-fn fixture_store(name: &str) -> (tempdir::Dir, MasterStore, EpochFile) {
-    let dir = tempdir::Dir::new(name);
-    let target = dir.path().join(EpochFile::path_for("events", 0));
-    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-    std::fs::copy(data_dir().join(name), &target).unwrap();
-    let store = MasterStore::open(&format!("file://{}", dir.path().display())).unwrap();
-    let file = EpochFile {
-        stream: "events".into(),
-        epoch: 0,
-        path: EpochFile::path_for("events", 0),
-        rows: 0,
-        bytes: std::fs::metadata(&target).unwrap().len(),
+#[derive(Debug, Clone, Copy)]
+enum Where {
+    Local,
+    S3,
+    Hdfs,
+}
+
+/// A fresh, empty dataset location on one backend, removed on drop (local
+/// and S3: the directory or bucket directory; HDFS: left to the cluster's
+/// retention, under a unique path).
+struct Dataset {
+    url: String,
+    options: StoreOptions,
+    dir: PathBuf,
+    _server: Option<S3Server>,
+}
+
+impl Dataset {
+    /// `None` when the backend is not available here (see the module
+    /// docs).
+    fn new(kind: Where, tag: &str) -> Option<Dataset> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let unique = format!(
+            "{tag}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = std::env::temp_dir().join(format!("lamina-master-{unique}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut options = StoreOptions::default();
+        match kind {
+            Where::Local => Some(Dataset {
+                url: format!("file://{}", dir.display()),
+                options,
+                dir,
+                _server: None,
+            }),
+            Where::S3 => {
+                let server = S3Server::start(&S3Server::binary()?, &dir);
+                server.create_bucket("lamina-test");
+                options.s3.endpoint = Some(server.endpoint());
+                options.s3.region = Some("us-east-1".into());
+                options.s3.access_key_id = Some(s3_server::ACCESS_KEY.into());
+                options.s3.secret_access_key = Some(s3_server::SECRET_KEY.into());
+                options.s3.allow_http = Some(true);
+                Some(Dataset {
+                    url: "s3://lamina-test/datasets/master".into(),
+                    options,
+                    dir,
+                    _server: Some(server),
+                })
+            }
+            Where::Hdfs => {
+                let base = std::env::var("HDFS_URL").ok()?;
+                Some(Dataset {
+                    url: format!("{}/{unique}", base.trim_end_matches('/')),
+                    options,
+                    dir,
+                    _server: None,
+                })
+            }
+        }
+    }
+
+    fn open(&self) -> MasterStore {
+        MasterStore::open_with(&self.url, &self.options).unwrap()
+    }
+
+    /// Puts `bytes` at `path` under the dataset's root, as another tool
+    /// would.
+    async fn put(&self, path: &str, bytes: Vec<u8>) {
+        self.open()
+            .object_store()
+            .put(&StorePath::from(path), PutPayload::from(bytes))
+            .await
+            .unwrap();
+    }
+
+    /// A store over one fixture copied in as stream `events` epoch 0, and
+    /// its manifest entry.
+    async fn fixture(&self, name: &str) -> (MasterStore, EpochFile) {
+        let bytes = std::fs::read(data_dir().join(name)).unwrap();
+        let file = EpochFile {
+            stream: "events".into(),
+            epoch: 0,
+            path: EpochFile::path_for("events", 0),
+            rows: 0,
+            bytes: bytes.len() as u64,
+        };
+        self.put(&file.path, bytes).await;
+        (self.open(), file)
+    }
+}
+
+impl Drop for Dataset {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One test per backend for each named `async fn(Dataset)`.
+macro_rules! on_every_backend {
+    ($($case:ident),* $(,)?) => {
+        on_every_backend!(@in local, Local, $($case),*);
+        on_every_backend!(@in s3, S3, $($case),*);
+        on_every_backend!(@in hdfs, Hdfs, $($case),*);
     };
-    (dir, store, file)
+    (@in $module:ident, $kind:ident, $($case:ident),*) => {
+        mod $module {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    if let Some(dataset) = super::Dataset::new(super::Where::$kind, stringify!($case)) {
+                        super::$case(dataset).await;
+                    }
+                }
+            )*
+        }
+    };
 }
 
-mod tempdir {
-    use std::path::{Path, PathBuf};
-    use std::sync::atomic::{AtomicU64, Ordering};
-
-    pub struct Dir(PathBuf);
-
-    impl Dir {
-        pub fn new(tag: &str) -> Self {
-            static NEXT: AtomicU64 = AtomicU64::new(0);
-            let p = std::env::temp_dir().join(format!(
-                "lamina-master-{}-{}-{}",
-                tag.replace('.', "_"),
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            ));
-            let _ = std::fs::remove_dir_all(&p);
-            std::fs::create_dir_all(&p).unwrap();
-            Dir(p)
-        }
-
-        pub fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
+on_every_backend!(
+    views_over_parquet_written_by_pyarrow_and_duckdb_match_python,
+    own_writer_round_trips_and_manifest_snapshots_select_epochs,
+    large_epochs_round_trip,
+    the_manifest_is_replaced_from_the_version_read,
+    one_writer_holds_the_lease,
+    broken_parquet_and_missing_columns_are_clear_errors,
+);
 
 fn expected() -> serde_json::Value {
     let v: serde_json::Value =
@@ -145,12 +244,11 @@ fn views() -> [(ViewSpec, &'static str); 3] {
     ]
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-async fn views_over_parquet_written_by_pyarrow_and_duckdb_match_python() {
+async fn views_over_parquet_written_by_pyarrow_and_duckdb_match_python(d: Dataset) {
     let want = expected();
     let ctx = Context::builder().threads(2).build().unwrap();
     for name in FIXTURES {
-        let (_dir, store, file) = fixture_store(name);
+        let (store, file) = d.fixture(name).await;
         let all = store
             .scan(&ctx, std::slice::from_ref(&file), None)
             .await
@@ -184,10 +282,8 @@ async fn views_over_parquet_written_by_pyarrow_and_duckdb_match_python() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-async fn own_writer_round_trips_and_manifest_snapshots_select_epochs() {
-    let dir = tempdir::Dir::new("own");
-    let store = MasterStore::open(&format!("file://{}", dir.path().display())).unwrap();
+async fn own_writer_round_trips_and_manifest_snapshots_select_epochs(d: Dataset) {
+    let store = d.open();
     assert_eq!(
         store.manifest().await.unwrap(),
         Manifest::default(),
@@ -243,11 +339,10 @@ async fn own_writer_round_trips_and_manifest_snapshots_select_epochs() {
     assert_eq!(through1["a"], 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-async fn broken_parquet_and_missing_columns_are_clear_errors() {
+async fn broken_parquet_and_missing_columns_are_clear_errors(d: Dataset) {
     let ctx = Context::builder().threads(1).build().unwrap();
     for name in ["garbage.parquet", "truncated.parquet"] {
-        let (_dir, store, file) = fixture_store(name);
+        let (store, file) = d.fixture(name).await;
         let err = store.scan(&ctx, &[file], None).await.unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, Error::Execution(_)), "{name}: {msg}");
@@ -257,7 +352,7 @@ async fn broken_parquet_and_missing_columns_are_clear_errors() {
             "{msg}"
         );
     }
-    let (_dir, store, file) = fixture_store("pyarrow_snappy.parquet");
+    let (store, file) = d.fixture("pyarrow_snappy.parquet").await;
     let err = store
         .scan(&ctx, &[file], Some(&["nope".to_string()]))
         .await
@@ -269,8 +364,6 @@ async fn broken_parquet_and_missing_columns_are_clear_errors() {
         "{err}"
     );
     // A file listed in the manifest but gone from the store.
-    let dir = tempdir::Dir::new("gone");
-    let store = MasterStore::open(&format!("file://{}", dir.path().display())).unwrap();
     let ghost = EpochFile {
         stream: "s".into(),
         epoch: 3,
@@ -288,11 +381,221 @@ async fn broken_parquet_and_missing_columns_are_clear_errors() {
 
 #[test]
 fn unsupported_schemes_are_refused_by_name() {
-    let err = MasterStore::open("s3://bucket/prefix")
+    let err = MasterStore::open("gs://bucket/prefix")
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("s3://") && err.contains("not supported"),
+        err.contains("gs://") && err.contains("unsupported scheme"),
         "{err}"
     );
+    let err = MasterStore::open("./plain/path").unwrap_err().to_string();
+    assert!(err.contains("is not a URL"), "{err}");
+}
+
+/// An epoch bigger than one upload part (object_store's `BufWriter` goes
+/// multipart above 10 MiB) is written in parts and reads back whole.
+async fn large_epochs_round_trip(d: Dataset) {
+    let store = d.open();
+    let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+        arrow::datatypes::Field::new("line", arrow::datatypes::DataType::Utf8, false),
+        arrow::datatypes::Field::new("n", arrow::datatypes::DataType::Int64, false),
+    ]));
+    // Incompressible lines: 64 symbols, 6 bits a byte.
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let (batches, rows_per_batch, line_len) = (8, 50_000, 48);
+    let mut writer = store.epoch_writer("big", 7, Arc::clone(&schema)).unwrap();
+    let mut want_sum = 0i64;
+    for b in 0..batches {
+        let lines: Vec<String> = (0..rows_per_batch)
+            .map(|_| {
+                (0..line_len)
+                    .map(|_| ALPHABET[(next() % 64) as usize] as char)
+                    .collect()
+            })
+            .collect();
+        let ns: Vec<i64> = (0..rows_per_batch)
+            .map(|i| (b * rows_per_batch + i) as i64)
+            .collect();
+        want_sum += ns.iter().sum::<i64>();
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(StringArray::from(lines)),
+                Arc::new(Int64Array::from(ns)),
+            ],
+        )
+        .unwrap();
+        writer.write(&batch).await.unwrap();
+    }
+    let file = writer.finish().await.unwrap();
+    assert_eq!(file.rows, (batches * rows_per_batch) as u64);
+    assert!(
+        file.bytes > 12 << 20,
+        "the epoch must be bigger than one part: {} bytes",
+        file.bytes
+    );
+    let ctx = Context::builder().threads(2).build().unwrap();
+    let input = store
+        .scan(&ctx, std::slice::from_ref(&file), Some(&["n".to_string()]))
+        .await
+        .unwrap();
+    let sums = input
+        .run_async(|_, it| {
+            let mut s = 0i64;
+            for b in it {
+                let n = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+                s += n.values().iter().sum::<i64>();
+            }
+            Ok(s)
+        })
+        .await
+        .unwrap();
+    assert_eq!(sums.iter().sum::<i64>(), want_sum);
+}
+
+/// `replace_manifest` is a compare-and-swap on S3 (a writer whose read is
+/// stale overwrites nothing) and an atomic put elsewhere (the lease is the
+/// guard there).
+async fn the_manifest_is_replaced_from_the_version_read(d: Dataset) {
+    let (a, b) = (d.open(), d.open());
+    let (ma, va) = a.read_manifest().await.unwrap();
+    let (mut mb, vb) = b.read_manifest().await.unwrap();
+    assert_eq!((&ma, &mb), (&Manifest::default(), &Manifest::default()));
+    let file = |epoch| EpochFile {
+        stream: "s".into(),
+        epoch,
+        path: EpochFile::path_for("s", epoch),
+        rows: 1,
+        bytes: 1,
+    };
+    let mut ma = ma;
+    ma.seal(0, vec![file(0)]);
+    let va = a.replace_manifest(&ma, &va).await.unwrap();
+    mb.seal(5, vec![file(5)]);
+    let stale = b.replace_manifest(&mb, &vb).await;
+    let compare_and_swap = d.url.starts_with("s3://");
+    if compare_and_swap {
+        let err = stale.unwrap_err().to_string();
+        assert!(err.contains("changed by someone else"), "{err}");
+        assert_eq!(a.manifest().await.unwrap(), ma, "nothing was overwritten");
+        // From the version it wrote, A goes on.
+        ma.seal(1, vec![file(1)]);
+        a.replace_manifest(&ma, &va).await.unwrap();
+        assert_eq!(a.manifest().await.unwrap().sealed_through, Some(1));
+    } else {
+        stale.unwrap();
+        assert_eq!(a.manifest().await.unwrap(), mb, "the last put wins");
+    }
+}
+
+async fn one_writer_holds_the_lease(d: Dataset) {
+    let (a, b) = (d.open(), d.open());
+    let lease = a
+        .acquire_writer_lease("A", "/state/a", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let err = b
+        .acquire_writer_lease("B", "/state/b", Duration::from_secs(30))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("/state/a"), "{err}");
+    lease.release().await.unwrap();
+    let short = b
+        .acquire_writer_lease("B", "/state/b", Duration::from_millis(1))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Expired: taken over, and its old owner stops writing.
+    a.acquire_writer_lease("A", "/state/a", Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(short.renew().await.is_err());
+    assert!(b.write_manifest(&Manifest::default()).await.is_err());
+    a.write_manifest(&Manifest::default()).await.unwrap();
+}
+
+/// A loopback listener that accepts connections and never answers: a
+/// server that hangs.
+fn black_hole() -> (std::net::TcpListener, u16) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (listener, port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_endpoint_that_hangs_fails_within_the_timeouts() {
+    let (_listener, port) = black_hole();
+    let mut options = StoreOptions {
+        request_timeout: Duration::from_millis(500),
+        retry_timeout: Duration::from_secs(2),
+        max_retries: 2,
+        ..Default::default()
+    };
+    options.s3.endpoint = Some(format!("http://127.0.0.1:{port}"));
+    options.s3.region = Some("us-east-1".into());
+    options.s3.access_key_id = Some("k".into());
+    options.s3.secret_access_key = Some("s".into());
+    options.s3.allow_http = Some(true);
+    let store = MasterStore::open_with("s3://bkt/p", &options).unwrap();
+    let started = Instant::now();
+    let err = store.manifest().await.unwrap_err().to_string();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        err.contains("s3://bkt/p") && err.contains("manifest"),
+        "{err}"
+    );
+}
+
+#[cfg(feature = "hdfs")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_namenode_fails_within_the_timeout() {
+    let (_listener, port) = black_hole();
+    let options = StoreOptions {
+        request_timeout: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let url = format!("hdfs://127.0.0.1:{port}/lamina");
+    let store = MasterStore::open_with(&url, &options).unwrap();
+    let started = Instant::now();
+    let err = store.manifest().await.unwrap_err().to_string();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        err.contains(&url) && err.contains("timed out after 500ms"),
+        "{err}"
+    );
+    let started = Instant::now();
+    let err = store
+        .write_epoch_file(
+            "s",
+            0,
+            &[
+                RecordBatch::try_from_iter([("n", Arc::new(Int64Array::from(vec![1])) as _)])
+                    .unwrap(),
+            ],
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(err.contains("timed out"), "{err}");
 }

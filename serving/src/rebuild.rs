@@ -100,7 +100,9 @@ pub fn rebuild(
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    let master = MasterStore::open(&config.storage.master_url).map_err(|e| e.to_string())?;
+    let master =
+        MasterStore::open_with(&config.storage.master_url, &config.storage.store_options())
+            .map_err(|e| e.to_string())?;
     let manifest = runtime
         .block_on(master.manifest())
         .map_err(|e| format!("master dataset manifest: {e}"))?;

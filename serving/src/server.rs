@@ -236,8 +236,9 @@ pub async fn serve_with_receivers(
             .await
             .map_err(|e| startup("state", e))??;
     }
-    let master = MasterStore::open(&config.storage.master_url)
-        .map_err(|e| startup("storage.master_url", e))?;
+    let master =
+        MasterStore::open_with(&config.storage.master_url, &config.storage.store_options())
+            .map_err(|e| startup("storage.master_url", e))?;
     // One writer per master dataset: refuse to start beside another one.
     // A reader takes no lease and writes nothing.
     let read_only = config.storage.master_read_only;

@@ -14,7 +14,10 @@
 //! stream name and an epoch number, and object-store paths cannot contain
 //! `..`, so nothing escapes the configured root.
 
+#[cfg(feature = "hdfs")]
+pub mod bounded;
 pub mod lease;
+pub mod location;
 pub mod manifest;
 pub mod reader;
 pub mod scan;
@@ -23,11 +26,12 @@ use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 use parquet::arrow::AsyncArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
+pub use location::{S3Options, StorageUrl, StoreOptions};
 pub use manifest::{EpochFile, Manifest};
 
 use crate::context::Context;
@@ -42,8 +46,22 @@ pub const MANIFEST: &str = "_manifest.json";
 pub struct MasterStore {
     store: Arc<dyn ObjectStore>,
     url: String,
+    /// Whether the backend can replace the manifest conditionally (S3).
+    compare_and_swap: bool,
     /// Whether writes are allowed (see [`lease`]).
     guard: lease::WriteGuard,
+}
+
+/// The version of the manifest a [`MasterStore::read_manifest`] saw (none:
+/// there was no manifest), for a conditional
+/// [`MasterStore::replace_manifest`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ManifestVersion(Option<UpdateVersion>);
+
+enum ManifestPutError {
+    /// The manifest is not the version read.
+    Conflict,
+    Other(Error),
 }
 
 /// A Parquet file being written: see [`MasterStore::epoch_writer`].
@@ -130,33 +148,32 @@ impl std::fmt::Debug for MasterStore {
 }
 
 impl MasterStore {
-    /// Opens the dataset at `url`: `file://PATH` (relative paths are
-    /// relative to the working directory; the directory is created) or a
-    /// plain path.
+    /// Opens the dataset at `url` with default [`StoreOptions`]; see
+    /// [`open_with`](Self::open_with).
     ///
     /// # Errors
     ///
-    /// [`Error::Plan`] for a scheme this build cannot reach (`s3://` and
-    /// `hdfs://` are not built in yet) or a directory that cannot be created.
+    /// As [`open_with`](Self::open_with).
     pub fn open(url: &str) -> Result<Self> {
-        let path = match url.split_once("://") {
-            None => url,
-            Some(("file", rest)) => rest,
-            Some((scheme, _)) => {
-                return Err(Error::plan(format!(
-                    "master dataset `{url}`: the {scheme}:// scheme is not supported by this build yet (use file://)"
-                )));
-            }
-        };
-        if path.is_empty() {
-            return Err(Error::plan("master dataset: empty path"));
-        }
-        std::fs::create_dir_all(path).map_err(|e| {
-            Error::plan(format!("master dataset `{url}`: cannot create {path}: {e}"))
-        })?;
-        let store = object_store::local::LocalFileSystem::new_with_prefix(path)
-            .map_err(|e| Error::plan(format!("master dataset `{url}`: {e}")))?;
-        Ok(MasterStore::with_store(Arc::new(store), url))
+        Self::open_with(url, &StoreOptions::default())
+    }
+
+    /// Opens the dataset at `url` (see [`StorageUrl`]: `file://PATH`, whose
+    /// directory is created, `s3://BUCKET/PREFIX` or
+    /// `hdfs://HOST:PORT/PATH`). Remote stores are not contacted yet.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Plan`] for a URL or settings that cannot work (see
+    /// [`location::open_store`]).
+    pub fn open_with(url: &str, options: &StoreOptions) -> Result<Self> {
+        let location =
+            StorageUrl::parse(url).map_err(|e| Error::plan(format!("master dataset: {e}")))?;
+        let store = location::open_store(&location, options, true)
+            .map_err(|e| Error::plan(format!("master dataset {e}")))?;
+        let mut master = MasterStore::with_store(store, url);
+        master.compare_and_swap = location.has_compare_and_swap();
+        Ok(master)
     }
 
     /// A dataset on an already built object store (tests, other backends).
@@ -164,6 +181,7 @@ impl MasterStore {
         MasterStore {
             store,
             url: url.to_owned(),
+            compare_and_swap: false,
             guard: Default::default(),
         }
     }
@@ -185,33 +203,117 @@ impl MasterStore {
     /// [`Error::Execution`] when the store cannot be read,
     /// [`Error::Plan`] when the manifest is not valid.
     pub async fn manifest(&self) -> Result<Manifest> {
+        Ok(self.read_manifest().await?.0)
+    }
+
+    /// Reads the manifest and the version read, for
+    /// [`replace_manifest`](Self::replace_manifest).
+    ///
+    /// # Errors
+    ///
+    /// As [`manifest`](Self::manifest).
+    pub async fn read_manifest(&self) -> Result<(Manifest, ManifestVersion)> {
         match self.store.get(&Path::from(MANIFEST)).await {
             Ok(found) => {
+                let version = ManifestVersion(Some(UpdateVersion {
+                    e_tag: found.meta.e_tag.clone(),
+                    version: found.meta.version.clone(),
+                }));
                 let bytes = found
                     .bytes()
                     .await
                     .map_err(|e| self.io_error("read the manifest", e))?;
-                Manifest::from_json(&bytes)
-                    .map_err(|e| Error::plan(format!("{}/{MANIFEST}: {e}", self.url)))
+                let manifest = Manifest::from_json(&bytes)
+                    .map_err(|e| Error::plan(format!("{}/{MANIFEST}: {e}", self.url)))?;
+                Ok((manifest, version))
             }
-            Err(object_store::Error::NotFound { .. }) => Ok(Manifest::default()),
+            Err(object_store::Error::NotFound { .. }) => {
+                Ok((Manifest::default(), ManifestVersion(None)))
+            }
             Err(e) => Err(self.io_error("read the manifest", e)),
         }
     }
 
-    /// Replaces the manifest (a single put: atomic on local disk and S3).
+    /// Replaces the manifest unconditionally (a single put: atomic on every
+    /// backend, see [`location`]). Tools and tests; the sealer uses
+    /// [`replace_manifest`](Self::replace_manifest).
     ///
     /// # Errors
     ///
     /// [`Error::Execution`] when the store cannot be written.
     pub async fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
-        self.guard.check(&self.url)?;
+        match self.put_manifest(manifest, PutMode::Overwrite).await {
+            Ok(_) => Ok(()),
+            Err(ManifestPutError::Conflict) => Err(self.conflict()),
+            Err(ManifestPutError::Other(e)) => Err(e),
+        }
+    }
+
+    /// Replaces the manifest `read` came with. Where the backend can (S3)
+    /// the put is conditional on the manifest being unchanged since it was
+    /// read (`If-Match`, or `If-None-Match` when there was none), so a
+    /// second writer that got past the lease cannot be overwritten
+    /// unnoticed; elsewhere it is an atomic put and the writer lease alone
+    /// keeps other writers out.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Execution`] when the store cannot be written or the manifest
+    /// changed since it was read.
+    pub async fn replace_manifest(
+        &self,
+        manifest: &Manifest,
+        read: &ManifestVersion,
+    ) -> Result<ManifestVersion> {
+        let mode = match &read.0 {
+            _ if !self.compare_and_swap => PutMode::Overwrite,
+            None => PutMode::Create,
+            Some(version) => PutMode::Update(version.clone()),
+        };
+        match self.put_manifest(manifest, mode).await {
+            Ok(version) => Ok(version),
+            Err(ManifestPutError::Conflict) => Err(self.conflict()),
+            Err(ManifestPutError::Other(e)) => Err(e),
+        }
+    }
+
+    fn conflict(&self) -> Error {
+        Error::execution(format!(
+            "master dataset {}: the manifest was changed by someone else since this server read it; nothing was overwritten (is a second writer using this dataset?)",
+            self.url
+        ))
+    }
+
+    async fn put_manifest(
+        &self,
+        manifest: &Manifest,
+        mode: PutMode,
+    ) -> std::result::Result<ManifestVersion, ManifestPutError> {
+        self.guard
+            .check(&self.url)
+            .map_err(ManifestPutError::Other)?;
         let json = manifest.to_json();
-        self.store
-            .put(&Path::from(MANIFEST), PutPayload::from(json))
+        let opts = PutOptions {
+            mode,
+            ..Default::default()
+        };
+        match self
+            .store
+            .put_opts(&Path::from(MANIFEST), PutPayload::from(json), opts)
             .await
-            .map_err(|e| self.io_error("write the manifest", e))?;
-        Ok(())
+        {
+            Ok(put) => Ok(ManifestVersion(Some(UpdateVersion {
+                e_tag: put.e_tag,
+                version: put.version,
+            }))),
+            Err(
+                object_store::Error::Precondition { .. }
+                | object_store::Error::AlreadyExists { .. },
+            ) => Err(ManifestPutError::Conflict),
+            Err(e) => Err(ManifestPutError::Other(
+                self.io_error("write the manifest", e),
+            )),
+        }
     }
 
     /// Writes the records of one stream in one epoch as one Parquet file;

@@ -11,7 +11,7 @@
 //! - Config builds the runtime object: [`Config::view_specs`] gives the
 //!   engine's [`ViewSpec`]s, [`BatchConfig::build_schedule`] a
 //!   [`BatchSchedule`], [`StorageConfig::master_location`] a
-//!   [`MasterLocation`], [`ServerConfig::listen_addr`] a socket address,
+//!   [`StorageUrl`], [`ServerConfig::listen_addr`] a socket address,
 //!   [`AuthConfig::bearer_token`] the token.
 //! - [`ConfigErrors`]: every problem, one [`ConfigError`] (key path and
 //!   message, and line and column when the key is in the file) per line.
@@ -48,7 +48,7 @@ pub use error::{ConfigError, ConfigErrors, Location};
 pub use receiver::{ReceiverConfig, TcpConnectConfig, TcpListenConfig};
 pub use server::{AuthConfig, ServerConfig};
 pub use speed::SpeedConfig;
-pub use storage::{MasterLocation, StorageConfig};
+pub use storage::{S3Options, StorageConfig, StorageUrl, StoreOptions};
 pub use stream::{ColumnType, FieldConfig, LatePolicy, StreamConfig, StreamFormat, TEXT_COLUMN};
 pub use view::{AggregateName, ViewConfig, WindowConfig};
 

@@ -1,7 +1,9 @@
 //! `[storage]`: where the master dataset and the local state live.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
+pub use lamina::master::{S3Options, StorageUrl, StoreOptions};
 use serde::{Deserialize, Serialize};
 
 use super::error::{ConfigError, Report};
@@ -26,6 +28,25 @@ pub struct StorageConfig {
     /// batch runs compute the views over the epochs the writer sealed.
     /// Default false.
     pub master_read_only: bool,
+    /// Longest one request to the storage may take, in milliseconds (S3:
+    /// one HTTP exchange; HDFS: each call, and each item of a listing or a
+    /// read, so that an unreachable NameNode fails a seal or a batch run
+    /// instead of hanging it). Default 30000; 100..=600000.
+    pub request_timeout_ms: u64,
+    /// Longest the connection phase of an S3 request may take, in
+    /// milliseconds. Default 5000; 100..=600000.
+    pub connect_timeout_ms: u64,
+    /// Longest a failing S3 request is retried for, in all, in
+    /// milliseconds. Default 30000; 0..=600000.
+    pub retry_timeout_ms: u64,
+    /// How many times a failing S3 request is retried. Default 3; 0..=20.
+    pub max_retries: usize,
+    /// `[storage.s3]`: S3 settings; each key left out falls back to the
+    /// `AWS_*` variable object_store reads (`AWS_REGION`,
+    /// `AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_SESSION_TOKEN`, `AWS_ALLOW_HTTP`). Requests are path-style
+    /// unless `virtual_hosted_style = true`.
+    pub s3: S3Options,
 }
 
 impl Default for StorageConfig {
@@ -34,92 +55,13 @@ impl Default for StorageConfig {
             master_url: "file://./lamina-data/master".into(),
             state_dir: PathBuf::from("./lamina-data/state"),
             master_read_only: false,
+            request_timeout_ms: 30_000,
+            connect_timeout_ms: 5_000,
+            retry_timeout_ms: 30_000,
+            max_retries: 3,
+            s3: S3Options::default(),
         }
     }
-}
-
-/// The parsed `master_url`: what the batch layer builds its object store
-/// from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MasterLocation {
-    /// A local directory (relative paths are relative to the working
-    /// directory).
-    File {
-        /// The directory.
-        path: PathBuf,
-    },
-    /// An S3 (or S3-compatible) bucket; credentials and endpoint come from
-    /// the environment.
-    S3 {
-        /// Bucket name.
-        bucket: String,
-        /// Key prefix inside the bucket, without leading or trailing `/`;
-        /// may be empty.
-        prefix: String,
-    },
-    /// An HDFS cluster.
-    Hdfs {
-        /// `HOST:PORT` (or a nameservice) of the NameNode.
-        authority: String,
-        /// Path inside the file system, starting with `/` (or empty).
-        path: String,
-    },
-}
-
-impl MasterLocation {
-    /// Parses a master dataset URL.
-    ///
-    /// # Errors
-    ///
-    /// A message (without the key) saying what is wrong and what is
-    /// expected.
-    pub fn parse(url: &str) -> Result<Self, String> {
-        const EXPECTED: &str = "expected file://PATH, s3://BUCKET/PREFIX or hdfs://HOST:PORT/PATH";
-        let Some((scheme, rest)) = url.split_once("://") else {
-            return Err(format!("{url:?} is not a URL ({EXPECTED})"));
-        };
-        match scheme.to_ascii_lowercase().as_str() {
-            "file" if rest.is_empty() => Err(format!("{url:?} names no path ({EXPECTED})")),
-            "file" => Ok(MasterLocation::File {
-                path: PathBuf::from(rest),
-            }),
-            "s3" => {
-                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-                if !valid_bucket(bucket) {
-                    return Err(format!(
-                        "{url:?}: {bucket:?} is not a valid S3 bucket name (3 to 63 of a-z 0-9 . -, starting and ending with a letter or digit)"
-                    ));
-                }
-                Ok(MasterLocation::S3 {
-                    bucket: bucket.to_owned(),
-                    prefix: prefix.trim_matches('/').to_owned(),
-                })
-            }
-            "hdfs" => {
-                let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
-                if authority.is_empty() {
-                    return Err(format!("{url:?} names no NameNode ({EXPECTED})"));
-                }
-                Ok(MasterLocation::Hdfs {
-                    authority: authority.to_owned(),
-                    path: path.to_owned(),
-                })
-            }
-            _ => Err(format!(
-                "{url:?} has unsupported scheme {scheme:?} ({EXPECTED})"
-            )),
-        }
-    }
-}
-
-fn valid_bucket(name: &str) -> bool {
-    let edge_ok = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    (3..=63).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
-        && edge_ok(name.bytes().next())
-        && edge_ok(name.bytes().last())
 }
 
 impl StorageConfig {
@@ -129,14 +71,56 @@ impl StorageConfig {
     ///
     /// `storage.master_url` is not a supported URL (never for a validated
     /// config).
-    pub fn master_location(&self) -> Result<MasterLocation, ConfigError> {
-        MasterLocation::parse(&self.master_url)
+    pub fn master_location(&self) -> Result<StorageUrl, ConfigError> {
+        StorageUrl::parse(&self.master_url)
             .map_err(|message| ConfigError::new("storage.master_url", message))
+    }
+
+    /// How the storage is reached: the `[storage.s3]` settings and the
+    /// timeouts.
+    pub fn store_options(&self) -> StoreOptions {
+        StoreOptions {
+            s3: self.s3.clone(),
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            retry_timeout: Duration::from_millis(self.retry_timeout_ms),
+            max_retries: self.max_retries,
+        }
     }
 
     pub(super) fn validate(&self, report: &mut Report) {
         if let Err(e) = self.master_location() {
             report.errors.push(e);
+        }
+        report.range(
+            "storage.request_timeout_ms",
+            self.request_timeout_ms,
+            100..=600_000,
+        );
+        report.range(
+            "storage.connect_timeout_ms",
+            self.connect_timeout_ms,
+            100..=600_000,
+        );
+        report.range(
+            "storage.retry_timeout_ms",
+            self.retry_timeout_ms,
+            0..=600_000,
+        );
+        report.range("storage.max_retries", self.max_retries, 0..=20);
+        if let Some(endpoint) = &self.s3.endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            report.push(
+                "storage.s3.endpoint",
+                format!("{endpoint:?} is not an http:// or https:// URL"),
+            );
+        }
+        if self.s3.access_key_id.is_some() != self.s3.secret_access_key.is_some() {
+            report.push(
+                "storage.s3.secret_access_key",
+                "set both access_key_id and secret_access_key, or neither (then AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are used)",
+            );
         }
         if self.state_dir.as_os_str().is_empty() {
             report.push("storage.state_dir", "is empty (expected a directory path)");
@@ -149,51 +133,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn master_urls() {
-        let parse = |u: &str| MasterLocation::parse(u);
+    fn store_options_follow_the_keys() {
+        let mut storage = StorageConfig {
+            request_timeout_ms: 1_500,
+            max_retries: 0,
+            ..Default::default()
+        };
+        storage.s3.endpoint = Some("http://127.0.0.1:9000".into());
+        let options = storage.store_options();
+        assert_eq!(options.request_timeout, Duration::from_millis(1_500));
+        assert_eq!(options.max_retries, 0);
         assert_eq!(
-            parse("file://./lamina-data/master").unwrap(),
-            MasterLocation::File {
-                path: "./lamina-data/master".into()
-            }
+            options.s3.endpoint.as_deref(),
+            Some("http://127.0.0.1:9000")
         );
-        assert_eq!(
-            parse("file:///srv/lamina").unwrap(),
-            MasterLocation::File {
-                path: "/srv/lamina".into()
-            }
-        );
-        assert_eq!(
-            parse("s3://my-bucket/views/prod/").unwrap(),
-            MasterLocation::S3 {
-                bucket: "my-bucket".into(),
-                prefix: "views/prod".into()
-            }
-        );
-        assert_eq!(
-            parse("S3://bkt").unwrap(),
-            MasterLocation::S3 {
-                bucket: "bkt".into(),
-                prefix: String::new()
-            }
-        );
-        assert_eq!(
-            parse("hdfs://nn:9000/lamina").unwrap(),
-            MasterLocation::Hdfs {
-                authority: "nn:9000".into(),
-                path: "/lamina".into()
-            }
-        );
-        for (bad, fragment) in [
-            ("./data", "is not a URL"),
-            ("gs://b/p", "unsupported scheme \"gs\""),
-            ("file://", "names no path"),
-            ("s3://Upper/x", "not a valid S3 bucket"),
-            ("s3:///x", "not a valid S3 bucket"),
-            ("hdfs:///x", "names no NameNode"),
-        ] {
-            let err = parse(bad).unwrap_err();
-            assert!(err.contains(fragment), "{bad}: {err}");
-        }
+        let mut report = Report::default();
+        storage.validate(&mut report);
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
     }
 }

@@ -93,7 +93,7 @@ fn embedded_default_has_the_contract_values() {
     );
     assert_eq!(
         config.storage.master_location().unwrap(),
-        MasterLocation::File {
+        StorageUrl::File {
             path: PathBuf::from("./lamina-data/master")
         }
     );

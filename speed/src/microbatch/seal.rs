@@ -94,7 +94,11 @@ impl Sealer {
         let Some(target) = current.checked_sub(1) else {
             return Ok(None);
         };
-        let mut manifest = self.master.manifest().await.map_err(|e| e.to_string())?;
+        let (mut manifest, version) = self
+            .master
+            .read_manifest()
+            .await
+            .map_err(|e| e.to_string())?;
         if manifest.sealed_through.is_some_and(|s| s >= target) {
             return Ok(None);
         }
@@ -152,10 +156,11 @@ impl Sealer {
                 files.push(writer.finish().await.map_err(|e| e.to_string())?);
             }
         }
-        // 3. The commit point.
+        // 3. The commit point (conditional on the manifest read in step 0
+        // where the store can).
         manifest.seal(target, files.clone());
         self.master
-            .write_manifest(&manifest)
+            .replace_manifest(&manifest, &version)
             .await
             .map_err(|e| e.to_string())?;
         // 4. The sealed records are in the dataset now.
