@@ -26,7 +26,7 @@ use lamina::master::MasterStore;
 use lamina_batch::{BatchRuns, BatchView, Outcome, RunRecord};
 use lamina_speed::commit::{CommitSink, RecordLog};
 use lamina_speed::format::Format;
-use lamina_speed::microbatch::seal::Sealer;
+use lamina_speed::microbatch::seal::{SealState, Sealer};
 use lamina_speed::microbatch::{Clock, MicroBatcher, StatsLog, run_loop};
 use lamina_speed::program::Program;
 use lamina_speed::wal::{Wal, WalConfig, WalError};
@@ -320,7 +320,12 @@ pub async fn serve_with_receivers(
             "replayed records that were acknowledged but not yet processed"
         );
     }
-    let (sealed_tx, sealed_rx) = watch::channel(sealed);
+    let (sealed_tx, sealed_rx) = watch::channel(SealState {
+        sealed_through: sealed,
+        ..Default::default()
+    });
+    // The log position committed through, after every micro-batch.
+    let (committed_tx, committed_rx) = watch::channel(batcher.next_seq());
 
     // Background work.
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -356,6 +361,7 @@ pub async fn serve_with_receivers(
             clock,
             epoch_floor: Arc::clone(&epoch_floor),
             sealed: sealed_rx,
+            committed: committed_rx,
             wal: wal.clone(),
             read_only,
         },
@@ -388,8 +394,13 @@ pub async fn serve_with_receivers(
                 run_loop(
                     batcher,
                     &stop,
-                    |epoch| {
+                    |epoch, committed| {
                         ok_health.clear("micro_batches");
+                        committed_tx.send_if_modified(|c| {
+                            let changed = *c != committed;
+                            *c = committed;
+                            changed
+                        });
                         epoch_tx.send_if_modified(|e| {
                             let changed = *e != epoch;
                             *e = epoch;
@@ -585,7 +596,7 @@ async fn wait_for_signal() {
 async fn seal_loop(
     sealer: Sealer,
     mut epochs: watch::Receiver<u64>,
-    sealed: watch::Sender<Option<u64>>,
+    sealed: watch::Sender<SealState>,
     health: Arc<crate::health::Health>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -600,6 +611,7 @@ async fn seal_loop(
                 false,
             ),
         }
+        let target = current.saturating_sub(1);
         match result {
             Ok(Some(report)) => {
                 if !report.files.is_empty() {
@@ -609,11 +621,12 @@ async fn seal_loop(
                         "sealed epochs into the master dataset"
                     );
                 }
-                sealed.send_replace(Some(report.sealed_through));
+                sealed.send_modify(|s| s.record(target, Ok(Some(report.sealed_through))));
             }
             Ok(None) => {}
             Err(e) => {
-                error!("sealing epochs before {current} failed: {e}; retrying at the next epoch")
+                error!("sealing epochs before {current} failed: {e}; retrying at the next epoch");
+                sealed.send_modify(|s| s.record(target, Err(&e)));
             }
         }
         tokio::select! {
@@ -632,7 +645,10 @@ struct BatchWorker {
     runs: Arc<BatchRuns>,
     clock: Clock,
     epoch_floor: Arc<std::sync::atomic::AtomicU64>,
-    sealed: watch::Receiver<Option<u64>>,
+    /// What the sealer reports.
+    sealed: watch::Receiver<SealState>,
+    /// The log position the micro-batches committed through.
+    committed: watch::Receiver<u64>,
     wal: Wal,
     /// A reader of another server's dataset: nothing of its own to seal.
     read_only: bool,
@@ -648,35 +664,34 @@ impl BatchWorker {
         // Everything acknowledged before the request must be in a micro-batch
         // first: only then is it in an epoch this run can seal.
         let acknowledged = self.wal.durable_seq();
-        let deadline = tokio::time::Instant::now() + SEAL_WAIT;
-        loop {
-            let committed = self
-                .store
-                .position(&lamina_speed::commit::Position::Wal)
-                .map_err(|e| e.to_string())?
-                .unwrap_or(0);
-            if committed >= acknowledged {
-                break;
-            }
-            if *cancel.borrow() {
-                return Err("cancelled".into());
-            }
-            if tokio::time::Instant::now() > deadline {
-                return Err(format!(
+        let mut cancel = cancel.clone();
+        tokio::select! {
+            done = tokio::time::timeout(SEAL_WAIT, self.committed.wait_for(|&c| c >= acknowledged)) => match done {
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) => return Err("the speed layer stopped".into()),
+                Err(_) => return Err(format!(
                     "the speed layer did not process the records acknowledged before the run within {SEAL_WAIT:?}"
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+                )),
+            },
+            _ = cancel.wait_for(|c| *c) => return Err("cancelled".into()),
         }
         let current = self
             .clock
             .epoch_of(now_us())
             .max(self.epoch_floor.load(Ordering::Acquire));
+        // Attempts before this point may have failed for earlier epochs;
+        // only a later one can say something about `current`.
+        let attempts_before = self.sealed.borrow().attempts;
         self.epoch_floor.fetch_max(current + 1, Ordering::AcqRel);
-        let mut cancel = cancel.clone();
+        let mut outcome = None;
         tokio::select! {
-            sealed = tokio::time::timeout(SEAL_WAIT, self.sealed.wait_for(|s| s.is_some_and(|s| s >= current))) => match sealed {
-                Ok(Ok(_)) => Ok(()),
+            sealed = tokio::time::timeout(SEAL_WAIT, self.sealed.wait_for(|s| {
+                outcome = s.outcome_for(current, attempts_before);
+                outcome.is_some()
+            })) => match sealed {
+                Ok(Ok(_)) => outcome.unwrap_or(Ok(())).map_err(|e| {
+                    format!("sealing epoch {current} into the master dataset failed: {e}")
+                }),
                 Ok(Err(_)) => Err("the sealer stopped".into()),
                 Err(_) => Err(format!("epoch {current} was not sealed within {SEAL_WAIT:?}")),
             },

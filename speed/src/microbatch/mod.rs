@@ -823,8 +823,9 @@ pub fn next_cap(cap: u64, taken: u64, elapsed: Duration, target: Duration, max: 
 
 /// Runs micro-batches until `stop` is set, then runs one last micro-batch
 /// (so that everything acknowledged before the stop is committed) and
-/// returns. `on_epoch` is called with the epoch of every micro-batch;
-/// the caller seals the epochs before it.
+/// returns. `on_batch` is called after every micro-batch with its epoch
+/// and the log position committed through (every record below it is in a
+/// committed micro-batch); the caller seals the epochs before it.
 ///
 /// Ticks are scheduled at fixed times (`start + k * interval`); when a
 /// micro-batch overruns, the next starts at once and the delay shows as
@@ -833,7 +834,7 @@ pub fn next_cap(cap: u64, taken: u64, elapsed: Duration, target: Duration, max: 
 pub fn run_loop(
     mut batcher: MicroBatcher,
     stop: &AtomicBool,
-    mut on_epoch: impl FnMut(u64),
+    mut on_batch: impl FnMut(u64, u64),
     mut on_error: impl FnMut(&LoopError),
 ) {
     let interval = batcher.clock.interval.as_micros().max(1) as i64;
@@ -841,7 +842,7 @@ pub fn run_loop(
     loop {
         let stopping = stop.load(Ordering::Acquire);
         match batcher.run_once(scheduled) {
-            Ok(epoch) => on_epoch(epoch),
+            Ok(epoch) => on_batch(epoch, batcher.next_seq()),
             Err(e) => on_error(&e),
         }
         if stopping {

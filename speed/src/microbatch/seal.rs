@@ -28,6 +28,64 @@ use crate::microbatch::buffer::RecordBuffer;
 /// Log records read and parsed at a time while sealing.
 const SEAL_CHUNK_RECORDS: u64 = 262_144;
 
+/// What the sealer tells the batch layer (a `tokio::sync::watch` value):
+/// a batch run that closed epoch `e` waits until `sealed_through >= e`, or
+/// fails at once with the error of a seal attempt that tried to seal `e`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SealState {
+    /// The last epoch in the master dataset.
+    pub sealed_through: Option<u64>,
+    /// Seal attempts that did some work or failed, so far.
+    pub attempts: u64,
+    /// The last attempt's error when it failed.
+    pub failure: Option<SealFailure>,
+}
+
+/// A failed seal attempt: see [`SealState`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealFailure {
+    /// The attempt was to seal every epoch up to this one.
+    pub through: u64,
+    /// Why it failed.
+    pub message: String,
+}
+
+impl SealState {
+    /// The state after a seal attempt: `Ok(Some(through))` sealed through
+    /// an epoch, `Ok(None)` had nothing to do (not counted), `Err` failed
+    /// trying to seal through `target`.
+    pub fn record(&mut self, target: u64, outcome: Result<Option<u64>, &str>) {
+        match outcome {
+            Ok(None) => return,
+            Ok(Some(through)) => {
+                self.sealed_through = self.sealed_through.max(Some(through));
+                self.failure = None;
+            }
+            Err(message) => {
+                self.failure = Some(SealFailure {
+                    through: target,
+                    message: message.to_owned(),
+                });
+            }
+        }
+        self.attempts += 1;
+    }
+
+    /// Whether epoch `epoch` is sealed (`Some(Ok)`), failed to seal in an
+    /// attempt after `attempts_before` (`Some(Err)`), or neither yet.
+    pub fn outcome_for(&self, epoch: u64, attempts_before: u64) -> Option<Result<(), String>> {
+        if self.sealed_through.is_some_and(|s| s >= epoch) {
+            return Some(Ok(()));
+        }
+        match &self.failure {
+            Some(f) if self.attempts > attempts_before && f.through >= epoch => {
+                Some(Err(f.message.clone()))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Seals epochs of the configured streams.
 pub struct Sealer {
     master: MasterStore,
@@ -239,4 +297,37 @@ async fn blocking(f: impl FnOnce() -> Result<(), String> + Send + 'static) -> Re
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| format!("sealing task failed: {e}"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SealState;
+
+    #[test]
+    fn a_run_hears_only_of_seals_that_concern_its_epoch() {
+        let mut s = SealState {
+            sealed_through: Some(3),
+            ..Default::default()
+        };
+        assert_eq!(s.outcome_for(3, 0), Some(Ok(())));
+        assert_eq!(s.outcome_for(5, 0), None);
+        // A failure from before the run's request says nothing.
+        s.record(4, Err("s3 down"));
+        let before = s.attempts;
+        assert_eq!(s.outcome_for(5, before), None);
+        // Nothing to do is not an attempt.
+        s.record(5, Ok(None));
+        assert_eq!(s.outcome_for(5, before), None);
+        // A later failure trying to seal through epoch 5 fails the run.
+        s.record(5, Err("s3 down"));
+        assert_eq!(s.outcome_for(5, before), Some(Err("s3 down".into())));
+        // ... but not a run waiting for a later epoch.
+        assert_eq!(s.outcome_for(6, before), None);
+        // A success clears the failure.
+        s.record(5, Ok(Some(5)));
+        assert_eq!(
+            (s.outcome_for(5, before), s.failure.clone()),
+            (Some(Ok(())), None)
+        );
+    }
 }
