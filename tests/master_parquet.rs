@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{Int64Array, StringArray};
 use arrow::record_batch::RecordBatch;
+use lamina::master::history::{HistoryDataset, scan_as};
 use lamina::master::{EpochFile, Manifest, MasterStore, StoreOptions};
 use lamina::view::{AggValue, AggregateKind, KeySpec, ViewSpec, run_view};
 use lamina::{Context, Error};
@@ -170,6 +171,7 @@ on_every_backend!(
     the_manifest_is_replaced_from_the_version_read,
     one_writer_holds_the_lease,
     broken_parquet_and_missing_columns_are_clear_errors,
+    history_of_other_tools_reads_as_the_stream,
 );
 
 fn expected() -> serde_json::Value {
@@ -598,4 +600,131 @@ async fn an_unreachable_namenode_fails_within_the_timeout() {
         started.elapsed()
     );
     assert!(err.contains("timed out"), "{err}");
+}
+
+/// Files of other tools under hive-style folders, with the files and
+/// folders such tools leave beside them, read as a stream whose schema
+/// differs from theirs: by name, one column from the folders, one absent.
+async fn history_of_other_tools_reads_as_the_stream(d: Dataset) {
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    for (i, name) in FIXTURES.iter().enumerate() {
+        let bytes = std::fs::read(data_dir().join(name)).unwrap();
+        d.put(&format!("hist/region=r{i}/part-0.parquet"), bytes.clone())
+            .await;
+        if i == 0 {
+            d.put("hist/region=r0/.part-0.parquet.crc", b"crc".to_vec())
+                .await;
+            d.put("hist/_SUCCESS", Vec::new()).await;
+            d.put("hist/_temporary/0/part-9.parquet", bytes).await;
+        }
+    }
+    let url = format!("{}/hist", d.url);
+    let history = HistoryDataset::open(&url, &d.options).unwrap();
+    let listing = history.list().await.unwrap();
+    let labels: Vec<_> = listing.files.iter().map(|f| f.label.clone()).collect();
+    assert_eq!(labels.len(), 4, "{labels:?}");
+    assert!(
+        labels[0].ends_with("hist/region=r0/part-0.parquet"),
+        "{labels:?}"
+    );
+
+    let field = |n: &str, t: DataType, nullable| Field::new(n, t, nullable);
+    let stream = |amount: DataType, extra: Option<Field>| {
+        let mut fields = vec![
+            field("user", DataType::Utf8, true),
+            field("line", DataType::Utf8, false),
+            field("amount", amount, true),
+            field(
+                "ts",
+                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                false,
+            ),
+            field("region", DataType::Utf8, false),
+            field("note", DataType::Utf8, true),
+        ];
+        fields.extend(extra);
+        Arc::new(Schema::new(fields))
+    };
+    let target = stream(DataType::Int64, None);
+    let ctx = Context::builder().threads(2).build().unwrap();
+    let want = expected();
+    for (spec, key) in views() {
+        let mut columns = vec![];
+        match &spec.key {
+            KeySpec::Words(c) | KeySpec::Column(c) => columns.push(c.clone()),
+            _ => unreachable!(),
+        }
+        columns.extend(spec.column.clone());
+        let (input, rows) = scan_as(&ctx, &listing.files, Some(&columns), &target)
+            .await
+            .unwrap();
+        assert_eq!(rows, 4 * want["rows"].as_u64().unwrap());
+        let got = as_counts(run_view(&spec, &input).collect_async().await.unwrap());
+        let four_times: BTreeMap<String, i64> = json_counts(&want[key])
+            .into_iter()
+            .map(|(k, n)| (k, 4 * n))
+            .collect();
+        assert_eq!(got, four_times, "view {key}");
+    }
+    // The folder's value and the absent column, for every row.
+    let (all, _) = scan_as(&ctx, &listing.files, None, &target).await.unwrap();
+    let per_region = all
+        .run_async(|_, it| {
+            let mut seen = BTreeMap::<String, usize>::new();
+            for b in it {
+                assert_eq!(b.num_columns(), 6);
+                assert_eq!(b.column_by_name("note").unwrap().null_count(), b.num_rows());
+                let region = b
+                    .column_by_name("region")
+                    .unwrap()
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .unwrap();
+                for r in region.iter() {
+                    *seen.entry(r.unwrap().to_owned()).or_default() += 1;
+                }
+            }
+            Ok(seen)
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .fold(BTreeMap::<String, usize>::new(), |mut all, part| {
+            for (k, n) in part {
+                *all.entry(k).or_default() += n;
+            }
+            all
+        });
+    assert_eq!(
+        per_region,
+        (0..4)
+            .map(|i| (format!("r{i}"), 1000))
+            .collect::<BTreeMap<_, _>>()
+    );
+
+    // A type that does not match, and a required column nowhere.
+    let err = scan_as(&ctx, &listing.files, None, &stream(DataType::Boolean, None))
+        .await
+        .err()
+        .unwrap();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Plan(_)), "{msg}");
+    assert!(
+        msg.contains("hist/region=r0/part-0.parquet")
+            && msg.contains("column `amount` is Int64 in the file")
+            && msg.contains("Boolean"),
+        "{msg}"
+    );
+    let required = Field::new("country", DataType::Utf8, false);
+    let err = scan_as(
+        &ctx,
+        &listing.files,
+        None,
+        &stream(DataType::Int64, Some(required)),
+    )
+    .await
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("no column `country`"), "{err}");
 }

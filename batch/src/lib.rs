@@ -9,14 +9,18 @@
 //! # Layout
 //!
 //! - [`run`]: computing one generation ([`compute_generation`]).
+//! - [`history`]: streams' histories, Parquet of other tools read before
+//!   the streams' own epochs.
 //! - [`runs`]: the run registry: one run at a time, a queue of one, states
 //!   and history ([`BatchRuns`]).
 
+pub mod history;
 pub mod run;
 pub mod runs;
 
+pub use history::{Histories, StreamHistory};
 pub use run::{
     BatchView, Generation, GenerationStats, GenerationSummary, ProgramView, RowSink, ViewInput,
-    ViewRows, compute_generation, stream_generation,
+    ViewRows, compute_generation, stream_generation, stream_generation_with,
 };
 pub use runs::{BatchRuns, Outcome, RunRecord, RunState};

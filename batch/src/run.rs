@@ -4,12 +4,15 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use arrow::record_batch::RecordBatch;
 use lamina::master::MasterStore;
 use lamina::streaming::dstream::InputId;
 use lamina::streaming::output::merge_per_key;
 use lamina::streaming::{InputRdds, ServedView, Time};
 use lamina::view::{AggValue, KeySpec, View, ViewSpec};
-use lamina::{Context, Error, Result};
+use lamina::{Context, Error, Rdd, Result};
+
+use crate::history::{Histories, Listed};
 use tokio::sync::watch;
 
 /// A view and the stream it reads.
@@ -234,13 +237,76 @@ pub async fn stream_generation(
     cancel: watch::Receiver<bool>,
     start: impl FnOnce(u64) -> RowSink,
 ) -> Result<Option<GenerationSummary>> {
+    stream_generation_with(ctx, master, &Histories::new(), views, cancel, start).await
+}
+
+/// [`stream_generation`] reading each stream's history first (files of
+/// other tools, listed again by every run; see [`crate::history`]).
+///
+/// # Errors
+///
+/// As [`stream_generation`]; also a history that cannot be listed, and a
+/// history file whose columns do not match its stream's (named).
+pub async fn stream_generation_with(
+    ctx: &Context,
+    master: &MasterStore,
+    histories: &Histories,
+    views: &[BatchView],
+    cancel: watch::Receiver<bool>,
+    start: impl FnOnce(u64) -> RowSink,
+) -> Result<Option<GenerationSummary>> {
     let manifest = master.manifest().await?;
     let Some(epoch) = manifest.sealed_through else {
         return Ok(None);
     };
+    // One listing per stream and run, before any row is handed over.
+    let mut listed: BTreeMap<&str, Listed> = BTreeMap::new();
+    for view in views {
+        let streams: Vec<&str> = match view {
+            BatchView::Config(v) => vec![v.stream.as_str()],
+            BatchView::Program(p) => p.streams.iter().map(|(_, s)| s.as_str()).collect(),
+        };
+        for stream in streams {
+            if let Some(history) = histories.get(stream)
+                && !listed.contains_key(stream)
+            {
+                listed.insert(stream, Listed::list(history).await?);
+            }
+        }
+    }
     let sink = start(epoch);
     let mut stats = GenerationStats::default();
     let mut counted: BTreeMap<&str, ()> = BTreeMap::new();
+    let mut history_counted: BTreeMap<String, ()> = BTreeMap::new();
+    // The stream's epochs and its history as one dataset (`None`: neither
+    // has a file).
+    let mut input_of = async |stream: &'_ str,
+                              files: &[lamina::master::EpochFile],
+                              columns: Option<&[String]>,
+                              stats: &mut GenerationStats|
+           -> Result<Option<Rdd<RecordBatch>>> {
+        let own = if files.is_empty() {
+            None
+        } else {
+            Some(master.scan(ctx, files, columns).await?)
+        };
+        let old = match listed.get(stream) {
+            Some(l) if !l.files.is_empty() => {
+                let (rdd, rows) = l.scan(ctx, columns).await?;
+                if history_counted.insert(stream.to_owned(), ()).is_none() {
+                    stats.files += l.files.len() as u64;
+                    stats.rows += rows;
+                    stats.bytes += l.bytes;
+                }
+                Some(rdd)
+            }
+            _ => None,
+        };
+        Ok(match (old, own) {
+            (Some(old), Some(own)) => Some(old.union(&own)),
+            (old, own) => old.or(own),
+        })
+    };
     let cancelled = || Error::Execution("batch run cancelled".into());
     for view in views {
         if *cancel.borrow() {
@@ -254,10 +320,11 @@ pub async fn stream_generation(
                 if counted.insert(view.stream.as_str(), ()).is_none() {
                     stats.add(&files);
                 }
-                if files.is_empty() {
+                let wanted = columns(&view.spec);
+                let Some(input) = input_of(&view.stream, &files, Some(&wanted), &mut stats).await?
+                else {
                     continue;
-                }
-                let input = master.scan(ctx, &files, Some(&columns(&view.spec))).await?;
+                };
                 view.spec.partials(&input).run_each_async(
                     |_, it| Ok(it.collect::<Vec<_>>()),
                     move |_, rows| to(&name, rows),
@@ -271,11 +338,12 @@ pub async fn stream_generation(
                     if counted.insert(stream.as_str(), ()).is_none() {
                         stats.add(&files);
                     }
-                    any |= !files.is_empty();
-                    let rdd = if files.is_empty() {
-                        ctx.parallelize(Vec::new(), 1)
-                    } else {
-                        master.scan(ctx, &files, None).await?
+                    let rdd = match input_of(stream, &files, None, &mut stats).await? {
+                        Some(rdd) => {
+                            any = true;
+                            rdd
+                        }
+                        None => ctx.parallelize(Vec::new(), 1),
                     };
                     inputs.insert(*id, rdd);
                 }

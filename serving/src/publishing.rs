@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use lamina::Context;
 use lamina::master::MasterStore;
-use lamina_batch::{BatchView, Outcome, stream_generation};
+use lamina_batch::{BatchView, Histories, Outcome, stream_generation_with};
 use tokio::sync::watch;
 
 use crate::store::ViewStore;
@@ -30,6 +30,7 @@ enum ToPublisher {
 pub(crate) async fn run_and_publish(
     ctx: &Context,
     master: &MasterStore,
+    histories: &Histories,
     views: &[BatchView],
     store: &Arc<ViewStore>,
     cancel: &watch::Receiver<bool>,
@@ -44,13 +45,20 @@ pub(crate) async fn run_and_publish(
     };
     let start_tx = tx.clone();
     let sink_tx = tx.clone();
-    let computed = stream_generation(ctx, master, views, cancel.clone(), move |epoch| {
-        let _ = start_tx.send(ToPublisher::Start(epoch));
-        Arc::new(move |view: &str, rows| {
-            // A publisher that stopped has failed; its error is reported.
-            let _ = sink_tx.send(ToPublisher::Rows(view.to_owned(), rows));
-        })
-    })
+    let computed = stream_generation_with(
+        ctx,
+        master,
+        histories,
+        views,
+        cancel.clone(),
+        move |epoch| {
+            let _ = start_tx.send(ToPublisher::Start(epoch));
+            Arc::new(move |view: &str, rows| {
+                // A publisher that stopped has failed; its error is reported.
+                let _ = sink_tx.send(ToPublisher::Rows(view.to_owned(), rows));
+            })
+        },
+    )
     .await;
     let finish = matches!(computed, Ok(Some(_))) && !*cancel.borrow();
     if finish {

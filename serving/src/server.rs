@@ -276,6 +276,7 @@ pub async fn serve_with_receivers(
         .iter()
         .map(|s| (s.name.clone(), s.format.clone()))
         .collect();
+    let histories = histories(&config, &formats)?;
     let mut batcher = MicroBatcher::resume(
         Arc::clone(&program),
         Arc::clone(&log),
@@ -356,6 +357,7 @@ pub async fn serve_with_receivers(
             ctx: ctx.clone(),
             master: master.clone(),
             views: batch_views,
+            histories,
             store: Arc::clone(&store),
             runs: Arc::clone(&runs),
             clock,
@@ -591,6 +593,41 @@ async fn wait_for_signal() {
     }
 }
 
+/// Each stream's `history` datasets (not contacted yet), read as the
+/// stream's schema.
+fn histories(
+    config: &Config,
+    formats: &[(String, Format)],
+) -> Result<lamina_batch::Histories, ServeError> {
+    let options = config.storage.store_options();
+    let mut histories = lamina_batch::Histories::new();
+    for (i, stream) in config.streams.iter().enumerate() {
+        if stream.history.is_empty() {
+            continue;
+        }
+        let Some((_, format)) = formats.iter().find(|(name, _)| *name == stream.name) else {
+            continue;
+        };
+        let datasets = stream
+            .history
+            .iter()
+            .enumerate()
+            .map(|(j, url)| {
+                lamina::master::history::HistoryDataset::open(url, &options)
+                    .map_err(|e| startup(format!("stream[{i}].history[{j}]"), e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        histories.insert(
+            stream.name.clone(),
+            lamina_batch::StreamHistory {
+                datasets,
+                schema: format.arrow_schema(),
+            },
+        );
+    }
+    Ok(histories)
+}
+
 /// Seals every closed epoch whenever the micro-batch clock enters a new one
 /// (and once at start, for epochs a restart left unsealed).
 async fn seal_loop(
@@ -641,6 +678,8 @@ struct BatchWorker {
     ctx: Context,
     master: MasterStore,
     views: Vec<BatchView>,
+    /// Streams' histories, read by every run before their epochs.
+    histories: lamina_batch::Histories,
     store: Arc<ViewStore>,
     runs: Arc<BatchRuns>,
     clock: Clock,
@@ -727,11 +766,13 @@ async fn batch_worker(mut w: BatchWorker, mut shutdown: watch::Receiver<bool>) {
             ctx,
             master,
             views,
+            histories,
             store,
             runs,
             ..
         } = &w;
-        let outcome = crate::publishing::run_and_publish(ctx, master, views, store, &cancel).await;
+        let outcome =
+            crate::publishing::run_and_publish(ctx, master, histories, views, store, &cancel).await;
         if let Some(done) = runs.finish(run.id, outcome) {
             match &done.error {
                 None => {

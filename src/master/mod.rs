@@ -14,8 +14,10 @@
 //! stream name and an epoch number, and object-store paths cannot contain
 //! `..`, so nothing escapes the configured root.
 
+pub mod adapt;
 #[cfg(feature = "hdfs")]
 pub mod bounded;
+pub mod history;
 pub mod lease;
 pub mod location;
 pub mod manifest;

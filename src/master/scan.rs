@@ -1,5 +1,9 @@
-//! Reading the master dataset as a dataset of record batches: one partition
-//! per Parquet row group, only the projected columns.
+//! Reading Parquet files as a dataset of record batches: one partition per
+//! row group, only the projected columns. The master dataset's own epochs
+//! are read as written; files of other tools (a stream's history, see
+//! [`history`](super::history)) are read *as the stream*: columns matched
+//! by name, cast to the stream's types, hive-style `key=value` folders as
+//! columns, and a clear error naming the file and the column otherwise.
 
 use std::sync::Arc;
 
@@ -23,10 +27,26 @@ struct Part {
 }
 
 struct File {
+    store: Arc<dyn ObjectStore>,
     path: Path,
     label: String,
     metadata: ArrowReaderMetadata,
     projection: ProjectionMask,
+    /// How the read batches become the stream's (`None`: as read).
+    adapt: Option<Arc<super::adapt::Adapter>>,
+}
+
+/// One file to scan: where it is, and how to name it in errors.
+#[derive(Clone)]
+pub struct ScanFile {
+    /// The store it is in.
+    pub store: Arc<dyn ObjectStore>,
+    /// Its path in the store.
+    pub path: Path,
+    /// Its URL, for messages.
+    pub label: String,
+    /// Hive-style `key=value` folders above it (already decoded).
+    pub partitions: Vec<(String, Option<String>)>,
 }
 
 /// Row groups of Parquet files as partitions.
@@ -36,7 +56,6 @@ struct File {
 /// I/O is driven by the tokio runtime the scan was created on). Memory per
 /// task is bounded by one row group.
 pub struct ParquetSource {
-    store: Arc<dyn ObjectStore>,
     runtime: tokio::runtime::Handle,
     files: Vec<File>,
     parts: Vec<Part>,
@@ -65,35 +84,56 @@ impl ParquetSource {
         files: &[EpochFile],
         columns: Option<&[String]>,
     ) -> Result<Self> {
-        let store = Arc::clone(master.object_store());
+        let files: Vec<ScanFile> = files
+            .iter()
+            .map(|f| ScanFile {
+                store: Arc::clone(master.object_store()),
+                path: Path::from(f.path.as_str()),
+                label: format!("{}/{}", master.url(), f.path),
+                partitions: Vec::new(),
+            })
+            .collect();
+        Self::open_files(&files, columns, None).await
+    }
+
+    /// Like [`open`](Self::open) for files of any store. With `target`
+    /// (a stream's schema) each file is read as that stream: see
+    /// [`adapt`](super::adapt); `columns` then name target columns.
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open); with `target` also [`Error::Plan`] naming
+    /// the file and the column whose type cannot be read as the stream's,
+    /// or a non-nullable column that is missing.
+    pub async fn open_files(
+        files: &[ScanFile],
+        columns: Option<&[String]>,
+        target: Option<&arrow::datatypes::SchemaRef>,
+    ) -> Result<Self> {
         let mut opened = Vec::with_capacity(files.len());
         let mut parts = Vec::new();
         for (i, f) in files.iter().enumerate() {
-            let label = format!("{}/{}", master.url(), f.path);
-            let path = Path::from(f.path.as_str());
-            let mut reader = ObjectReader::new(Arc::clone(&store), path.clone());
+            let label = f.label.clone();
+            let mut reader = ObjectReader::new(Arc::clone(&f.store), f.path.clone());
             let metadata = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new())
                 .await
                 .map_err(|e| {
                     Error::execution(format!("{label}: not a readable Parquet file: {e}"))
                 })?;
-            let projection = match columns {
-                None => ProjectionMask::all(),
-                Some(names) => {
-                    let schema = metadata.schema();
-                    let indices = names
-                        .iter()
-                        .map(|n| {
-                            schema.index_of(n).map_err(|_| {
-                                Error::plan(format!(
-                                    "{label}: no column `{n}` (columns: {})",
-                                    field_names(schema)
-                                ))
-                            })
-                        })
-                        .collect::<Result<Vec<usize>>>()?;
-                    ProjectionMask::roots(metadata.parquet_schema(), indices)
+            let (projection, adapt) = match target {
+                Some(target) => {
+                    let adapter = super::adapt::Adapter::plan(
+                        &label,
+                        &metadata,
+                        target,
+                        columns,
+                        &f.partitions,
+                    )?;
+                    let mask =
+                        ProjectionMask::roots(metadata.parquet_schema(), adapter.file_columns());
+                    (mask, Some(Arc::new(adapter)))
                 }
+                None => (projection_of(&label, &metadata, columns)?, None),
             };
             for rg in 0..metadata.metadata().num_row_groups() {
                 parts.push(Part {
@@ -102,24 +142,33 @@ impl ParquetSource {
                 });
             }
             opened.push(File {
-                path,
+                store: Arc::clone(&f.store),
+                path: f.path.clone(),
                 label,
                 metadata,
                 projection,
+                adapt,
             });
         }
         Ok(ParquetSource {
-            store,
             runtime: tokio::runtime::Handle::current(),
             files: opened,
             parts,
         })
     }
 
+    /// Rows in all the files, from their footers.
+    pub fn rows(&self) -> u64 {
+        self.files
+            .iter()
+            .map(|f| f.metadata.metadata().file_metadata().num_rows().max(0) as u64)
+            .sum()
+    }
+
     async fn read_row_group(&self, part: &Part) -> Result<Vec<RecordBatch>> {
         let file = &self.files[part.file];
         let reader = ObjectReader::with_metadata(
-            Arc::clone(&self.store),
+            Arc::clone(&file.store),
             file.path.clone(),
             Arc::clone(file.metadata.metadata()),
         );
@@ -132,13 +181,43 @@ impl ParquetSource {
                 .map_err(|e| {
                     Error::execution(format!("{}: row group {}: {e}", file.label, part.row_group))
                 })?;
-        stream.try_collect().await.map_err(|e| {
+        let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(|e| {
             Error::execution(format!("{}: row group {}: {e}", file.label, part.row_group))
-        })
+        })?;
+        match &file.adapt {
+            None => Ok(batches),
+            Some(adapt) => batches
+                .iter()
+                .map(|b| adapt.apply(b))
+                .collect::<Result<Vec<_>>>(),
+        }
     }
 }
 
-fn field_names(schema: &arrow::datatypes::Schema) -> String {
+fn projection_of(
+    label: &str,
+    metadata: &ArrowReaderMetadata,
+    columns: Option<&[String]>,
+) -> Result<ProjectionMask> {
+    let Some(names) = columns else {
+        return Ok(ProjectionMask::all());
+    };
+    let schema = metadata.schema();
+    let indices = names
+        .iter()
+        .map(|n| {
+            schema.index_of(n).map_err(|_| {
+                Error::plan(format!(
+                    "{label}: no column `{n}` (columns: {})",
+                    field_names(schema)
+                ))
+            })
+        })
+        .collect::<Result<Vec<usize>>>()?;
+    Ok(ProjectionMask::roots(metadata.parquet_schema(), indices))
+}
+
+pub(super) fn field_names(schema: &arrow::datatypes::Schema) -> String {
     schema
         .fields()
         .iter()

@@ -130,6 +130,16 @@ pub struct StreamConfig {
     /// are then kept in `_headers`. Default false.
     #[serde(default)]
     pub source_columns: bool,
+    /// Parquet datasets written by other tools (Spark, pyarrow, DuckDB,
+    /// ...) that every batch run reads as this stream's records before its
+    /// own epochs: `file://`, `s3://` or `hdfs://` URLs of folders. Every
+    /// `*.parquet` file below one is read (names starting with `_` or `.`
+    /// are skipped); its columns are matched to the stream's by name (extra
+    /// columns are ignored; a missing nullable column is null) and
+    /// `key=value` folders give column `key`. A file whose columns do not
+    /// match fails the run with an error naming it. Default none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<String>,
 }
 
 /// What a stream does with records later than its watermark.
@@ -163,6 +173,7 @@ impl StreamConfig {
             allowed_lateness_secs: 0,
             late_records: LatePolicy::Aside,
             source_columns: false,
+            history: Vec::new(),
         }
     }
 
@@ -204,6 +215,11 @@ impl StreamConfig {
 
     pub(super) fn validate(&self, key: &str, max_body_bytes: u64, report: &mut Report) {
         super::check_name(report, &format!("{key}.name"), &self.name);
+        for (i, url) in self.history.iter().enumerate() {
+            if let Err(e) = lamina::master::StorageUrl::parse(url) {
+                report.push(format!("{key}.history[{i}]"), e);
+            }
+        }
         let schema_key = format!("{key}.schema");
         match (self.format, &self.schema) {
             (StreamFormat::Text, Some(_)) => report.push(

@@ -303,6 +303,11 @@ fn bad_values_name_the_key_the_value_and_what_is_expected() {
         "100 is out of range (500..=3600000",
     );
     expect_error(
+        "[[stream]]\nname = \"lines\"\nhistory = [\"file:///ok\", \"gs://b/old\"]\n",
+        "stream[0].history[1]",
+        "unsupported scheme \"gs\"",
+    );
+    expect_error(
         "[storage]\nmaster_url = \"gs://bucket/x\"\n",
         "storage.master_url",
         "unsupported scheme \"gs\"",
