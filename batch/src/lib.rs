@@ -21,6 +21,6 @@ pub mod runs;
 pub use history::{Histories, StreamHistory};
 pub use run::{
     BatchView, Generation, GenerationStats, GenerationSummary, ProgramView, RowSink, ViewInput,
-    ViewRows, compute_generation, stream_generation, stream_generation_with,
+    ViewRows, ViewTiming, compute_generation, stream_generation, stream_generation_with,
 };
 pub use runs::{BatchRuns, Outcome, RunRecord, RunState};

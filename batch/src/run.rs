@@ -70,6 +70,21 @@ pub struct GenerationStats {
     pub rows: u64,
     /// Their size.
     pub bytes: u64,
+    /// Each view's computation, in run order.
+    #[serde(default)]
+    pub views: Vec<ViewTiming>,
+}
+
+/// How long one view of a run took: from reading its files' footers until
+/// its last partial aggregate was handed to the publisher (so it includes
+/// waiting for the publisher; the final commit of the generation comes
+/// after every view and is not in it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ViewTiming {
+    /// The view.
+    pub view: String,
+    /// Milliseconds.
+    pub ms: u64,
 }
 
 /// One view's rows of a generation, as the engine's partitions produced
@@ -313,6 +328,7 @@ pub async fn stream_generation_with(
             return Err(cancelled());
         }
         let name = view.name().to_owned();
+        let started = std::time::Instant::now();
         let to = Arc::clone(&sink);
         let job = match view {
             BatchView::Config(view) => {
@@ -368,6 +384,10 @@ pub async fn stream_generation_with(
             // Dropping the job future cancels its remaining tasks.
             _ = watch.wait_for(|c| *c) => return Err(cancelled()),
         };
+        stats.views.push(ViewTiming {
+            view: view.name().to_owned(),
+            ms: started.elapsed().as_millis() as u64,
+        });
     }
     Ok(Some(GenerationSummary { epoch, stats }))
 }

@@ -281,6 +281,7 @@ mod tests {
                     files: 2,
                     rows: 10,
                     bytes: 100,
+                    ..Default::default()
                 },
                 keys: 5,
             },

@@ -48,6 +48,14 @@
 //! `word_counts` as a Rust DStream program (e.g. the example
 //! `served_word_count`) instead of the config view, on the same load.
 //!
+//! # `lamina bench batch`: a batch recompute against DuckDB
+//!
+//! [`batch`]: `word_counts` over 10M generated lines and a count-and-sum by
+//! URL over 10M events, as batch runs of a read-only server, and DuckDB's
+//! equivalent GROUP BY over the same Parquet files (and, with `--s3`, both
+//! from an S3-compatible server); medians, ratios, peak RSS, and a check
+//! that both engines agree.
+//!
 //! # `lamina bench source`: the load for programs that read a socket
 //!
 //! [`source`] listens and sends the same text to whoever connects, paced
@@ -64,6 +72,7 @@
 //! restart on the same data — with random keys checked to read exactly 1
 //! before and after the restart.
 
+mod batch;
 mod flume;
 mod http;
 mod kafka;
@@ -73,6 +82,7 @@ mod source;
 mod stream;
 pub mod text;
 
+pub use batch::{BatchBench, batch};
 pub use flume::{FlumeBench, flume};
 pub use kafka::{KafkaBench, kafka};
 pub use keys::{KeysBench, keys};

@@ -118,6 +118,9 @@ pub enum BenchCommand {
     /// acknowledgement latency, with exact counts, against a real server
     /// this command starts.
     Flume(crate::bench::FlumeBench),
+    /// A batch recompute (word counts over 10M lines, count-and-sum by URL
+    /// over 10M events) against DuckDB on the same Parquet files.
+    Batch(crate::bench::BatchBench),
 }
 
 /// `lamina wal ...`
@@ -231,6 +234,7 @@ pub fn run(cli: Cli, app: &crate::app::App) -> ExitCode {
                 BenchCommand::Keys(args) => crate::bench::keys(&args),
                 BenchCommand::Kafka(args) => crate::bench::kafka(&args),
                 BenchCommand::Flume(args) => crate::bench::flume(&args),
+                BenchCommand::Batch(args) => crate::bench::batch(&args),
                 BenchCommand::Source(args) => crate::bench::source(&args),
             };
             match result {

@@ -166,6 +166,32 @@ impl ServerProcess {
              [[stream]]\nname = \"lines\"\nformat = \"text\"\n{receiver}\n\
              {view}[batch]\nschedule = \"off\"\n"
         );
+        Self::launch(dir, http, tcp, &config, keep, server_bin)
+    }
+
+    /// Starts `lamina serve` on a config of the caller's: `config(http)`
+    /// is its text for REST port `http` (the `tcp` port is unused).
+    pub fn start_config(
+        label: &str,
+        keep: bool,
+        config: impl FnOnce(u16) -> String,
+    ) -> Result<Self, String> {
+        let dir = std::env::temp_dir().join(format!("lamina-bench-{}-{label}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let http = free_port();
+        let text = config(http);
+        Self::launch(dir, http, 0, &text, keep, None)
+    }
+
+    fn launch(
+        dir: PathBuf,
+        http: u16,
+        tcp: u16,
+        config: &str,
+        keep: bool,
+        server_bin: Option<&std::path::Path>,
+    ) -> Result<Self, String> {
         let path = dir.join("lamina.toml");
         std::fs::write(&path, config).map_err(|e| e.to_string())?;
         guard_signals();
