@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
-use futures::TryStreamExt;
+use futures::StreamExt;
 use object_store::ObjectStore;
 use object_store::path::Path;
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
@@ -165,32 +165,26 @@ impl ParquetSource {
             .sum()
     }
 
-    async fn read_row_group(&self, part: &Part) -> Result<Vec<RecordBatch>> {
+    /// The stream of one row group's batches (8192 rows each), fetching
+    /// the row group's projected column chunks first.
+    async fn open_row_group(
+        &self,
+        part: &Part,
+    ) -> Result<parquet::arrow::async_reader::ParquetRecordBatchStream<ObjectReader>> {
         let file = &self.files[part.file];
         let reader = ObjectReader::with_metadata(
             Arc::clone(&file.store),
             file.path.clone(),
             Arc::clone(file.metadata.metadata()),
         );
-        let stream =
-            ParquetRecordBatchStreamBuilder::new_with_metadata(reader, file.metadata.clone())
-                .with_row_groups(vec![part.row_group])
-                .with_projection(file.projection.clone())
-                .with_batch_size(8192)
-                .build()
-                .map_err(|e| {
-                    Error::execution(format!("{}: row group {}: {e}", file.label, part.row_group))
-                })?;
-        let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(|e| {
-            Error::execution(format!("{}: row group {}: {e}", file.label, part.row_group))
-        })?;
-        match &file.adapt {
-            None => Ok(batches),
-            Some(adapt) => batches
-                .iter()
-                .map(|b| adapt.apply(b))
-                .collect::<Result<Vec<_>>>(),
-        }
+        ParquetRecordBatchStreamBuilder::new_with_metadata(reader, file.metadata.clone())
+            .with_row_groups(vec![part.row_group])
+            .with_projection(file.projection.clone())
+            .with_batch_size(8192)
+            .build()
+            .map_err(|e| {
+                Error::execution(format!("{}: row group {}: {e}", file.label, part.row_group))
+            })
     }
 }
 
@@ -236,15 +230,38 @@ impl PartitionSource for ParquetSource {
     fn read<'a>(
         &'a self,
         partition: usize,
-        _: &'a TaskContext,
+        tc: &'a TaskContext,
     ) -> Result<BoxIter<'a, RecordBatch>> {
         // Worker threads are not tokio threads, so blocking on the runtime
         // here is allowed; the decoding inside the stream runs on this
-        // worker, the I/O on the runtime's reactor.
-        let batches = self
-            .runtime
-            .block_on(self.read_row_group(&self.parts[partition]))?;
-        Ok(Box::new(batches.into_iter()))
+        // worker, the I/O on the runtime's reactor. Batches are decoded as
+        // the task takes them, so a task holds one batch, not its whole
+        // row group.
+        let part = &self.parts[partition];
+        let file = &self.files[part.file];
+        let mut stream = self.runtime.block_on(self.open_row_group(part))?;
+        let fail = move |e: String| {
+            tc.fail(Error::execution(format!(
+                "{}: row group {}: {e}",
+                file.label, part.row_group
+            )));
+            None
+        };
+        Ok(Box::new(std::iter::from_fn(move || {
+            match self.runtime.block_on(stream.next())? {
+                Ok(batch) => match &file.adapt {
+                    None => Some(batch),
+                    Some(adapt) => match adapt.apply(&batch) {
+                        Ok(batch) => Some(batch),
+                        Err(e) => {
+                            tc.fail(e);
+                            None
+                        }
+                    },
+                },
+                Err(e) => fail(e.to_string()),
+            }
+        })))
     }
 
     fn describe(&self) -> String {

@@ -4,7 +4,8 @@
 //! Types stay narrow while a partition is folded: each aggregate kind folds
 //! into a map of its own state type (a count is an `i64`, not a 32-byte
 //! [`AggValue`]), integer keys and time buckets are `i64`, text keys are
-//! looked up by `&str` and copied (as a `Box<str>`) only when new. Smaller
+//! looked up by `&str` in a cache-friendly [`TextTable`] (short keys inside
+//! the entry, long ones in one arena) and copied only when new. Smaller
 //! map entries mean fewer cache misses, which is where the time of a
 //! group-by goes. Keys become text and states become [`AggValue`] once per
 //! distinct key, in [`Accumulator::finish`].
@@ -13,6 +14,7 @@ use crate::columnar::KeyColumn;
 use crate::partitioner::{FastMap, fast_map};
 use crate::view::key::{BoundKey, write_rfc3339};
 use crate::view::state::{Max, Mean, Min, Sum, TopK};
+use crate::view::text_table::TextTable;
 use crate::view::{AggValue, AggregateKind, Hll, Num, Partial};
 
 /// One aggregate kind's per-key state while folding.
@@ -95,7 +97,7 @@ impl FoldState for Hll {
 /// The maps of one state type.
 #[derive(Debug)]
 struct Maps<S> {
-    text: FastMap<Box<str>, S>,
+    text: TextTable<S>,
     ints: FastMap<i64, S>,
     /// Time buckets by start, in microseconds since the epoch.
     buckets: FastMap<i64, S>,
@@ -105,7 +107,7 @@ struct Maps<S> {
 impl<S: FoldState> Maps<S> {
     fn new(zero: S) -> Self {
         Maps {
-            text: fast_map(0),
+            text: TextTable::new(),
             ints: fast_map(0),
             buckets: fast_map(0),
             zero,
@@ -196,7 +198,7 @@ impl<S: FoldState> Maps<S> {
     /// The same maps with every state converted.
     fn convert<T: FoldState>(self, f: impl Fn(S) -> T) -> Maps<T> {
         Maps {
-            text: self.text.into_iter().map(|(k, s)| (k, f(s))).collect(),
+            text: self.text.map_states(&f),
             ints: self.ints.into_iter().map(|(k, s)| (k, f(s))).collect(),
             buckets: self.buckets.into_iter().map(|(k, s)| (k, f(s))).collect(),
             zero: f(self.zero),
@@ -226,8 +228,8 @@ impl<S: FoldState> Maps<S> {
         // A column that was text in some batches and numbers in others: a
         // typed key whose text equals a text key merges into it.
         let mut out: FastMap<String, AggValue> = text
-            .into_iter()
-            .map(|(k, s)| (String::from(k), s.into_value()))
+            .into_entries()
+            .map(|(k, s)| (k, s.into_value()))
             .collect();
         for (k, s) in typed {
             match out.get_mut(&k) {
@@ -266,20 +268,13 @@ fn int_key(v: i64) -> String {
 /// The state of text key `k`, created from `zero` when new; `update` applied.
 #[inline]
 fn text_slot<S: Clone>(
-    text: &mut FastMap<Box<str>, S>,
+    text: &mut TextTable<S>,
     k: &str,
     zero: &S,
     row: usize,
     update: &impl Fn(&mut S, usize),
 ) {
-    match text.get_mut(k) {
-        Some(s) => update(s, row),
-        None => {
-            let mut s = zero.clone();
-            update(&mut s, row);
-            text.insert(k.into(), s);
-        }
-    }
+    update(text.slot(k, || zero.clone()), row);
 }
 
 /// The aggregate's input column, bound to one batch.

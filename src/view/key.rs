@@ -134,7 +134,7 @@ impl BoundKey<'_> {
         match self {
             BoundKey::Words(text) => {
                 if let Some(line) = text.get(row) {
-                    line.split_whitespace().for_each(f);
+                    for_each_word(line, f);
                 }
             }
             BoundKey::Column(KeyColumn::Text(text)) => {
@@ -252,4 +252,63 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let y = yoe + era * 400 + i64::from(m <= 2);
     (y, m, d)
+}
+
+/// Calls `f` with each word of `line`, exactly as `str::split_whitespace`
+/// splits it (Unicode `White_Space`), with a byte loop for ASCII lines:
+/// in the ASCII range `White_Space` is U+0009..=U+000D and U+0020.
+#[inline]
+pub(crate) fn for_each_word(line: &str, mut f: impl FnMut(&str)) {
+    if !line.is_ascii() {
+        line.split_whitespace().for_each(f);
+        return;
+    }
+    let bytes = line.as_bytes();
+    let mut start = 0;
+    let mut in_word = false;
+    for (i, &b) in bytes.iter().enumerate() {
+        let space = b == b' ' || (b'\t'..=b'\r').contains(&b);
+        if space {
+            if in_word {
+                f(&line[start..i]);
+                in_word = false;
+            }
+        } else if !in_word {
+            start = i;
+            in_word = true;
+        }
+    }
+    if in_word {
+        f(&line[start..]);
+    }
+}
+
+#[cfg(test)]
+mod word_tests {
+    use proptest::prelude::*;
+
+    fn words(line: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        super::for_each_word(line, |w| out.push(w.to_owned()));
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn splits_like_split_whitespace(
+            parts in proptest::collection::vec(
+                prop_oneof![
+                    Just(" ".to_owned()), Just("\t".to_owned()), Just("\n".to_owned()),
+                    Just("\u{b}".to_owned()), Just("\u{c}".to_owned()), Just("\r".to_owned()),
+                    Just("\u{1c}".to_owned()), Just("\u{a0}".to_owned()), Just("\u{3000}".to_owned()),
+                    "[a-z]{1,6}", "[äöü€]{1,2}",
+                ],
+                0..20,
+            )
+        ) {
+            let line: String = parts.concat();
+            let want: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+            prop_assert_eq!(words(&line), want);
+        }
+    }
 }

@@ -28,6 +28,7 @@ pub mod monoid;
 pub mod num;
 pub mod spec;
 pub mod state;
+mod text_table;
 
 use arrow::record_batch::RecordBatch;
 

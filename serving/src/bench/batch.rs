@@ -614,6 +614,7 @@ import duckdb
 cfg = json.loads(sys.argv[1])
 con = duckdb.connect()
 con.execute(f"SET threads = {cfg['threads']}")
+con.execute("SET enable_progress_bar = false")
 if cfg.get("s3"):
     s3 = cfg["s3"]
     import glob, os, duckdb_extension_httpfs
@@ -686,7 +687,9 @@ fn duckdb(
                 .unwrap_or_default()
         ));
     }
-    serde_json::from_slice(&output.stdout).map_err(|e| format!("DuckDB's output: {e}"))
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).map_err(|e| format!("DuckDB's output: {e}: {last}"))
 }
 
 fn median(values: &[f64]) -> f64 {
