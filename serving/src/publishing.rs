@@ -122,9 +122,7 @@ fn publish_from(
                 let Some(p) = publisher.as_mut() else {
                     continue;
                 };
-                for (key, value) in rows {
-                    p.add(&view, &key, value)?;
-                }
+                p.add_rows(&view, rows)?;
             }
             ToPublisher::Finish => {
                 return match publisher {

@@ -119,18 +119,20 @@ impl<S> TextTable<S> {
 
     /// Every key, as text, with its state.
     pub(crate) fn into_entries(self) -> impl Iterator<Item = (String, S)> {
-        let arena = self.arena;
+        // The arena is keys that were each a `&str`, one after another, so
+        // it is UTF-8 as a whole and every key starts and ends on a char
+        // boundary: validated once here, not once per key.
+        let arena = String::from_utf8(self.arena)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         self.table.into_iter().map(move |e| {
             let len = e.len as usize;
-            let bytes = if len <= INLINE {
-                e.word.to_le_bytes()[..len].to_vec()
+            let key = if len <= INLINE {
+                let bytes = e.word.to_le_bytes();
+                String::from_utf8_lossy(&bytes[..len]).into_owned()
             } else {
                 let at = e.word as usize;
-                arena[at..at + len].to_vec()
+                arena.get(at..at + len).unwrap_or_default().to_owned()
             };
-            // Only ever filled from `&str`.
-            let key = String::from_utf8(bytes)
-                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
             (key, e.state)
         })
     }

@@ -575,12 +575,12 @@ impl<V: Cell> GenBuilder<V> {
     pub(super) fn add(
         &mut self,
         table: &ViewTable<V>,
-        key: &str,
+        key: String,
         value: V,
     ) -> Result<(), ShardFull> {
         let hash = hash_key(key.as_bytes());
         let s = shard_of(hash);
-        self.pending[s].push((hash, key.to_owned(), value));
+        self.pending[s].push((hash, key, value));
         if self.pending[s].len() >= INTERN_GROUP {
             self.intern(table, s)?;
         }
@@ -680,8 +680,8 @@ mod tests {
         t.write(s).apply(h, "a", 2, &3).unwrap();
         assert_eq!(t.get("a").unwrap().value, AggValue::Count(5));
         let mut g = GenBuilder::new();
-        g.add(&t, "a", 2).unwrap();
-        g.add(&t, "b", 7).unwrap();
+        g.add(&t, "a".to_owned(), 2).unwrap();
+        g.add(&t, "b".to_owned(), 7).unwrap();
         g.publish(&t, 1).unwrap();
         let a = t.get("a").unwrap();
         assert_eq!(
@@ -698,7 +698,7 @@ mod tests {
         assert_eq!(top, ["b", "a"]);
         // A generation without `b` retires it.
         let mut g = GenBuilder::new();
-        g.add(&t, "a", 5).unwrap();
+        g.add(&t, "a".to_owned(), 5).unwrap();
         g.publish(&t, 2).unwrap();
         assert_eq!(t.len(), 1);
         assert!(t.get("b").is_none());
