@@ -655,7 +655,7 @@ async fn history_of_other_tools_reads_as_the_stream(d: Dataset) {
             _ => unreachable!(),
         }
         columns.extend(spec.column.clone());
-        let (input, rows) = scan_as(&ctx, &listing.files, Some(&columns), &target)
+        let (input, rows) = scan_as(&ctx, &listing.files, Some(&columns), &target, None)
             .await
             .unwrap();
         assert_eq!(rows, 4 * want["rows"].as_u64().unwrap());
@@ -667,7 +667,9 @@ async fn history_of_other_tools_reads_as_the_stream(d: Dataset) {
         assert_eq!(got, four_times, "view {key}");
     }
     // The folder's value and the absent column, for every row.
-    let (all, _) = scan_as(&ctx, &listing.files, None, &target).await.unwrap();
+    let (all, _) = scan_as(&ctx, &listing.files, None, &target, None)
+        .await
+        .unwrap();
     let per_region = all
         .run_async(|_, it| {
             let mut seen = BTreeMap::<String, usize>::new();
@@ -703,10 +705,16 @@ async fn history_of_other_tools_reads_as_the_stream(d: Dataset) {
     );
 
     // A type that does not match, and a required column nowhere.
-    let err = scan_as(&ctx, &listing.files, None, &stream(DataType::Boolean, None))
-        .await
-        .err()
-        .unwrap();
+    let err = scan_as(
+        &ctx,
+        &listing.files,
+        None,
+        &stream(DataType::Boolean, None),
+        None,
+    )
+    .await
+    .err()
+    .unwrap();
     let msg = err.to_string();
     assert!(matches!(err, Error::Plan(_)), "{msg}");
     assert!(
@@ -721,6 +729,7 @@ async fn history_of_other_tools_reads_as_the_stream(d: Dataset) {
         &listing.files,
         None,
         &stream(DataType::Int64, Some(required)),
+        None,
     )
     .await
     .err()

@@ -54,7 +54,9 @@ impl Listed {
         &self,
         ctx: &Context,
         columns: Option<&[String]>,
+        progress: &std::sync::Arc<lamina::master::scan::ScanProgress>,
     ) -> Result<(Rdd<RecordBatch>, u64)> {
-        lamina::master::history::scan_as(ctx, &self.files, columns, &self.schema).await
+        lamina::master::history::scan_as(ctx, &self.files, columns, &self.schema, Some(progress))
+            .await
     }
 }

@@ -15,10 +15,12 @@
 //!   and history ([`BatchRuns`]).
 
 pub mod history;
+pub mod progress;
 pub mod run;
 pub mod runs;
 
 pub use history::{Histories, StreamHistory};
+pub use progress::{Progress, RunProgress};
 pub use run::{
     BatchView, Generation, GenerationStats, GenerationSummary, ProgramView, RowSink, ViewInput,
     ViewRows, ViewTiming, compute_generation, stream_generation, stream_generation_with,

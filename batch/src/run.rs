@@ -13,6 +13,7 @@ use lamina::view::{AggValue, KeySpec, View, ViewSpec};
 use lamina::{Context, Error, Rdd, Result};
 
 use crate::history::{Histories, Listed};
+use crate::progress::RunProgress;
 use tokio::sync::watch;
 
 /// A view and the stream it reads.
@@ -252,7 +253,17 @@ pub async fn stream_generation(
     cancel: watch::Receiver<bool>,
     start: impl FnOnce(u64) -> RowSink,
 ) -> Result<Option<GenerationSummary>> {
-    stream_generation_with(ctx, master, &Histories::new(), views, cancel, start).await
+    let progress = RunProgress::new();
+    stream_generation_with(
+        ctx,
+        master,
+        &Histories::new(),
+        views,
+        &progress,
+        cancel,
+        start,
+    )
+    .await
 }
 
 /// [`stream_generation`] reading each stream's history first (files of
@@ -262,11 +273,14 @@ pub async fn stream_generation(
 ///
 /// As [`stream_generation`]; also a history that cannot be listed, and a
 /// history file whose columns do not match its stream's (named).
+///
+/// `progress` counts what the run has read of what it will read.
 pub async fn stream_generation_with(
     ctx: &Context,
     master: &MasterStore,
     histories: &Histories,
     views: &[BatchView],
+    progress: &RunProgress,
     cancel: watch::Receiver<bool>,
     start: impl FnOnce(u64) -> RowSink,
 ) -> Result<Option<GenerationSummary>> {
@@ -289,6 +303,30 @@ pub async fn stream_generation_with(
             }
         }
     }
+    // What each view will read: its streams' sealed files and histories.
+    let streams_of = |view: &BatchView| -> Vec<String> {
+        match view {
+            BatchView::Config(v) => vec![v.stream.clone()],
+            BatchView::Program(p) => p.streams.iter().map(|(_, s)| s.clone()).collect(),
+        }
+    };
+    let plans: Vec<(u64, u64)> = views
+        .iter()
+        .map(|view| {
+            streams_of(view)
+                .iter()
+                .fold((0, 0), |(rows, bytes), stream| {
+                    let files = manifest.snapshot(stream, epoch);
+                    let (r, b) = files.fold((0, 0), |(r, b), f| (r + f.rows, b + f.bytes));
+                    let history = listed.get(stream.as_str()).map_or(0, |l| l.bytes);
+                    (rows + r, bytes + b + history)
+                })
+        })
+        .collect();
+    progress.set_views(views.len() as u64);
+    for &(rows, bytes) in &plans {
+        progress.plan(rows, bytes);
+    }
     let sink = start(epoch);
     let mut stats = GenerationStats::default();
     let mut counted: BTreeMap<&str, ()> = BTreeMap::new();
@@ -303,11 +341,16 @@ pub async fn stream_generation_with(
         let own = if files.is_empty() {
             None
         } else {
-            Some(master.scan(ctx, files, columns).await?)
+            Some(
+                master
+                    .scan_counted(ctx, files, columns, progress.scan())
+                    .await?,
+            )
         };
         let old = match listed.get(stream) {
             Some(l) if !l.files.is_empty() => {
-                let (rdd, rows) = l.scan(ctx, columns).await?;
+                let (rdd, rows) = l.scan(ctx, columns, progress.scan()).await?;
+                progress.grow_view(rows, 0);
                 if history_counted.insert(stream.to_owned(), ()).is_none() {
                     stats.files += l.files.len() as u64;
                     stats.rows += rows;
@@ -323,11 +366,12 @@ pub async fn stream_generation_with(
         })
     };
     let cancelled = || Error::Execution("batch run cancelled".into());
-    for view in views {
+    for (view, &(rows, bytes)) in views.iter().zip(&plans) {
         if *cancel.borrow() {
             return Err(cancelled());
         }
         let name = view.name().to_owned();
+        progress.start_view(&name, rows, bytes);
         let started = std::time::Instant::now();
         let to = Arc::clone(&sink);
         let job = match view {
@@ -339,6 +383,7 @@ pub async fn stream_generation_with(
                 let wanted = columns(&view.spec);
                 let Some(input) = input_of(&view.stream, &files, Some(&wanted), &mut stats).await?
                 else {
+                    progress.finish_view();
                     continue;
                 };
                 view.spec.partials(&input).run_each_async(
@@ -364,6 +409,7 @@ pub async fn stream_generation_with(
                     inputs.insert(*id, rdd);
                 }
                 if !any {
+                    progress.finish_view();
                     continue;
                 }
                 // A program's pairs need not be combined per partition yet:
@@ -384,6 +430,7 @@ pub async fn stream_generation_with(
             // Dropping the job future cancels its remaining tasks.
             _ = watch.wait_for(|c| *c) => return Err(cancelled()),
         };
+        progress.finish_view();
         stats.views.push(ViewTiming {
             view: view.name().to_owned(),
             ms: started.elapsed().as_millis() as u64,

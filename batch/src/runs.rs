@@ -2,12 +2,13 @@
 //! bounded history of what each run did.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 
+use crate::progress::{Progress, RunProgress};
 use crate::run::GenerationStats;
 
 /// Where a run is in its life.
@@ -60,6 +61,9 @@ pub struct RunRecord {
     pub keys: u64,
     /// Why it failed or was cancelled.
     pub error: Option<String>,
+    /// While it runs: what it has read of what it will read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
 }
 
 /// How a run ended, reported by the worker.
@@ -85,7 +89,7 @@ struct Inner {
     history_limit: usize,
     /// Oldest first; includes the queued and running runs.
     runs: VecDeque<RunRecord>,
-    running: Option<(u64, watch::Sender<bool>)>,
+    running: Option<(u64, watch::Sender<bool>, Arc<RunProgress>)>,
 }
 
 /// The registry. Shared by the REST handlers (request, cancel, list) and
@@ -155,6 +159,7 @@ impl BatchRuns {
             stats: GenerationStats::default(),
             keys: 0,
             error: None,
+            progress: None,
         };
         inner.next_id += 1;
         inner.runs.push_back(record.clone());
@@ -169,7 +174,7 @@ impl BatchRuns {
     /// by the worker; a finished run is returned unchanged.
     pub fn cancel(&self, id: u64) -> Option<RunRecord> {
         let mut inner = self.lock();
-        if let Some((running, tx)) = &inner.running
+        if let Some((running, tx, _)) = &inner.running
             && *running == id
         {
             let _ = tx.send(true);
@@ -185,19 +190,39 @@ impl BatchRuns {
         Some(record)
     }
 
-    /// One run.
+    /// One run (with its progress while it runs).
     pub fn get(&self, id: u64) -> Option<RunRecord> {
-        self.lock().runs.iter().find(|r| r.id == id).cloned()
+        let inner = self.lock();
+        let record = inner.runs.iter().find(|r| r.id == id)?;
+        Some(Self::with_progress(&inner, record))
     }
 
     /// All runs in the history, newest first.
     pub fn list(&self) -> Vec<RunRecord> {
-        self.lock().runs.iter().rev().cloned().collect()
+        let inner = self.lock();
+        inner
+            .runs
+            .iter()
+            .rev()
+            .map(|r| Self::with_progress(&inner, r))
+            .collect()
+    }
+
+    fn with_progress(inner: &Inner, record: &RunRecord) -> RunRecord {
+        let mut record = record.clone();
+        if let Some((id, _, progress)) = &inner.running
+            && *id == record.id
+            && record.state == RunState::Running
+        {
+            record.progress = Some(progress.snapshot());
+        }
+        record
     }
 
     /// Worker side: waits for a queued run, marks it running and returns it
-    /// with the signal that turns true when it is cancelled.
-    pub async fn next(&self) -> (RunRecord, watch::Receiver<bool>) {
+    /// with the signal that turns true when it is cancelled and the
+    /// counters its progress is read from.
+    pub async fn next(&self) -> (RunRecord, watch::Receiver<bool>, Arc<RunProgress>) {
         loop {
             let notified = self.wake.notified();
             {
@@ -208,8 +233,9 @@ impl BatchRuns {
                     record.state = RunState::Running;
                     record.started_at_us = Some(now_us());
                     let record = record.clone();
-                    inner.running = Some((record.id, tx));
-                    return (record, rx);
+                    let progress = RunProgress::new();
+                    inner.running = Some((record.id, tx, Arc::clone(&progress)));
+                    return (record, rx, progress);
                 }
             }
             notified.await;
@@ -219,7 +245,7 @@ impl BatchRuns {
     /// Worker side: records how run `id` ended.
     pub fn finish(&self, id: u64, outcome: Outcome) -> Option<RunRecord> {
         let mut inner = self.lock();
-        if inner.running.as_ref().is_some_and(|(r, _)| *r == id) {
+        if inner.running.as_ref().is_some_and(|(r, _, _)| *r == id) {
             inner.running = None;
         }
         let record = inner.runs.iter_mut().find(|r| r.id == id)?;
@@ -269,7 +295,7 @@ mod tests {
             a.id,
             "a waiting run absorbs requests"
         );
-        let (running, _cancel) = runs.next().await;
+        let (running, _cancel, _) = runs.next().await;
         assert_eq!((running.id, running.state), (a.id, RunState::Running));
         let b = runs.request("api");
         assert_ne!(b.id, a.id, "a new run queues behind the running one");
@@ -295,10 +321,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_running_run_shows_its_progress() {
+        let runs = BatchRuns::new(10, vec![]);
+        let a = runs.request("api");
+        assert_eq!(runs.get(a.id).unwrap().progress, None, "queued");
+        let (_, _cancel, progress) = runs.next().await;
+        progress.set_views(1);
+        progress.plan(100, 1000);
+        progress.start_view("v", 100, 1000);
+        progress
+            .scan()
+            .rows
+            .fetch_add(25, std::sync::atomic::Ordering::Relaxed);
+        let shown = runs.get(a.id).unwrap().progress.unwrap();
+        assert_eq!(
+            (shown.view.as_deref(), shown.rows_done, shown.rows_total),
+            (Some("v"), 25, 100)
+        );
+        assert_eq!(runs.list()[0].progress, Some(shown));
+        runs.finish(a.id, Outcome::Cancelled);
+        assert_eq!(runs.get(a.id).unwrap().progress, None, "finished");
+    }
+
+    #[tokio::test]
     async fn cancel_queued_and_running_runs() {
         let runs = BatchRuns::new(10, vec![]);
         let a = runs.request("api");
-        let (_, mut cancel) = runs.next().await;
+        let (_, mut cancel, _) = runs.next().await;
         let b = runs.request("api");
         assert_eq!(runs.cancel(b.id).unwrap().state, RunState::Cancelled);
         assert!(!*cancel.borrow());

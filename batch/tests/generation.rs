@@ -117,3 +117,57 @@ async fn a_cancelled_run_returns_an_error_and_a_broken_file_names_itself() {
     assert!(err.to_string().contains(&e0.path), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The progress of a run ends with every planned row and byte read, one
+/// view after the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn progress_ends_exact() {
+    let (dir, master) = temp_master("progress");
+    let ctx = Context::builder().threads(2).build().unwrap();
+    let mut files = Vec::new();
+    for epoch in 0..3 {
+        let text: Vec<String> = (0..10_000).map(|i| format!("w{} x", i % 97)).collect();
+        let refs: Vec<&str> = text.iter().map(String::as_str).collect();
+        files.push(
+            master
+                .write_epoch_file("lines", epoch, &[lines(&refs)])
+                .await
+                .unwrap(),
+        );
+    }
+    let bytes: u64 = files.iter().map(|f| f.bytes).sum();
+    let mut m = master.manifest().await.unwrap();
+    m.seal(2, files);
+    master.write_manifest(&m).await.unwrap();
+    let mut views = word_counts();
+    let mut second = word_counts();
+    if let BatchView::Config(v) = &mut second[0] {
+        v.spec.name = "again".into();
+    }
+    views.extend(second);
+    let progress = lamina_batch::RunProgress::new();
+    let (_tx, rx) = watch::channel(false);
+    let sink: lamina_batch::RowSink = Arc::new(|_, _| {});
+    let summary = lamina_batch::stream_generation_with(
+        &ctx,
+        &master,
+        &Default::default(),
+        &views,
+        &progress,
+        rx,
+        move |_| sink,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let p = progress.snapshot();
+    assert_eq!(summary.stats.rows, 30_000);
+    assert_eq!(
+        (p.rows_done, p.rows_total, p.bytes_done, p.bytes_total),
+        (60_000, 60_000, 2 * bytes, 2 * bytes),
+        "two views over the same 30,000 rows: {p:?}"
+    );
+    assert_eq!((p.views_done, p.views_total, p.view), (2, 2, None));
+    assert_eq!(summary.stats.views.len(), 2);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -454,15 +454,49 @@ fn batch_run(c: &Client, wait: bool) -> Result<(), String> {
     if !wait {
         return Ok(());
     }
+    // A bar redrawn in place on a terminal; elsewhere (logs, CI) a line
+    // at every tenth of the way.
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut shown_tenths = None;
+    let mut drawn = false;
     loop {
         std::thread::sleep(std::time::Duration::from_millis(200));
         let run = ok_json(c.get(&format!("/v1/batch/runs/{id}"))?)?;
         let state = run["state"].as_str().unwrap_or("?");
+        if let Some((fraction, line)) = progress_line(&run["progress"]) {
+            if terminal {
+                eprint!("\r{line}\x1b[K");
+                drawn = true;
+            } else {
+                let tenths = (fraction * 10.0).floor() as u64;
+                if shown_tenths != Some(tenths) {
+                    eprintln!("{line}");
+                    shown_tenths = Some(tenths);
+                }
+            }
+        }
+        if matches!(state, "succeeded" | "failed" | "cancelled") && drawn {
+            eprintln!();
+        }
         match state {
             "succeeded" => {
+                let took = (run["finished_at_us"].as_i64().unwrap_or(0)
+                    - run["started_at_us"].as_i64().unwrap_or(0)) as f64
+                    / 1e6;
+                let views: Vec<String> = run["views"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|v| format!("{} {} ms", v["view"].as_str().unwrap_or("?"), v["ms"]))
+                    .collect();
                 println!(
-                    "batch run {id}: succeeded (generation through epoch {}, {} files, {} rows, {} keys)",
-                    run["epoch"], run["files"], run["rows"], run["keys"]
+                    "batch run {id}: succeeded in {took:.1} s (generation through epoch {}, {} files, {} rows, {} keys{}{})",
+                    run["epoch"],
+                    run["files"],
+                    run["rows"],
+                    run["keys"],
+                    if views.is_empty() { "" } else { "; " },
+                    views.join(", ")
                 );
                 return Ok(());
             }
@@ -475,6 +509,38 @@ fn batch_run(c: &Client, wait: bool) -> Result<(), String> {
             _ => {}
         }
     }
+}
+
+/// A run's progress as a bar and figures, with the fraction done; `None`
+/// before the run has planned its reads.
+fn progress_line(p: &serde_json::Value) -> Option<(f64, String)> {
+    let n = |k: &str| p[k].as_u64().unwrap_or(0);
+    let (rows, rows_total) = (n("rows_done"), n("rows_total"));
+    let (bytes, bytes_total) = (n("bytes_done"), n("bytes_total"));
+    if p.is_null() || (rows_total == 0 && bytes_total == 0) {
+        return None;
+    }
+    let fraction = if bytes_total > 0 {
+        bytes as f64 / bytes_total as f64
+    } else {
+        rows as f64 / rows_total as f64
+    }
+    .clamp(0.0, 1.0);
+    const WIDTH: usize = 30;
+    let filled = (fraction * WIDTH as f64).round() as usize;
+    let view = match p["view"].as_str() {
+        Some(v) => format!("  view {v} ({}/{})", n("views_done") + 1, n("views_total")),
+        None => String::new(),
+    };
+    let line = format!(
+        "[{}{}] {:>3.0}%  {rows}/{rows_total} rows  {:.1}/{:.1} MB{view}",
+        "#".repeat(filled),
+        "-".repeat(WIDTH - filled),
+        fraction * 100.0,
+        bytes as f64 / 1e6,
+        bytes_total as f64 / 1e6,
+    );
+    Some((fraction, line))
 }
 
 fn status(c: &Client) -> Result<(), String> {
@@ -538,6 +604,9 @@ fn status(c: &Client) -> Result<(), String> {
             r["state"].as_str().unwrap_or("?"),
             r["epoch"]
         );
+        if let Some((_, line)) = progress_line(&r["progress"]) {
+            println!("  {line}");
+        }
     }
     Ok(())
 }

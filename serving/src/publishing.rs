@@ -7,7 +7,16 @@ use std::sync::Arc;
 
 use lamina::Context;
 use lamina::master::MasterStore;
-use lamina_batch::{BatchView, Histories, Outcome, stream_generation_with};
+use lamina_batch::{BatchView, Histories, Outcome, RunProgress, stream_generation_with};
+
+/// What a batch run reads and computes.
+#[derive(Clone, Copy)]
+pub(crate) struct Sources<'a> {
+    pub ctx: &'a Context,
+    pub master: &'a MasterStore,
+    pub histories: &'a Histories,
+    pub views: &'a [BatchView],
+}
 use tokio::sync::watch;
 
 use crate::store::ViewStore;
@@ -28,13 +37,17 @@ enum ToPublisher {
 /// rows are never held whole beside the store. A failed or cancelled run
 /// drops the half-built generation; the previous one keeps serving.
 pub(crate) async fn run_and_publish(
-    ctx: &Context,
-    master: &MasterStore,
-    histories: &Histories,
-    views: &[BatchView],
+    sources: &Sources<'_>,
     store: &Arc<ViewStore>,
+    progress: &RunProgress,
     cancel: &watch::Receiver<bool>,
 ) -> Outcome {
+    let Sources {
+        ctx,
+        master,
+        histories,
+        views,
+    } = *sources;
     // Two partitions in flight at most: a slow store holds the engine's
     // workers back instead of piling rows up.
     let (tx, rx) = std::sync::mpsc::sync_channel::<ToPublisher>(2);
@@ -50,6 +63,7 @@ pub(crate) async fn run_and_publish(
         master,
         histories,
         views,
+        progress,
         cancel.clone(),
         move |epoch| {
             let _ = start_tx.send(ToPublisher::Start(epoch));

@@ -742,7 +742,7 @@ impl BatchWorker {
 /// Runs queued batch runs one at a time and publishes their generations.
 async fn batch_worker(mut w: BatchWorker, mut shutdown: watch::Receiver<bool>) {
     loop {
-        let (run, cancel) = tokio::select! {
+        let (run, cancel, progress) = tokio::select! {
             next = w.runs.next() => next,
             _ = shutdown.wait_for(|s| *s) => return,
         };
@@ -771,8 +771,13 @@ async fn batch_worker(mut w: BatchWorker, mut shutdown: watch::Receiver<bool>) {
             runs,
             ..
         } = &w;
-        let outcome =
-            crate::publishing::run_and_publish(ctx, master, histories, views, store, &cancel).await;
+        let sources = crate::publishing::Sources {
+            ctx,
+            master,
+            histories,
+            views,
+        };
+        let outcome = crate::publishing::run_and_publish(&sources, store, &progress, &cancel).await;
         if let Some(done) = runs.finish(run.id, outcome) {
             match &done.error {
                 None => {

@@ -110,6 +110,7 @@ impl HistoryDataset {
 
 /// The files as a dataset of the stream with schema `target`, reading
 /// only `columns` of it (all with `None`); also the rows the files hold.
+/// With `progress`, the tasks count what they read into it.
 ///
 /// # Errors
 ///
@@ -119,9 +120,13 @@ pub async fn scan_as(
     files: &[ScanFile],
     columns: Option<&[String]>,
     target: &arrow::datatypes::SchemaRef,
+    progress: Option<&Arc<super::scan::ScanProgress>>,
 ) -> Result<(crate::rdd::Rdd<arrow::record_batch::RecordBatch>, u64)> {
-    let source = super::scan::ParquetSource::open_files(files, columns, Some(target)).await?;
+    let mut source = super::scan::ParquetSource::open_files(files, columns, Some(target)).await?;
     let rows = source.rows();
+    if let Some(p) = progress {
+        source = source.with_progress(Arc::clone(p));
+    }
     Ok((ctx.from_source(source), rows))
 }
 

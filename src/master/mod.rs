@@ -398,6 +398,24 @@ impl MasterStore {
         Ok(ctx.from_source(source))
     }
 
+    /// [`scan`](Self::scan), counting what the tasks read into `progress`.
+    ///
+    /// # Errors
+    ///
+    /// As [`scan`](Self::scan).
+    pub async fn scan_counted(
+        &self,
+        ctx: &Context,
+        files: &[EpochFile],
+        columns: Option<&[String]>,
+        progress: &Arc<scan::ScanProgress>,
+    ) -> Result<Rdd<RecordBatch>> {
+        let source = scan::ParquetSource::open(self, files, columns)
+            .await?
+            .with_progress(Arc::clone(progress));
+        Ok(ctx.from_source(source))
+    }
+
     fn io_error(&self, what: &str, e: object_store::Error) -> Error {
         Error::execution(format!("master dataset {}: cannot {what}: {e}", self.url))
     }

@@ -6,6 +6,7 @@
 //! columns, and a clear error naming the file and the column otherwise.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::record_batch::RecordBatch;
 use futures::StreamExt;
@@ -20,6 +21,16 @@ use super::{EpochFile, MasterStore};
 use crate::context::TaskContext;
 use crate::error::{Error, Result};
 use crate::rdd::{BoxIter, PartitionSource};
+
+/// What the tasks of a scan have read so far, shared with whoever shows
+/// progress.
+#[derive(Debug, Default)]
+pub struct ScanProgress {
+    /// Rows handed to tasks.
+    pub rows: AtomicU64,
+    /// Bytes (compressed, all columns) of the row groups finished.
+    pub bytes: AtomicU64,
+}
 
 struct Part {
     file: usize,
@@ -59,6 +70,7 @@ pub struct ParquetSource {
     runtime: tokio::runtime::Handle,
     files: Vec<File>,
     parts: Vec<Part>,
+    progress: Option<Arc<ScanProgress>>,
 }
 
 impl std::fmt::Debug for ParquetSource {
@@ -154,7 +166,24 @@ impl ParquetSource {
             runtime: tokio::runtime::Handle::current(),
             files: opened,
             parts,
+            progress: None,
         })
+    }
+
+    /// Counts what its tasks read into `progress` (rows as batches are
+    /// taken, bytes as row groups finish).
+    pub fn with_progress(mut self, progress: Arc<ScanProgress>) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// Bytes of all the files' row groups (compressed, all columns).
+    pub fn bytes(&self) -> u64 {
+        self.files
+            .iter()
+            .flat_map(|f| f.metadata.metadata().row_groups())
+            .map(|rg| rg.compressed_size().max(0) as u64)
+            .sum()
     }
 
     /// Rows in all the files, from their footers.
@@ -247,8 +276,27 @@ impl PartitionSource for ParquetSource {
             )));
             None
         };
+        let progress = self.progress.as_deref();
+        let group_bytes = file
+            .metadata
+            .metadata()
+            .row_group(part.row_group)
+            .compressed_size()
+            .max(0) as u64;
         Ok(Box::new(std::iter::from_fn(move || {
-            match self.runtime.block_on(stream.next())? {
+            let next = self.runtime.block_on(stream.next());
+            if let Some(p) = progress {
+                match &next {
+                    Some(Ok(batch)) => {
+                        p.rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                    }
+                    None => {
+                        p.bytes.fetch_add(group_bytes, Ordering::Relaxed);
+                    }
+                    Some(Err(_)) => {}
+                }
+            }
+            match next? {
                 Ok(batch) => match &file.adapt {
                     None => Some(batch),
                     Some(adapt) => match adapt.apply(&batch) {

@@ -49,6 +49,11 @@ fn serve_with_no_config_counts_words_folds_them_into_a_batch_and_stops_cleanly()
         String::from_utf8_lossy(&run.stdout),
         String::from_utf8_lossy(&run.stderr)
     );
+    let said = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        said.contains("succeeded in") && said.contains("word_counts") && said.contains(" ms"),
+        "the summary names each view's time: {said}"
+    );
     let (_, the) = server.get("/v1/views/word_counts/keys/the");
     assert_eq!(the["batch_value"], 100, "{the}");
     assert_eq!(the["value"], 100);

@@ -636,7 +636,7 @@ for name, q in queries.items():
         con.execute(f"CREATE OR REPLACE TEMP TABLE result AS {q}")
         times.append((time.perf_counter() - t) * 1e3)
     keys = con.execute("SELECT count(*) FROM result").fetchone()[0]
-    sample = con.execute(f"SELECT * FROM (SELECT * FROM ({q}) USING SAMPLE reservoir(1000 ROWS) REPEATABLE (7)) UNION ALL (SELECT * FROM ({q}) ORDER BY n DESC LIMIT 20)").fetchall()
+    sample = con.execute("SELECT * FROM (SELECT * FROM result USING SAMPLE reservoir(1000 ROWS) REPEATABLE (7)) UNION ALL (SELECT * FROM result ORDER BY n DESC LIMIT 20)").fetchall()
     out[name] = {"ms": times, "keys": keys, "sample": [[str(r[0])] + [int(x) for x in r[1:]] for r in sample]}
 out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps(out))
