@@ -9,16 +9,20 @@
 //! # Layout
 //!
 //! - [`run`]: computing one generation ([`compute_generation`]).
+//! - [`backend`]: the computation behind a trait ([`BatchBackend`]); the
+//!   engine ([`EngineBackend`]) is its first implementation.
 //! - [`history`]: streams' histories, Parquet of other tools read before
 //!   the streams' own epochs.
 //! - [`runs`]: the run registry: one run at a time, a queue of one, states
 //!   and history ([`BatchRuns`]).
 
+pub mod backend;
 pub mod history;
 pub mod progress;
 pub mod run;
 pub mod runs;
 
+pub use backend::{BatchBackend, EngineBackend, Job};
 pub use history::{Histories, StreamHistory};
 pub use progress::{Progress, RunProgress};
 pub use run::{

@@ -171,3 +171,66 @@ async fn progress_ends_exact() {
     assert_eq!(summary.stats.views.len(), 2);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The engine behind the backend trait computes what the engine computes
+/// directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn the_engine_backend_computes_the_same_generation() {
+    use lamina_batch::{BatchBackend, EngineBackend, Job, RunProgress};
+    use std::sync::Mutex;
+    let (dir, master) = temp_master("backend");
+    let ctx = Context::builder().threads(2).build().unwrap();
+    let e0 = master
+        .write_epoch_file("lines", 0, &[lines(&["a b a", "c"])])
+        .await
+        .unwrap();
+    let mut m = master.manifest().await.unwrap();
+    m.seal(0, vec![e0]);
+    master.write_manifest(&m).await.unwrap();
+    let backend: Box<dyn BatchBackend> = Box::new(EngineBackend::new(ctx.clone()));
+    assert_eq!(backend.name(), "engine");
+    let got: Arc<Mutex<BTreeMap<String, i64>>> = Arc::default();
+    let into = Arc::clone(&got);
+    let progress = RunProgress::new();
+    let (_tx, rx) = watch::channel(false);
+    let views = word_counts();
+    let job = Job {
+        master: &master,
+        histories: &Default::default(),
+        views: &views,
+        progress: &progress,
+        cancel: rx.clone(),
+    };
+    let summary = backend
+        .compute(
+            job,
+            Box::new(move |_| {
+                Arc::new(move |_: &str, rows: Vec<(String, AggValue)>| {
+                    let mut all = into.lock().unwrap();
+                    for (k, v) in rows {
+                        if let AggValue::Count(n) = v {
+                            *all.entry(k).or_default() += n;
+                        }
+                    }
+                })
+            }),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.epoch, 0);
+    let direct = compute_generation(&ctx, &master, &views, rx)
+        .await
+        .unwrap()
+        .unwrap();
+    let want: BTreeMap<String, i64> = direct
+        .into_rows()
+        .map(|(_, k, v)| match v {
+            AggValue::Count(n) => (k, n),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(*got.lock().unwrap(), want);
+    assert_eq!(want["a"], 2);
+    let _ = std::fs::remove_dir_all(dir);
+}

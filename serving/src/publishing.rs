@@ -5,14 +5,13 @@
 
 use std::sync::Arc;
 
-use lamina::Context;
 use lamina::master::MasterStore;
-use lamina_batch::{BatchView, Histories, Outcome, RunProgress, stream_generation_with};
+use lamina_batch::{BatchBackend, BatchView, Histories, Job, Outcome, RunProgress};
 
-/// What a batch run reads and computes.
+/// What a batch run reads and computes, and what computes it.
 #[derive(Clone, Copy)]
 pub(crate) struct Sources<'a> {
-    pub ctx: &'a Context,
+    pub backend: &'a dyn BatchBackend,
     pub master: &'a MasterStore,
     pub histories: &'a Histories,
     pub views: &'a [BatchView],
@@ -43,7 +42,7 @@ pub(crate) async fn run_and_publish(
     cancel: &watch::Receiver<bool>,
 ) -> Outcome {
     let Sources {
-        ctx,
+        backend,
         master,
         histories,
         views,
@@ -58,22 +57,25 @@ pub(crate) async fn run_and_publish(
     };
     let start_tx = tx.clone();
     let sink_tx = tx.clone();
-    let computed = stream_generation_with(
-        ctx,
+    let job = Job {
         master,
         histories,
         views,
         progress,
-        cancel.clone(),
-        move |epoch| {
-            let _ = start_tx.send(ToPublisher::Start(epoch));
-            Arc::new(move |view: &str, rows| {
-                // A publisher that stopped has failed; its error is reported.
-                let _ = sink_tx.send(ToPublisher::Rows(view.to_owned(), rows));
-            })
-        },
-    )
-    .await;
+        cancel: cancel.clone(),
+    };
+    let computed = backend
+        .compute(
+            job,
+            Box::new(move |epoch| {
+                let _ = start_tx.send(ToPublisher::Start(epoch));
+                Arc::new(move |view: &str, rows| {
+                    // A publisher that stopped has failed; its error is reported.
+                    let _ = sink_tx.send(ToPublisher::Rows(view.to_owned(), rows));
+                })
+            }),
+        )
+        .await;
     let finish = matches!(computed, Ok(Some(_))) && !*cancel.borrow();
     if finish {
         let _ = tx.send(ToPublisher::Finish);

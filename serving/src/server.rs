@@ -354,7 +354,7 @@ pub async fn serve_with_receivers(
     let runs = Arc::new(BatchRuns::new(config.batch.history, history));
     tasks.spawn(batch_worker(
         BatchWorker {
-            ctx: ctx.clone(),
+            backend: Arc::new(lamina_batch::EngineBackend::new(ctx.clone())),
             master: master.clone(),
             views: batch_views,
             histories,
@@ -675,7 +675,8 @@ async fn seal_loop(
 
 /// What the batch worker needs.
 struct BatchWorker {
-    ctx: Context,
+    /// What computes a run's generation.
+    backend: Arc<dyn lamina_batch::BatchBackend>,
     master: MasterStore,
     views: Vec<BatchView>,
     /// Streams' histories, read by every run before their epochs.
@@ -763,7 +764,7 @@ async fn batch_worker(mut w: BatchWorker, mut shutdown: watch::Receiver<bool>) {
             continue;
         }
         let BatchWorker {
-            ctx,
+            backend,
             master,
             views,
             histories,
@@ -772,7 +773,7 @@ async fn batch_worker(mut w: BatchWorker, mut shutdown: watch::Receiver<bool>) {
             ..
         } = &w;
         let sources = crate::publishing::Sources {
-            ctx,
+            backend: backend.as_ref(),
             master,
             histories,
             views,
