@@ -13,6 +13,8 @@
 //!   engine ([`EngineBackend`]) is its first implementation.
 //! - [`history`]: streams' histories, Parquet of other tools read before
 //!   the streams' own epochs.
+//! - [`worker`]: the run protocol (close the epoch, compute, publish,
+//!   record), with the server's side behind [`RunSteps`].
 //! - [`runs`]: the run registry: one run at a time, a queue of one, states
 //!   and history ([`BatchRuns`]).
 
@@ -21,6 +23,7 @@ pub mod history;
 pub mod progress;
 pub mod run;
 pub mod runs;
+pub mod worker;
 
 pub use backend::{BatchBackend, EngineBackend, Job};
 pub use history::{Histories, StreamHistory};
@@ -30,3 +33,4 @@ pub use run::{
     ViewRows, ViewTiming, compute_generation, stream_generation, stream_generation_with,
 };
 pub use runs::{BatchRuns, Outcome, RunRecord, RunState};
+pub use worker::{RunSteps, run_worker};

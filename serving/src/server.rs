@@ -352,14 +352,14 @@ pub async fn serve_with_receivers(
 
     let history = load_runs(&store);
     let runs = Arc::new(BatchRuns::new(config.batch.history, history));
-    tasks.spawn(batch_worker(
+    tasks.spawn(lamina_batch::run_worker(
+        Arc::clone(&runs),
+        Arc::new(lamina_batch::EngineBackend::new(ctx.clone())),
         BatchWorker {
-            backend: Arc::new(lamina_batch::EngineBackend::new(ctx.clone())),
             master: master.clone(),
             views: batch_views,
             histories,
             store: Arc::clone(&store),
-            runs: Arc::clone(&runs),
             clock,
             epoch_floor: Arc::clone(&epoch_floor),
             sealed: sealed_rx,
@@ -675,14 +675,11 @@ async fn seal_loop(
 
 /// What the batch worker needs.
 struct BatchWorker {
-    /// What computes a run's generation.
-    backend: Arc<dyn lamina_batch::BatchBackend>,
     master: MasterStore,
     views: Vec<BatchView>,
     /// Streams' histories, read by every run before their epochs.
     histories: lamina_batch::Histories,
     store: Arc<ViewStore>,
-    runs: Arc<BatchRuns>,
     clock: Clock,
     epoch_floor: Arc<std::sync::atomic::AtomicU64>,
     /// What the sealer reports.
@@ -696,6 +693,41 @@ struct BatchWorker {
 
 /// Longest wait for the current epoch to be sealed before a run.
 const SEAL_WAIT: Duration = Duration::from_secs(120);
+
+impl lamina_batch::RunSteps for BatchWorker {
+    fn close_epoch<'a>(
+        &'a mut self,
+        cancel: &'a watch::Receiver<bool>,
+    ) -> lamina_batch::worker::Step<'a, Result<(), String>> {
+        Box::pin(async move {
+            if self.read_only {
+                return Ok(());
+            }
+            self.close_current_epoch(cancel).await
+        })
+    }
+
+    fn compute_and_publish<'a>(
+        &'a self,
+        backend: &'a dyn lamina_batch::BatchBackend,
+        progress: &'a lamina_batch::RunProgress,
+        cancel: &'a watch::Receiver<bool>,
+    ) -> lamina_batch::worker::Step<'a, Outcome> {
+        Box::pin(async move {
+            let sources = crate::publishing::Sources {
+                backend,
+                master: &self.master,
+                histories: &self.histories,
+                views: &self.views,
+            };
+            crate::publishing::run_and_publish(&sources, &self.store, progress, cancel).await
+        })
+    }
+
+    fn save_history(&self, runs: &[RunRecord]) {
+        save_runs(&self.store, runs);
+    }
+}
 
 impl BatchWorker {
     /// Ends the current epoch now and waits until it is sealed, so that a
@@ -737,59 +769,6 @@ impl BatchWorker {
             },
             _ = cancel.wait_for(|c| *c) => Err("cancelled".into()),
         }
-    }
-}
-
-/// Runs queued batch runs one at a time and publishes their generations.
-async fn batch_worker(mut w: BatchWorker, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        let (run, cancel, progress) = tokio::select! {
-            next = w.runs.next() => next,
-            _ = shutdown.wait_for(|s| *s) => return,
-        };
-        info!(run = run.id, trigger = %run.trigger, "batch run started");
-        let closed = if w.read_only {
-            Ok(())
-        } else {
-            w.close_current_epoch(&cancel).await
-        };
-        if let Err(e) = closed {
-            let outcome = if *cancel.borrow() {
-                Outcome::Cancelled
-            } else {
-                Outcome::Failed(e)
-            };
-            w.runs.finish(run.id, outcome);
-            save_runs(&w.store, &w.runs.list());
-            continue;
-        }
-        let BatchWorker {
-            backend,
-            master,
-            views,
-            histories,
-            store,
-            runs,
-            ..
-        } = &w;
-        let sources = crate::publishing::Sources {
-            backend: backend.as_ref(),
-            master,
-            histories,
-            views,
-        };
-        let outcome = crate::publishing::run_and_publish(&sources, store, &progress, &cancel).await;
-        if let Some(done) = runs.finish(run.id, outcome) {
-            match &done.error {
-                None => {
-                    info!(run = done.id, epoch = ?done.epoch, keys = done.keys, "batch run succeeded")
-                }
-                Some(e) => {
-                    warn!(run = done.id, state = ?done.state, "batch run did not publish: {e}")
-                }
-            }
-        }
-        save_runs(store, &runs.list());
     }
 }
 
