@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod app;
+mod batch_steps;
 pub mod bench;
 pub mod cli;
 pub mod client;
