@@ -723,6 +723,22 @@ async fn history_of_other_tools_reads_as_the_stream(d: Dataset) {
             && msg.contains("Boolean"),
         "{msg}"
     );
+    // A folder value that is not of the column's type: refused before a
+    // row is read, naming the file and the folder.
+    let numeric_region = Arc::new(Schema::new(vec![
+        field("line", DataType::Utf8, false),
+        field("region", DataType::Int64, false),
+    ]));
+    let err = scan_as(&ctx, &listing.files, None, &numeric_region, None)
+        .await
+        .err()
+        .unwrap();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Plan(_)), "{msg}");
+    assert!(
+        msg.contains("hist/region=r0/part-0.parquet") && msg.contains("folder `region=r0`"),
+        "{msg}"
+    );
     let required = Field::new("country", DataType::Utf8, false);
     let err = scan_as(
         &ctx,

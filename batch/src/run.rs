@@ -60,6 +60,14 @@ impl BatchView {
             BatchView::Program(p) => p.view.name(),
         }
     }
+
+    /// The streams it reads.
+    pub fn streams(&self) -> Vec<&str> {
+        match self {
+            BatchView::Config(v) => vec![v.stream.as_str()],
+            BatchView::Program(p) => p.streams.iter().map(|(_, s)| s.as_str()).collect(),
+        }
+    }
 }
 
 /// What a run read.
@@ -291,11 +299,7 @@ pub async fn stream_generation_with(
     // One listing per stream and run, before any row is handed over.
     let mut listed: BTreeMap<&str, Listed> = BTreeMap::new();
     for view in views {
-        let streams: Vec<&str> = match view {
-            BatchView::Config(v) => vec![v.stream.as_str()],
-            BatchView::Program(p) => p.streams.iter().map(|(_, s)| s.as_str()).collect(),
-        };
-        for stream in streams {
+        for stream in view.streams() {
             if let Some(history) = histories.get(stream)
                 && !listed.contains_key(stream)
             {
@@ -304,21 +308,15 @@ pub async fn stream_generation_with(
         }
     }
     // What each view will read: its streams' sealed files and histories.
-    let streams_of = |view: &BatchView| -> Vec<String> {
-        match view {
-            BatchView::Config(v) => vec![v.stream.clone()],
-            BatchView::Program(p) => p.streams.iter().map(|(_, s)| s.clone()).collect(),
-        }
-    };
     let plans: Vec<(u64, u64)> = views
         .iter()
         .map(|view| {
-            streams_of(view)
-                .iter()
+            view.streams()
+                .into_iter()
                 .fold((0, 0), |(rows, bytes), stream| {
                     let files = manifest.snapshot(stream, epoch);
                     let (r, b) = files.fold((0, 0), |(r, b), f| (r + f.rows, b + f.bytes));
-                    let history = listed.get(stream.as_str()).map_or(0, |l| l.bytes);
+                    let history = listed.get(stream).map_or(0, |l| l.bytes);
                     (rows + r, bytes + b + history)
                 })
         })

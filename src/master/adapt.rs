@@ -24,9 +24,9 @@ enum Source {
     /// The file's column of this name, cast to the output type when it
     /// differs.
     File { name: String, cast: bool },
-    /// A hive partition value (`None`: `__HIVE_DEFAULT_PARTITION__`).
-    Partition(Option<String>),
-    /// Not in the file: null.
+    /// A hive partition value (checked to convert to the column's type).
+    Partition(String),
+    /// Not in the file (or `__HIVE_DEFAULT_PARTITION__`): null.
     Null,
 }
 
@@ -92,7 +92,25 @@ impl Adapter {
                     cast: found != field.data_type(),
                 }
             } else if let Some((_, value)) = partitions.iter().rev().find(|(k, _)| k == name) {
-                Source::Partition(value.clone())
+                // Converted once here, so that a folder value of the wrong
+                // type fails before a row is read.
+                match value {
+                    None => Source::Null,
+                    Some(v) => {
+                        let one: ArrayRef = Arc::new(StringArray::from(vec![v.as_str()]));
+                        let options = CastOptions {
+                            safe: false,
+                            ..Default::default()
+                        };
+                        cast_with_options(&one, field.data_type(), &options).map_err(|e| {
+                            Error::plan(format!(
+                                "{label}: folder `{name}={v}` is not a {} value for the stream's column `{name}`: {e}",
+                                field.data_type()
+                            ))
+                        })?;
+                        Source::Partition(v.clone())
+                    }
+                }
             } else if field.is_nullable() {
                 Source::Null
             } else {
@@ -155,12 +173,12 @@ impl Adapter {
                             Arc::clone(column)
                         }
                     }
-                    Source::Partition(Some(value)) => {
+                    Source::Partition(value) => {
                         let strings: ArrayRef =
                             Arc::new(StringArray::from(vec![value.as_str(); rows]));
                         cast_with_options(&strings, to, &options).map_err(fail)?
                     }
-                    Source::Partition(None) | Source::Null => new_null_array(to, rows),
+                    Source::Null => new_null_array(to, rows),
                 })
             })
             .collect::<Result<Vec<ArrayRef>>>()?;

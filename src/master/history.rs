@@ -44,15 +44,6 @@ pub struct Listing {
     pub bytes: u64,
 }
 
-impl std::fmt::Debug for ScanFile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ScanFile")
-            .field("label", &self.label)
-            .field("partitions", &self.partitions)
-            .finish_non_exhaustive()
-    }
-}
-
 impl HistoryDataset {
     /// The dataset at `url` (a `file://` directory must exist). Remote
     /// stores are not contacted yet.

@@ -179,6 +179,8 @@ impl MasterStore {
     }
 
     /// A dataset on an already built object store (tests, other backends).
+    /// The manifest is then replaced by plain atomic puts, never
+    /// compare-and-swap (that is for stores opened from an `s3://` URL).
     pub fn with_store(store: Arc<dyn ObjectStore>, url: &str) -> Self {
         MasterStore {
             store,

@@ -60,6 +60,15 @@ pub struct ScanFile {
     pub partitions: Vec<(String, Option<String>)>,
 }
 
+impl std::fmt::Debug for ScanFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScanFile")
+            .field("label", &self.label)
+            .field("partitions", &self.partitions)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Row groups of Parquet files as partitions.
 ///
 /// Reading a partition fetches that row group's projected column chunks and

@@ -62,39 +62,35 @@ impl S3Server {
             std::process::id(),
             RUN.fetch_add(1, Ordering::Relaxed)
         ));
+        std::fs::File::create(&log).unwrap();
         let port = free_port();
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(binary)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
-            .arg(root)
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("s3s-fs starts");
         let mut server = S3Server {
-            child,
+            child: spawn(binary, port, root, &log),
             port,
             root: root.to_owned(),
             log,
         };
+        server.wait_listening();
+        server
+    }
+
+    /// Waits (at most 30 s) until the server accepts connections.
+    fn wait_listening(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("s3s-fs exited with {status}:\n{}", server.log_text());
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("s3s-fs exited with {status}:\n{}", self.log_text());
             }
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
             }
             assert!(
                 Instant::now() < deadline,
                 "s3s-fs did not listen within 30 s:\n{}",
-                server.log_text()
+                self.log_text()
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-        server
     }
 
     /// Creates bucket `name` (a directory under the root).
@@ -147,25 +143,23 @@ impl S3Server {
     /// outage); waits until it listens.
     pub fn restart(&mut self, binary: &Path) {
         self.stop();
-        let out = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        self.child = Command::new(binary)
-            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
-            .arg(&self.root)
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("s3s-fs restarts");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "s3s-fs did not listen again");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.child = spawn(binary, self.port, &self.root, &self.log);
+        self.wait_listening();
     }
+}
+
+/// Starts s3s-fs on `port` over `root`, appending its output to `log`.
+fn spawn(binary: &Path, port: u16, root: &Path, log: &Path) -> Child {
+    let out = std::fs::OpenOptions::new().append(true).open(log).unwrap();
+    Command::new(binary)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+        .arg(root)
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("s3s-fs starts")
 }
 
 impl Drop for S3Server {
