@@ -86,7 +86,7 @@ impl StorageUrl {
                     prefix,
                 })
             }
-            "hdfs" | "viewfs" => {
+            "hdfs" => {
                 let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
                 if authority.is_empty() {
                     return Err(format!("{url:?} names no NameNode ({EXPECTED})"));
@@ -387,6 +387,8 @@ mod tests {
                 prefix: "views/prod".into()
             }
         );
+        // Spark's s3a:// is the same bucket.
+        assert_eq!(parse("s3a://bkt/x").unwrap().to_string(), "s3://bkt/x");
         assert_eq!(
             parse("S3://bkt").unwrap(),
             StorageUrl::S3 {
@@ -409,6 +411,7 @@ mod tests {
         for (bad, fragment) in [
             ("./data", "is not a URL"),
             ("gs://b/p", "unsupported scheme \"gs\""),
+            ("viewfs://c/p", "unsupported scheme \"viewfs\""),
             ("file://", "names no path"),
             ("s3://Upper/x", "not a valid S3 bucket"),
             ("s3:///x", "not a valid S3 bucket"),
