@@ -83,11 +83,7 @@ impl Dataset {
             Where::S3 => {
                 let server = S3Server::start(&S3Server::binary()?, &dir);
                 server.create_bucket("lamina-test");
-                options.s3.endpoint = Some(server.endpoint());
-                options.s3.region = Some("us-east-1".into());
-                options.s3.access_key_id = Some(s3_server::ACCESS_KEY.into());
-                options.s3.secret_access_key = Some(s3_server::SECRET_KEY.into());
-                options.s3.allow_http = Some(true);
+                options = server.store_options();
                 Some(Dataset {
                     url: "s3://lamina-test/datasets/master".into(),
                     options,
@@ -131,6 +127,7 @@ impl Dataset {
             path: EpochFile::path_for("events", 0),
             rows: 0,
             bytes: bytes.len() as u64,
+            segments: Vec::new(),
         };
         self.put(&file.path, bytes).await;
         (self.open(), file)
@@ -372,6 +369,7 @@ async fn broken_parquet_and_missing_columns_are_clear_errors(d: Dataset) {
         path: EpochFile::path_for("s", 3),
         rows: 1,
         bytes: 1,
+        segments: Vec::new(),
     };
     let err = store.scan(&ctx, &[ghost], None).await.unwrap_err();
     assert!(
@@ -476,6 +474,7 @@ async fn the_manifest_is_replaced_from_the_version_read(d: Dataset) {
         path: EpochFile::path_for("s", epoch),
         rows: 1,
         bytes: 1,
+        segments: Vec::new(),
     };
     let mut ma = ma;
     ma.seal(0, vec![file(0)]);

@@ -15,10 +15,13 @@
 //!   the streams' own epochs.
 //! - [`worker`]: the run protocol (close the epoch, compute, publish,
 //!   record), with the server's side behind [`RunSteps`].
+//! - [`compact`]: merging small epoch files after a run, deleting what
+//!   was replaced after a retention.
 //! - [`runs`]: the run registry: one run at a time, a queue of one, states
 //!   and history ([`BatchRuns`]).
 
 pub mod backend;
+pub mod compact;
 pub mod history;
 pub mod progress;
 pub mod run;
@@ -26,6 +29,7 @@ pub mod runs;
 pub mod worker;
 
 pub use backend::{BatchBackend, EngineBackend, Job};
+pub use compact::{CompactionPolicy, CompactionReport, compact};
 pub use history::{Histories, StreamHistory};
 pub use progress::{Progress, RunProgress};
 pub use run::{
@@ -33,4 +37,4 @@ pub use run::{
     ViewRows, ViewTiming, compute_generation, stream_generation, stream_generation_with,
 };
 pub use runs::{BatchRuns, Outcome, RunRecord, RunState};
-pub use worker::{RunSteps, run_worker};
+pub use worker::{Compaction, RunSteps, run_worker};

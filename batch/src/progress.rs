@@ -26,6 +26,10 @@ pub struct Progress {
     pub bytes_done: u64,
     /// Bytes the run reads in all.
     pub bytes_total: u64,
+    /// The generation is published and compaction is merging small files
+    /// of the master dataset.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub compacting: bool,
 }
 
 #[derive(Debug, Default)]
@@ -51,6 +55,7 @@ pub struct RunProgress {
     rows_total: AtomicU64,
     bytes_total: AtomicU64,
     views: Mutex<Views>,
+    compacting: std::sync::atomic::AtomicBool,
 }
 
 impl RunProgress {
@@ -109,6 +114,11 @@ impl RunProgress {
         v.current = None;
     }
 
+    /// Compaction has started (after the generation was published).
+    pub fn start_compacting(&self) {
+        self.compacting.store(true, Ordering::Relaxed);
+    }
+
     /// What has been done so far.
     pub fn snapshot(&self) -> Progress {
         let v = self.views();
@@ -124,6 +134,7 @@ impl RunProgress {
             rows_total,
             bytes_done: (v.base_bytes + read_bytes.min(v.planned_bytes)).min(bytes_total),
             bytes_total,
+            compacting: self.compacting.load(Ordering::Relaxed),
         }
     }
 }

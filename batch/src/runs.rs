@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 
+use crate::compact::CompactionReport;
 use crate::progress::{Progress, RunProgress};
 use crate::run::GenerationStats;
 
@@ -64,6 +65,10 @@ pub struct RunRecord {
     /// While it runs: what it has read of what it will read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
+    /// What compaction did after the generation was published (a
+    /// succeeded run of a server that writes the master dataset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compaction: Option<CompactionReport>,
 }
 
 /// How a run ended, reported by the worker.
@@ -160,6 +165,7 @@ impl BatchRuns {
             keys: 0,
             error: None,
             progress: None,
+            compaction: None,
         };
         inner.next_id += 1;
         inner.runs.push_back(record.clone());
@@ -239,6 +245,14 @@ impl BatchRuns {
                 }
             }
             notified.await;
+        }
+    }
+
+    /// Worker side: records what compaction did in run `id`, before it
+    /// is [finished](Self::finish).
+    pub fn set_compaction(&self, id: u64, report: CompactionReport) {
+        if let Some(record) = self.lock().runs.iter_mut().find(|r| r.id == id) {
+            record.compaction = Some(report);
         }
     }
 

@@ -6,7 +6,9 @@
 //! it ended in the run history. The steps that touch the rest of the
 //! server (the speed layer's epochs, the serving store) are a [`RunSteps`]
 //! the server implements; the order, the cancellation and the history are
-//! here.
+//! here. After a successful run, a server that writes the master dataset
+//! (5) compacts it ([`compact`](crate::compact)) before the run is
+//! recorded as finished, so that runs and compaction never overlap.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,6 +18,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::backend::BatchBackend;
+use crate::compact::{CompactionPolicy, compact};
 use crate::progress::RunProgress;
 use crate::runs::{BatchRuns, Outcome, RunRecord};
 
@@ -48,12 +51,22 @@ pub trait RunSteps: Send {
     fn save_history(&self, runs: &[RunRecord]);
 }
 
+/// Compaction after each successful run: the dataset and the policy.
+#[derive(Debug, Clone)]
+pub struct Compaction {
+    /// The master dataset (opened for writing).
+    pub master: lamina::master::MasterStore,
+    /// When to merge and how long to keep what was replaced.
+    pub policy: CompactionPolicy,
+}
+
 /// Runs the queued runs of `runs` one at a time until `shutdown` turns
-/// true.
+/// true, compacting after each successful one when `compaction` is set.
 pub async fn run_worker(
     runs: Arc<BatchRuns>,
     backend: Arc<dyn BatchBackend>,
     mut steps: impl RunSteps,
+    compaction: Option<Compaction>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -71,6 +84,11 @@ pub async fn run_worker(
                     .await
             }
         };
+        if let (Outcome::Published { .. }, Some(c)) = (&outcome, &compaction) {
+            progress.start_compacting();
+            let report = compact(&c.master, &c.policy, &shutdown).await;
+            runs.set_compaction(run.id, report);
+        }
         if let Some(done) = runs.finish(run.id, outcome) {
             match &done.error {
                 None => {
@@ -163,6 +181,7 @@ mod tests {
             Arc::clone(&runs),
             Arc::new(Unused),
             steps,
+            None,
             shutdown,
         ));
         let first = runs.request("api");

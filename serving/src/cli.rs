@@ -498,6 +498,22 @@ fn batch_run(c: &Client, wait: bool) -> Result<(), String> {
                     if views.is_empty() { "" } else { "; " },
                     views.join(", ")
                 );
+                let c = &run["compaction"];
+                if let Some(error) = c["error"].as_str() {
+                    println!("compaction stopped early: {error}");
+                } else if c["files_in"].as_u64().unwrap_or(0)
+                    + c["files_deleted"].as_u64().unwrap_or(0)
+                    > 0
+                {
+                    println!(
+                        "compaction: {} small files ({:.1} MB) merged into {} in {} ms; {} replaced files deleted",
+                        c["files_in"],
+                        c["bytes_in"].as_f64().unwrap_or(0.0) / 1e6,
+                        c["files_out"],
+                        c["ms"],
+                        c["files_deleted"]
+                    );
+                }
                 return Ok(());
             }
             "failed" | "cancelled" => {
@@ -529,6 +545,7 @@ fn progress_line(p: &serde_json::Value) -> Option<(f64, String)> {
     const WIDTH: usize = 30;
     let filled = (fraction * WIDTH as f64).round() as usize;
     let view = match p["view"].as_str() {
+        _ if p["compacting"] == true => "  published; compacting the master dataset".to_owned(),
         Some(v) => format!("  view {v} ({}/{})", n("views_done") + 1, n("views_total")),
         None => String::new(),
     };

@@ -21,6 +21,7 @@ use std::time::Instant;
 
 use lamina::Context;
 use lamina::master::MasterStore;
+use lamina::master::epochs::StreamEpochs;
 use lamina::streaming::Time;
 use lamina_speed::commit::{CommitSink, MicroBatchCommit, Position, PositionKind, RecordLog};
 use lamina_speed::microbatch::{Clock, MicroBatcher, StatsLog};
@@ -110,29 +111,30 @@ pub fn rebuild(
     let formats = program.formats();
     let epoch_ms = config.speed.epoch().as_millis() as i64;
     let interval_ms = config.speed.batch_interval().as_millis().max(1) as i64;
-    let mut epochs: Vec<u64> = manifest.files.iter().map(|f| f.epoch).collect();
+    // Every epoch of every file, compacted ones included.
+    let mut epochs: Vec<u64> = manifest
+        .files
+        .iter()
+        .flat_map(|f| f.epochs())
+        .map(|s| s.epoch)
+        .collect();
     epochs.sort_unstable();
     epochs.dedup();
+    let mut readers: Vec<StreamEpochs> = formats
+        .iter()
+        .map(|(stream, _)| StreamEpochs::new(&master, &manifest, stream))
+        .collect();
     let mut epoch_records = 0u64;
     let mut last_time = 0i64;
     for &epoch in &epochs {
         let start_ms = epoch as i64 * epoch_ms;
         for (i, (stream, _)) in formats.iter().enumerate() {
-            let files: Vec<_> = manifest
-                .files
-                .iter()
-                .filter(|f| f.epoch == epoch && &f.stream == stream)
-                .cloned()
-                .collect();
-            if files.is_empty() {
+            let batches = runtime
+                .block_on(readers[i].take(epoch))
+                .map_err(|e| format!("epoch {epoch} of `{stream}`: {e}"))?;
+            if batches.is_empty() {
                 continue;
             }
-            let rdd = runtime
-                .block_on(master.scan(&ctx, &files, None))
-                .map_err(|e| format!("epoch {epoch} of `{stream}`: {e}"))?;
-            let batches = rdd
-                .collect()
-                .map_err(|e| format!("epoch {epoch} of `{stream}`: {e}"))?;
             let mut blocks = Vec::with_capacity(batches.len());
             for b in batches {
                 epoch_records += b.num_rows() as u64;

@@ -242,6 +242,13 @@ pub async fn serve_with_receivers(
     // One writer per master dataset: refuse to start beside another one.
     // A reader takes no lease and writes nothing.
     let read_only = config.storage.master_read_only;
+    if config.batch.retention_generations
+        != crate::config::BatchConfig::default().retention_generations
+    {
+        warn!(
+            "[batch] retention_generations has no effect: a view's previous generation has no readers once the next one is published, and is deleted then"
+        );
+    }
     let lease = if read_only {
         master.set_read_only();
         info!(master = %config.storage.master_url, "master dataset opened read-only: no ingest, no sealing");
@@ -367,6 +374,15 @@ pub async fn serve_with_receivers(
             wal: wal.clone(),
             read_only,
         },
+        // A reader of another server's dataset writes nothing to it.
+        config
+            .batch
+            .compaction_policy()
+            .filter(|_| !read_only)
+            .map(|policy| lamina_batch::Compaction {
+                master: master.clone(),
+                policy,
+            }),
         shutdown_rx.clone(),
     ));
     if let Some(schedule) = schedule {

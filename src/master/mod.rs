@@ -17,6 +17,7 @@
 pub mod adapt;
 #[cfg(feature = "hdfs")]
 pub mod bounded;
+pub mod epochs;
 pub mod history;
 pub mod lease;
 pub mod location;
@@ -34,7 +35,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 pub use location::{S3Options, StorageUrl, StoreOptions};
-pub use manifest::{EpochFile, Manifest};
+pub use manifest::{EpochFile, Manifest, Retired, Segment};
 
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -52,7 +53,15 @@ pub struct MasterStore {
     compare_and_swap: bool,
     /// Whether writes are allowed (see [`lease`]).
     guard: lease::WriteGuard,
+    /// Serialises this process's manifest updates (the sealer's and
+    /// compaction's), shared by clones: every read-modify-write of the
+    /// manifest holds it, so neither undoes the other on backends without
+    /// compare-and-swap.
+    manifest_lock: Arc<tokio::sync::Mutex<()>>,
 }
+
+/// A file's batches, front to back: see [`MasterStore::read_file`].
+pub type FileBatches = parquet::arrow::async_reader::ParquetRecordBatchStream<reader::ObjectReader>;
 
 /// The version of the manifest a [`MasterStore::read_manifest`] saw (none:
 /// there was no manifest), for a conditional
@@ -137,6 +146,7 @@ impl EpochWriter {
             path,
             rows,
             bytes: meta.size,
+            segments: Vec::new(),
         })
     }
 }
@@ -187,6 +197,7 @@ impl MasterStore {
             url: url.to_owned(),
             compare_and_swap: false,
             guard: Default::default(),
+            manifest_lock: Arc::default(),
         }
     }
 
@@ -208,6 +219,13 @@ impl MasterStore {
     /// [`Error::Plan`] when the manifest is not valid.
     pub async fn manifest(&self) -> Result<Manifest> {
         Ok(self.read_manifest().await?.0)
+    }
+
+    /// Holds this process's manifest updates back until the guard is
+    /// dropped: take it before [`read_manifest`](Self::read_manifest) and
+    /// keep it until [`replace_manifest`](Self::replace_manifest) is done.
+    pub async fn lock_manifest(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        Arc::clone(&self.manifest_lock).lock_owned().await
     }
 
     /// Reads the manifest and the version read, for
@@ -360,8 +378,35 @@ impl MasterStore {
         epoch: u64,
         schema: arrow::datatypes::SchemaRef,
     ) -> Result<EpochWriter> {
+        self.writer_at(EpochFile::path_for(stream, epoch), stream, epoch, schema)
+    }
+
+    /// A streaming writer of one stream's compacted file of epochs
+    /// `first..=last` (as [`epoch_writer`](Self::epoch_writer); the caller
+    /// fills in the entry's segments).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Execution`] when the encoder cannot start.
+    pub fn compacted_writer(
+        &self,
+        stream: &str,
+        first: u64,
+        last: u64,
+        schema: arrow::datatypes::SchemaRef,
+    ) -> Result<EpochWriter> {
+        let path = EpochFile::compacted_path_for(stream, first, last);
+        self.writer_at(path, stream, last, schema)
+    }
+
+    fn writer_at(
+        &self,
+        path: String,
+        stream: &str,
+        epoch: u64,
+        schema: arrow::datatypes::SchemaRef,
+    ) -> Result<EpochWriter> {
         self.guard.check(&self.url)?;
-        let path = EpochFile::path_for(stream, epoch);
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
             .set_max_row_group_row_count(Some(1 << 20))
@@ -416,6 +461,53 @@ impl MasterStore {
             .await?
             .with_progress(Arc::clone(progress));
         Ok(ctx.from_source(source))
+    }
+
+    /// Reads a file of the dataset front to back, all columns, in batches
+    /// of up to 8192 rows (for copying and replaying; batch runs use
+    /// [`scan`](Self::scan), which reads row groups in parallel).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Execution`] naming the file when its footer cannot be read
+    /// or is not Parquet.
+    pub async fn read_file(&self, path: &str) -> Result<FileBatches> {
+        let label = format!("{}/{path}", self.url);
+        let reader = reader::ObjectReader::new(Arc::clone(&self.store), Path::from(path));
+        parquet::arrow::ParquetRecordBatchStreamBuilder::new(reader)
+            .await
+            .and_then(|b| b.with_batch_size(8192).build())
+            .map_err(|e| Error::execution(format!("{label}: not a readable Parquet file: {e}")))
+    }
+
+    /// Deletes a file of the dataset; one that is gone already is fine.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Execution`] when the store refuses.
+    pub async fn delete_file(&self, path: &str) -> Result<()> {
+        self.guard.check(&self.url)?;
+        match self.store.delete(&Path::from(path)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.io_error(&format!("delete {path}"), e)),
+        }
+    }
+
+    /// The objects under `STREAM/` (names relative to the dataset root).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Execution`] when the store cannot be listed.
+    pub async fn list_stream(&self, stream: &str) -> Result<Vec<String>> {
+        use futures::TryStreamExt;
+        let prefix = Path::from(stream);
+        let found: Vec<object_store::ObjectMeta> = self
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|e| self.io_error(&format!("list {stream}/"), e))?;
+        Ok(found.into_iter().map(|m| m.location.to_string()).collect())
     }
 
     fn io_error(&self, what: &str, e: object_store::Error) -> Error {

@@ -142,3 +142,126 @@ schedule = "off"
     assert_eq!(run["rows"], 2001, "{run}");
     assert!(server.terminate().success());
 }
+
+/// Compaction through the real binary: after a run, a stream's small epoch
+/// files are one merged file; the files it replaced go after the retention
+/// (0 here, so at the next run); counts stay exact across runs, `kill -9`
+/// and a restart; `lamina batch run --wait` says what was merged.
+#[test]
+fn small_epoch_files_are_compacted_after_runs_and_counts_stay_exact() {
+    use std::time::Duration;
+    let dir = WorkDir::new("compaction");
+    let (http, tcp) = (free_port(), free_port());
+    let config = write_config(
+        dir.path(),
+        http,
+        tcp,
+        "compaction_min_files = 2\ncompaction_retention_ms = 0\n",
+    );
+    let args = ["--config", config.to_str().unwrap()];
+    let mut server = Server::start(dir.path(), http, &args);
+    let master = dir.path().join("lamina-data/master");
+    let manifest = || -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(master.join("_manifest.json")).unwrap()).unwrap()
+    };
+    let listed = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(master.join("lines"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let mut want = 0i64;
+    let ingest = |server: &Server, n: usize| -> i64 {
+        let body = "alpha beta\n".repeat(n);
+        let r = server
+            .client()
+            .post("/v1/ingest/lines", body.as_bytes(), &[])
+            .unwrap();
+        assert_eq!(r.status, 200);
+        n as i64
+    };
+    // Records in 4 epochs (1 s each), then a run: 5 epoch files (the run
+    // closes the current epoch) merged into one.
+    for i in 0..4 {
+        want += ingest(&server, 10 + i);
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    let cli_run = |server: &Server| {
+        let out = common::lamina()
+            .args([
+                "batch",
+                "run",
+                "--wait",
+                "--server",
+                &format!("http://127.0.0.1:{http}"),
+            ])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{said}{}{}",
+            String::from_utf8_lossy(&out.stderr),
+            server.log_text()
+        );
+        said
+    };
+    let said = cli_run(&server);
+    assert!(said.contains("compaction: "), "{said}");
+    let (_, runs) = server.get("/v1/batch/runs");
+    let c = &runs["runs"][0]["compaction"];
+    assert!(c["files_in"].as_u64().unwrap() >= 4, "{runs}");
+    assert_eq!(c["files_out"], 1, "{runs}");
+    assert_eq!(c["error"], serde_json::Value::Null, "{runs}");
+    let m = manifest();
+    let lines: Vec<&serde_json::Value> = m["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["stream"] == "lines")
+        .collect();
+    assert_eq!(lines.len(), 1, "{m}");
+    assert!(
+        lines[0]["path"]
+            .as_str()
+            .unwrap()
+            .starts_with("lines/compacted-"),
+        "{m}"
+    );
+    assert_eq!(lines[0]["rows"], want, "{m}");
+    assert_eq!(common::count(&server, "word_counts", "alpha"), want);
+
+    // More epochs, kill -9, restart, run: the merged file and the new ones
+    // merge again, the replaced files are deleted, counts exact.
+    for i in 0..2 {
+        want += ingest(&server, 20 + i);
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    server.kill9();
+    server = Server::start(dir.path(), http, &args);
+    let run = common::batch_run_and_wait(&server);
+    assert!(
+        run["compaction"]["files_deleted"].as_u64().unwrap() >= 4,
+        "{run}"
+    );
+    assert_eq!(common::count(&server, "word_counts", "alpha"), want);
+    let (_, alpha) = server.get("/v1/views/word_counts/keys/alpha");
+    assert_eq!(alpha["batch_value"], want, "{alpha}");
+    // One more run deletes what the last one replaced: only the merged
+    // file is left.
+    common::batch_run_and_wait(&server);
+    let names = listed();
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(names[0].starts_with("compacted-"), "{names:?}");
+    assert_eq!(common::count(&server, "word_counts", "beta"), want);
+    assert!(server.terminate().success());
+
+    // The merged files alone rebuild the views.
+    std::fs::remove_dir_all(dir.path().join("lamina-data/state")).unwrap();
+    let server = Server::start(dir.path(), http, &args);
+    common::batch_run_and_wait(&server);
+    assert_eq!(common::count(&server, "word_counts", "alpha"), want);
+    assert!(server.terminate().success());
+}

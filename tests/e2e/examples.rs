@@ -196,7 +196,7 @@ fn served_config(dir: &std::path::Path, http: u16, tcp: u16) -> PathBuf {
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:{http}\"\n\n[speed]\nbatch_interval_ms = 50\nepoch_ms = 1000\n\n\
          [[stream]]\nname = \"lines\"\nformat = \"text\"\n  [[stream.receiver]]\n  type = \"tcp_listen\"\n  listen = \"127.0.0.1:{tcp}\"\n\n\
-         [batch]\nschedule = \"off\"\n"
+         [batch]\nschedule = \"off\"\ncompaction_min_files = 2\ncompaction_retention_ms = 0\n"
     );
     let path = dir.join("served.toml");
     std::fs::write(&path, text).unwrap();
@@ -507,6 +507,21 @@ fn stateful_word_count_keeps_exact_running_totals_through_kill_9() {
     let (_, views) = server.get("/v1/views");
     assert_eq!(views["views"][0]["aggregate"], "state", "{views}");
     assert_eq!(views["views"][0]["keys"], truth.len(), "{views}");
+    // A batch run compacts the sealed epochs (runs of 2 files and more
+    // here), so the rebuild below replays merged files epoch by epoch.
+    batch_run(&server);
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("lamina-data/master/_manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        manifest["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["segments"].as_array().is_some_and(|s| s.len() > 1)),
+        "{manifest}"
+    );
     assert!(server.terminate().success());
     // The state is listed, and dropped, with the server stopped.
     let out = state_command(dir.path(), &["state", "list"], &config);

@@ -102,6 +102,17 @@ impl S3Server {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Store options reaching this server.
+    pub fn store_options(&self) -> lamina::master::StoreOptions {
+        let mut options = lamina::master::StoreOptions::default();
+        options.s3.endpoint = Some(self.endpoint());
+        options.s3.region = Some("us-east-1".into());
+        options.s3.access_key_id = Some(ACCESS_KEY.into());
+        options.s3.secret_access_key = Some(SECRET_KEY.into());
+        options.s3.allow_http = Some(true);
+        options
+    }
+
     /// `[storage.s3]` lines reaching this server.
     pub fn toml(&self) -> String {
         format!(

@@ -27,11 +27,26 @@ pub struct BatchConfig {
     /// /v1/batch/runs` still works). Default `*/10 * * * *` (every 10
     /// minutes).
     pub schedule: String,
-    /// View generations kept per view, the serving one included, so that a
-    /// reader of the previous generation can finish. Default 2; 1..=1000.
+    /// Has no effect; read so that older configs still load. Queries read
+    /// the in-memory tables, which a publish swaps shard by shard, so no
+    /// reader is ever left on a previous generation: its stored copy is
+    /// deleted as soon as the next one is published. 1..=1000.
     pub retention_generations: usize,
     /// Batch runs kept in `GET /v1/batch/runs`. Default 100; 1..=100000.
     pub history: usize,
+    /// Whether a server that writes the master dataset merges small epoch
+    /// files after each successful run. Default true.
+    pub compaction: bool,
+    /// Files smaller than half this are merged, into files of up to about
+    /// this size. Default 128 MiB; 1 KiB..=16 GiB.
+    pub compaction_target_bytes: u64,
+    /// A run of consecutive small files of a stream is merged only when it
+    /// has at least this many files. Default 8; 2..=100000.
+    pub compaction_min_files: usize,
+    /// How long files that compaction replaced stay in storage for readers
+    /// of an older manifest (another server, an external tool) before they
+    /// are deleted. Default 3600000 (an hour); 0..=2592000000 (30 days).
+    pub compaction_retention_ms: u64,
 }
 
 impl Default for BatchConfig {
@@ -40,6 +55,10 @@ impl Default for BatchConfig {
             schedule: "*/10 * * * *".into(),
             retention_generations: 2,
             history: 100,
+            compaction: true,
+            compaction_target_bytes: 128 << 20,
+            compaction_min_files: 8,
+            compaction_retention_ms: 3_600_000,
         }
     }
 }
@@ -65,6 +84,30 @@ impl BatchConfig {
             1..=1000,
         );
         report.range("batch.history", self.history, 1..=100_000);
+        report.range(
+            "batch.compaction_target_bytes",
+            self.compaction_target_bytes,
+            1024..=16 << 30,
+        );
+        report.range(
+            "batch.compaction_min_files",
+            self.compaction_min_files,
+            2..=100_000,
+        );
+        report.range(
+            "batch.compaction_retention_ms",
+            self.compaction_retention_ms,
+            0..=2_592_000_000,
+        );
+    }
+
+    /// The compaction policy; `None` when compaction is off.
+    pub fn compaction_policy(&self) -> Option<lamina_batch::CompactionPolicy> {
+        self.compaction.then(|| lamina_batch::CompactionPolicy {
+            target_bytes: self.compaction_target_bytes,
+            min_files: self.compaction_min_files,
+            retention: Duration::from_millis(self.compaction_retention_ms),
+        })
     }
 }
 

@@ -274,6 +274,17 @@ fn bad_values_name_the_key_the_value_and_what_is_expected() {
         "0 is out of range (1..=1000)",
     );
     expect_error(
+        "[batch]\ncompaction_min_files = 1\n",
+        "batch.compaction_min_files",
+        "1 is out of range (2..=100000)",
+    );
+    expect_error(
+        "[batch]\ncompaction_target_bytes = 10\n",
+        "batch.compaction_target_bytes",
+        "10 is out of range (1024..=",
+    );
+    expect_error("[batch]\ncompaction = \"yes\"\n", "batch.compaction", "");
+    expect_error(
         &format!("{LINES}{LINES}"),
         "stream[1].name",
         "duplicate stream name \"lines\" (also stream[0])",

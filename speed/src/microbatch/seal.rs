@@ -152,6 +152,8 @@ impl Sealer {
         let Some(target) = current.checked_sub(1) else {
             return Ok(None);
         };
+        // Held until the manifest is replaced: compaction's updates wait.
+        let _manifest_lock = self.master.lock_manifest().await;
         let (mut manifest, version) = self
             .master
             .read_manifest()
