@@ -11,6 +11,8 @@
 # - The S3-compatible server (s3s-fs, deploy/install-s3s.sh): cached the
 #   same way (~2-5 min to build the first time). Each S3 test starts its own
 #   server on a free loopback port and stops it by its PID.
+# - promtool (deploy/install-promtool.sh): taken out of Debian's prometheus
+#   package, nothing installed system-wide. Seconds.
 # - A Python virtualenv with Apache Avro (deploy/install-pytools.sh): the
 #   independent Flume Avro RPC client. Seconds.
 #
@@ -33,6 +35,11 @@ step "S3-compatible server"
 s3s="$(bash deploy/install-s3s.sh | tail -n 1)"
 echo "s3s-fs: $s3s"
 export LAMINA_S3S="$s3s"
+
+step "promtool"
+promtool="$(bash deploy/install-promtool.sh | tail -n 1)"
+echo "promtool: $promtool"
+export LAMINA_PROMTOOL="$promtool"
 
 step "Python test peers"
 python="$(bash deploy/install-pytools.sh | tail -n 1)"

@@ -49,6 +49,7 @@ pub mod context;
 pub mod error;
 #[cfg(feature = "master")]
 pub mod master;
+pub mod metrics;
 pub mod partitioner;
 pub mod rdd;
 pub mod scheduler;

@@ -8,6 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 
+use lamina::metrics::{Histogram, RUN_BUCKETS};
+
 use crate::compact::CompactionReport;
 use crate::progress::{Progress, RunProgress};
 use crate::run::GenerationStats;
@@ -104,6 +106,9 @@ pub struct BatchRuns {
     // A std mutex: sections are small bookkeeping, never across `.await`.
     inner: Mutex<Inner>,
     wake: Notify,
+    /// How long finished runs took, from start to end, by final state
+    /// (succeeded, failed, cancelled), since this process started.
+    durations: [Histogram; 3],
 }
 
 impl std::fmt::Debug for BatchRuns {
@@ -138,6 +143,7 @@ impl BatchRuns {
                 running: None,
             }),
             wake: Notify::new(),
+            durations: std::array::from_fn(|_| Histogram::new(RUN_BUCKETS)),
         }
     }
 
@@ -193,6 +199,16 @@ impl BatchRuns {
         }
         let record = record.clone();
         Self::trim(&mut inner);
+        drop(inner);
+        if let Some(started) = record.started_at_us {
+            let state = match record.state {
+                RunState::Succeeded => 0,
+                RunState::Failed => 1,
+                _ => 2,
+            };
+            let took = record.finished_at_us.unwrap_or(started) - started;
+            self.durations[state].observe(took as f64 / 1e6);
+        }
         Some(record)
     }
 
@@ -248,6 +264,16 @@ impl BatchRuns {
         }
     }
 
+    /// How long finished runs took (seconds), by final state:
+    /// `[("succeeded", …), ("failed", …), ("cancelled", …)]`.
+    pub fn durations(&self) -> [(&'static str, &Histogram); 3] {
+        [
+            ("succeeded", &self.durations[0]),
+            ("failed", &self.durations[1]),
+            ("cancelled", &self.durations[2]),
+        ]
+    }
+
     /// Worker side: records what compaction did in run `id`, before it
     /// is [finished](Self::finish).
     pub fn set_compaction(&self, id: u64, report: CompactionReport) {
@@ -282,6 +308,16 @@ impl BatchRuns {
         }
         let record = record.clone();
         Self::trim(&mut inner);
+        drop(inner);
+        if let Some(started) = record.started_at_us {
+            let state = match record.state {
+                RunState::Succeeded => 0,
+                RunState::Failed => 1,
+                _ => 2,
+            };
+            let took = record.finished_at_us.unwrap_or(started) - started;
+            self.durations[state].observe(took as f64 / 1e6);
+        }
         Some(record)
     }
 

@@ -4,6 +4,8 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use lamina::metrics::Histogram;
+use lamina_speed::microbatch::StreamHistograms;
 use lamina_speed::receivers::{IngestCounters, IngestSnapshot};
 
 use serde::Deserialize;
@@ -166,15 +168,33 @@ type ReceiverMetric = (
     fn(&IngestSnapshot) -> u64,
 );
 
+fn histogram_header(out: &mut String, name: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+}
+
+/// Bytes of the files directly in `dir` (0 when unreadable).
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 /// `GET /metrics`: Prometheus text format.
 pub fn metrics(state: &ApiState) -> Response {
     let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
+    let out = &mut out;
+    fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for (labels, v) in samples {
             let _ = writeln!(out, "{name}{labels} {v}");
         }
-    };
+    }
     let per_stream = |f: &dyn Fn(&str) -> f64| -> Vec<(String, f64)> {
         state
             .streams
@@ -183,36 +203,86 @@ pub fn metrics(state: &ApiState) -> Response {
             .collect()
     };
     metric(
+        out,
         "lamina_stream_records_total",
         "counter",
         "Records taken into micro-batches since start.",
         per_stream(&|s| state.stats.total_records(s).unwrap_or(0) as f64),
     );
     metric(
+        out,
         "lamina_stream_dead_letters_total",
         "counter",
         "Records that did not parse, ever.",
         per_stream(&|s| state.store.dead_letter_count(s).unwrap_or(0) as f64),
     );
     metric(
+        out,
         "lamina_stream_late_records_total",
         "counter",
         "Records whose event time was before the stream's watermark, ever.",
         per_stream(&|s| late(state, s) as f64),
     );
     metric(
-        "lamina_stream_last_batch_processing_ms",
+        out,
+        "lamina_stream_last_batch_processing_seconds",
         "gauge",
         "Processing time of the stream's last micro-batch.",
         per_stream(&|s| {
             state
                 .stats
                 .since(s, None)
-                .and_then(|b| b.last().map(|b| b.processing_ms))
+                .and_then(|b| b.last().map(|b| b.processing_ms / 1e3))
                 .unwrap_or(0.0)
         }),
     );
+    type Pick = fn(&StreamHistograms) -> &Histogram;
+    let stream_histograms: [(&str, &str, Pick); 3] = [
+        (
+            "lamina_stream_batch_processing_seconds",
+            "Processing time of the stream's micro-batches that took records, since start.",
+            |h| &h.processing,
+        ),
+        (
+            "lamina_stream_batch_scheduling_delay_seconds",
+            "How late the stream's micro-batches that took records started after their scheduled time, since start.",
+            |h| &h.scheduling_delay,
+        ),
+        (
+            "lamina_stream_end_to_end_latency_seconds",
+            "Per micro-batch, from its earliest record's receipt until the batch was visible to queries, since start.",
+            |h| &h.end_to_end,
+        ),
+    ];
+    for (name, help, pick) in stream_histograms {
+        histogram_header(out, name, help);
+        for s in state.streams.iter() {
+            if let Some(h) = state.stats.histograms(&s.name) {
+                pick(h).render(name, &format!("stream=\"{}\"", s.name), out);
+            }
+        }
+    }
+    histogram_header(
+        out,
+        "lamina_batch_run_duration_seconds",
+        "Batch runs since start, from start to end, by final state.",
+    );
+    for (st, h) in state.runs.durations() {
+        h.render(
+            "lamina_batch_run_duration_seconds",
+            &format!("state=\"{st}\""),
+            out,
+        );
+    }
     metric(
+        out,
+        "lamina_state_bytes",
+        "gauge",
+        "Bytes the state store (views, positions, operator state) takes on disk.",
+        vec![(String::new(), state.store.disk_bytes().unwrap_or(0) as f64)],
+    );
+    metric(
+        out,
         "lamina_view_keys",
         "gauge",
         "Keys with data per view.",
@@ -228,6 +298,7 @@ pub fn metrics(state: &ApiState) -> Response {
             .collect(),
     );
     metric(
+        out,
         "lamina_view_memory_bytes",
         "gauge",
         "Heap bytes of a view's in-memory table (keys, values, open epochs' deltas), estimated from capacities.",
@@ -243,6 +314,7 @@ pub fn metrics(state: &ApiState) -> Response {
             .collect(),
     );
     metric(
+        out,
         "lamina_watermark_epoch",
         "gauge",
         "Epoch through which the served batch generation is complete (-1: none).",
@@ -253,6 +325,7 @@ pub fn metrics(state: &ApiState) -> Response {
     );
     let runs = state.runs.list();
     metric(
+        out,
         "lamina_batch_runs",
         "gauge",
         "Batch runs in the history, by state.",
@@ -287,7 +360,7 @@ pub fn metrics(state: &ApiState) -> Response {
             })
             .collect()
     };
-    let receiver_metrics: [ReceiverMetric; 9] = [
+    let receiver_metrics: [ReceiverMetric; 10] = [
         (
             "lamina_receiver_connections_accepted_total",
             "counter",
@@ -325,6 +398,12 @@ pub fn metrics(state: &ApiState) -> Response {
             |c| c.records,
         ),
         (
+            "lamina_receiver_bytes_total",
+            "counter",
+            "Payload bytes of the records a receiver made durable (newlines not counted).",
+            |c| c.bytes,
+        ),
+        (
             "lamina_receiver_rejected_total",
             "counter",
             "Records a receiver kept as dead letters (over max_record_bytes).",
@@ -344,48 +423,69 @@ pub fn metrics(state: &ApiState) -> Response {
         ),
     ];
     for (name, kind, help, field) in receiver_metrics {
-        metric(name, kind, help, per_receiver(&field));
+        metric(out, name, kind, help, per_receiver(&field));
     }
     if let Some(ingest) = &state.ingest {
         let w = ingest.wal.stats();
         metric(
+            out,
             "lamina_wal_appends_total",
             "counter",
             "Appends to the write-ahead log.",
             vec![(String::new(), w.appends as f64)],
         );
         metric(
+            out,
             "lamina_wal_records_total",
             "counter",
             "Records appended to the write-ahead log.",
             vec![(String::new(), w.records as f64)],
         );
         metric(
+            out,
             "lamina_wal_fsyncs_total",
             "counter",
             "fsyncs of the write-ahead log (group commits).",
             vec![(String::new(), w.fsyncs as f64)],
         );
         metric(
+            out,
+            "lamina_wal_written_bytes_total",
+            "counter",
+            "Bytes written to the write-ahead log, framing included.",
+            vec![(String::new(), w.bytes as f64)],
+        );
+        metric(
+            out,
             "lamina_wal_segments",
             "gauge",
             "Segment files of the write-ahead log.",
             vec![(String::new(), w.segments as f64)],
         );
+        metric(
+            out,
+            "lamina_wal_bytes",
+            "gauge",
+            "Bytes the write-ahead log's segment files take on disk.",
+            vec![(String::new(), dir_bytes(ingest.wal.dir()) as f64)],
+        );
         if let Some(b) = &ingest.backlog {
             metric(
+                out,
                 "lamina_backlog_records",
                 "gauge",
                 "Records received and not yet processed by a micro-batch.",
                 vec![(String::new(), b.records() as f64)],
             );
             metric(
+                out,
                 "lamina_backlog_bytes",
                 "gauge",
                 "Payload bytes received since start and not yet processed.",
                 vec![(String::new(), b.bytes() as f64)],
             );
             metric(
+                out,
                 "lamina_backlog_waits_total",
                 "counter",
                 "Times a receiver waited, or an HTTP request was told to retry, because the backlog was over its budget.",
@@ -393,5 +493,10 @@ pub fn metrics(state: &ApiState) -> Response {
             );
         }
     }
-    warp::reply::with_header(out, "content-type", "text/plain; version=0.0.4").into_response()
+    warp::reply::with_header(
+        std::mem::take(out),
+        "content-type",
+        "text/plain; version=0.0.4",
+    )
+    .into_response()
 }

@@ -549,6 +549,15 @@ impl ViewStore {
         Ok(self.table(view)?.heap_bytes())
     }
 
+    /// Bytes the state store takes on disk (sled's own figure).
+    ///
+    /// # Errors
+    ///
+    /// sled errors.
+    pub fn disk_bytes(&self) -> Result<u64> {
+        Ok(self.db.size_on_disk()?)
+    }
+
     /// Makes everything committed so far durable, after compacting the
     /// closed epochs (see the module docs).
     ///

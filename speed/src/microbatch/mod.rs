@@ -51,7 +51,7 @@ use crate::program::Program;
 use buffer::RecordBuffer;
 use received_at::with_received_at;
 pub use received_at::{RECEIVED_AT_COLUMN, with_received_at_constant};
-pub use stats::{BatchStats, Phases, StatsLog};
+pub use stats::{BatchStats, Phases, StatsLog, StreamHistograms};
 
 /// One configured stream: its name, format and config views (see
 /// [`Program::from_streams`]).

@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
+use lamina::metrics::{Histogram, LATENCY_BUCKETS};
 use serde::Serialize;
 
 /// One micro-batch of one stream.
@@ -53,12 +54,36 @@ pub struct Phases {
     pub commit_ms: f64,
 }
 
-/// The last `capacity` batches of every stream.
+/// The last `capacity` batches of every stream, and histograms over every
+/// micro-batch since start that took records.
 #[derive(Debug)]
 pub struct StatsLog {
     capacity: usize,
     // A std mutex: pushes and copies only.
     streams: Mutex<Vec<(String, VecDeque<BatchStats>, u64)>>,
+    histograms: Vec<(String, StreamHistograms)>,
+}
+
+/// A stream's micro-batch times since start, in seconds (for `/metrics`).
+#[derive(Debug)]
+pub struct StreamHistograms {
+    /// `processing_ms`.
+    pub processing: Histogram,
+    /// `scheduling_delay_ms`.
+    pub scheduling_delay: Histogram,
+    /// From the earliest record's receipt to the batch's commit: the
+    /// longest time a record of the batch waited to be visible.
+    pub end_to_end: Histogram,
+}
+
+impl Default for StreamHistograms {
+    fn default() -> Self {
+        StreamHistograms {
+            processing: Histogram::new(LATENCY_BUCKETS),
+            scheduling_delay: Histogram::new(LATENCY_BUCKETS),
+            end_to_end: Histogram::new(LATENCY_BUCKETS),
+        }
+    }
 }
 
 impl StatsLog {
@@ -72,6 +97,10 @@ impl StatsLog {
                     .map(|s| (s.clone(), VecDeque::new(), 0))
                     .collect(),
             ),
+            histograms: streams
+                .iter()
+                .map(|s| (s.clone(), StreamHistograms::default()))
+                .collect(),
         }
     }
 
@@ -89,6 +118,16 @@ impl StatsLog {
 
     /// Records a batch of `stream`.
     pub fn push(&self, stream: &str, stats: BatchStats) {
+        if stats.records > 0
+            && let Some(h) = self.histograms(stream)
+        {
+            h.processing.observe(stats.processing_ms / 1e3);
+            h.scheduling_delay.observe(stats.scheduling_delay_ms / 1e3);
+            if let Some(first) = stats.first_receive_us {
+                h.end_to_end
+                    .observe((stats.processing_end_us - first) as f64 / 1e6);
+            }
+        }
         let mut streams = self.lock();
         if let Some((_, log, total)) = streams.iter_mut().find(|(s, _, _)| s == stream) {
             *total += stats.records;
@@ -110,6 +149,14 @@ impl StatsLog {
                 .cloned()
                 .collect(),
         )
+    }
+
+    /// The histograms of `stream`'s micro-batches that took records.
+    pub fn histograms(&self, stream: &str) -> Option<&StreamHistograms> {
+        self.histograms
+            .iter()
+            .find(|(s, _)| s == stream)
+            .map(|(_, h)| h)
     }
 
     /// Records taken in by `stream` since start.
