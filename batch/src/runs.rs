@@ -199,16 +199,6 @@ impl BatchRuns {
         }
         let record = record.clone();
         Self::trim(&mut inner);
-        drop(inner);
-        if let Some(started) = record.started_at_us {
-            let state = match record.state {
-                RunState::Succeeded => 0,
-                RunState::Failed => 1,
-                _ => 2,
-            };
-            let took = record.finished_at_us.unwrap_or(started) - started;
-            self.durations[state].observe(took as f64 / 1e6);
-        }
         Some(record)
     }
 
@@ -403,8 +393,14 @@ mod tests {
         assert!(!*cancel.borrow());
         runs.cancel(a.id);
         cancel.wait_for(|c| *c).await.unwrap();
+        let observed = |runs: &BatchRuns| runs.durations().map(|(_, h)| h.count());
+        // Asked to stop is not stopped: no duration yet.
+        assert_eq!(observed(&runs), [0, 0, 0]);
         runs.finish(a.id, Outcome::Cancelled);
         assert_eq!(runs.get(a.id).unwrap().state, RunState::Cancelled);
+        // The run that started counts once; the one cancelled while queued
+        // never ran.
+        assert_eq!(observed(&runs), [0, 0, 1]);
         assert!(runs.cancel(999).is_none());
     }
 
