@@ -92,7 +92,12 @@ pub async fn run_worker(
         if let Some(done) = runs.finish(run.id, outcome) {
             match &done.error {
                 None => {
-                    info!(run = done.id, epoch = ?done.epoch, keys = done.keys, "batch run succeeded")
+                    info!(
+                        run = done.id,
+                        epoch = done.epoch,
+                        keys = done.keys,
+                        "batch run succeeded"
+                    )
                 }
                 Some(e) => {
                     warn!(run = done.id, state = ?done.state, "batch run did not publish: {e}")

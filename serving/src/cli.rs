@@ -17,6 +17,15 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// How `lamina serve` writes its log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `2026-12-02T05:00:00.000Z  INFO lamina_serving::server: message key=value`.
+    Text,
+    /// `{"timestamp":…,"level":"INFO","fields":{"message":…,…},"target":…}`.
+    Json,
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -28,6 +37,15 @@ pub enum Command {
         /// The TOML configuration file (see deploy/lamina.toml).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// How log lines look on stderr: `text` (for people) or `json`
+        /// (one object per line, for log collectors).
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+        /// Which log lines are written: `error`, `warn`, `info`, `debug`,
+        /// `trace`, or a filter like `info,lamina_speed=debug`. Default:
+        /// `RUST_LOG`, else `info`.
+        #[arg(long, value_name = "LEVEL")]
+        log_level: Option<String>,
     },
     /// Check a configuration file and print every problem, without starting.
     CheckConfig {
@@ -211,7 +229,11 @@ pub fn main() -> ExitCode {
 /// that embeds the server with views of its own).
 pub fn run(cli: Cli, app: &crate::app::App) -> ExitCode {
     match cli.command {
-        Command::Serve { config } => serve(config, app),
+        Command::Serve {
+            config,
+            log_format,
+            log_level,
+        } => serve(config, log_format, log_level.as_deref(), app),
         Command::Query { view, key, server } => client_command(&server, |c| query(c, &view, &key)),
         Command::Top { view, k, server } => client_command(&server, |c| top(c, &view, k)),
         Command::Ingest {
@@ -299,12 +321,25 @@ fn rebuild(path: Option<PathBuf>, operator: &str, app: &crate::app::App) -> Exit
     }
 }
 
-fn serve(path: Option<PathBuf>, app: &crate::app::App) -> ExitCode {
+fn serve(
+    path: Option<PathBuf>,
+    log_format: LogFormat,
+    log_level: Option<&str>,
+    app: &crate::app::App,
+) -> ExitCode {
+    let filter = match log_level.map(parse_log_level) {
+        Some(Ok(f)) => f,
+        Some(Err(e)) => {
+            eprintln!("lamina serve: {e}");
+            return ExitCode::from(2);
+        }
+        None => default_filter(),
+    };
     let config = match app_config(path.as_deref(), app) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    init_logging();
+    init_logging(filter, log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("lamina-io")
@@ -628,21 +663,68 @@ fn status(c: &Client) -> Result<(), String> {
     Ok(())
 }
 
-/// Logs to stderr; `RUST_LOG` filters (default `info`).
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+/// `--log-level`: a level, or a filter of `target=level` directives. A
+/// lone word that is not a level is refused: the filter syntax would read
+/// it as a target and silence every other line.
+fn parse_log_level(level: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let bad = |why: &dyn std::fmt::Display| {
+        format!(
+            "--log-level {level:?}: {why} (a level: {}; or a filter like `info,lamina_speed=debug`)",
+            LEVELS.join(", ")
+        )
+    };
+    let directive = level.contains(['=', ',']);
+    if !directive && !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+        return Err(bad(&"not a level"));
+    }
+    tracing_subscriber::EnvFilter::try_new(level).map_err(|e| bad(&e))
+}
+
+/// `RUST_LOG`, else `info`.
+fn default_filter() -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+}
+
+/// Logs to stderr through `filter`, as text or one JSON object per line.
+fn init_logging(filter: tracing_subscriber::EnvFilter, format: LogFormat) {
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn log_levels_are_levels_or_filters() {
+        for ok in [
+            "info",
+            "DEBUG",
+            "off",
+            "warn,lamina_speed=debug",
+            "lamina_batch=trace",
+        ] {
+            assert!(parse_log_level(ok).is_ok(), "{ok}");
+        }
+        for bad in ["verbose", "lamina_speed=loud", ""] {
+            let err = parse_log_level(bad).unwrap_err();
+            assert!(err.contains("a level: off, error"), "{err}");
+        }
+    }
 
     #[test]
     fn cli_definition_is_consistent() {

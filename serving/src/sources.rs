@@ -93,7 +93,9 @@ pub(crate) async fn start_receivers(
             )
             .with_backlog(Arc::clone(ingest.backlog))
             .with_positions(Arc::clone(ingest.positions));
-            receiver_counters.push((receiver.describe(), ingest.counters_handle()));
+            let counters = ingest.counters_handle();
+            counters.set_label(&s.name, &receiver.describe());
+            receiver_counters.push((receiver.describe(), counters));
             let rx = shutdown_rx.clone();
             tasks.spawn(async move {
                 if let Err(e) = receiver.run(ingest, rx).await {

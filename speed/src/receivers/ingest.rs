@@ -387,6 +387,8 @@ pub struct IngestCounters {
     /// What a pull receiver is doing (`connecting`, `reading`, `retrying:
     /// <error>`); empty for push receivers.
     pub(super) status: std::sync::Mutex<String>,
+    /// The stream and the receiver, for the log line of a state change.
+    pub(super) label: std::sync::OnceLock<(String, String)>,
 }
 
 /// A copy of [`IngestCounters`] at one moment.
@@ -453,10 +455,28 @@ impl IngestCounters {
         self.lag.store(records, Ordering::Relaxed);
     }
 
+    /// Names the stream and the receiver these counters are of (once).
+    pub fn set_label(&self, stream: &str, receiver: &str) {
+        let _ = self.label.set((stream.to_owned(), receiver.to_owned()));
+    }
+
     /// Sets what the receiver is doing, for `/v1/streams` and `lamina
-    /// status` (one line).
+    /// status` (one line). A new state (the status's first word:
+    /// `connecting`, `reading`, `watching`, `retrying`, `stopped`…) is
+    /// logged once, with the whole status.
     pub fn set_status(&self, status: impl Into<String>) {
-        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = status.into();
+        let status = status.into();
+        let state =
+            |s: &str| -> String { s.split([' ', ':']).next().unwrap_or_default().to_owned() };
+        let mut current = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        if state(&current) != state(&status) {
+            let (stream, receiver) = self
+                .label
+                .get()
+                .map_or(("", ""), |(s, r)| (s.as_str(), r.as_str()));
+            tracing::info!(stream, receiver, status = %status, "receiver state changed");
+        }
+        *current = status;
     }
 
     /// What the receiver is doing; empty when it does not say.
