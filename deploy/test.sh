@@ -13,6 +13,8 @@
 #   server on a free loopback port and stops it by its PID.
 # - promtool (deploy/install-promtool.sh): taken out of Debian's prometheus
 #   package, nothing installed system-wide. Seconds.
+# - Chromium (deploy/install-chromium.sh): Debian's package, for the web
+#   console's browser test; apt-get, so root the first time.
 # - A Python virtualenv with Apache Avro (deploy/install-pytools.sh): the
 #   independent Flume Avro RPC client. Seconds.
 #
@@ -40,6 +42,11 @@ step "promtool"
 promtool="$(bash deploy/install-promtool.sh | tail -n 1)"
 echo "promtool: $promtool"
 export LAMINA_PROMTOOL="$promtool"
+
+step "Chromium"
+chromium="$(bash deploy/install-chromium.sh | tail -n 1)"
+echo "chromium: $chromium"
+export LAMINA_CHROMIUM="$chromium"
 
 step "Python test peers"
 python="$(bash deploy/install-pytools.sh | tail -n 1)"

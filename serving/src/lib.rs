@@ -21,6 +21,7 @@ pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod health;
 mod publishing;
 pub mod rebuild;

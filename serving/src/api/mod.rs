@@ -802,7 +802,16 @@ pub fn routes(
             reply(cancel_run(st, id, a).await)
         });
 
+    let console = warp::path::end().and(warp::get()).map(crate::console::page);
+    let console_js = warp::path!("console.js")
+        .and(warp::get())
+        .map(crate::console::script);
+
     healthz
+        .or(console)
+        .unify()
+        .or(console_js)
+        .unify()
         .or(views)
         .unify()
         .or(key)
