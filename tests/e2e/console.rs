@@ -28,18 +28,19 @@ fn chromium() -> Option<PathBuf> {
     found
 }
 
-/// The page's DOM once its script has run (5 s of the page's time: five
-/// polls of the API).
-fn dump_dom(chromium: &PathBuf, url: &str) -> String {
+/// Runs headless Chromium on `url` with `args` (after the page's script
+/// had 5 s of the page's time: five polls of the API); its stdout.
+fn headless(chromium: &PathBuf, args: &[&str], url: &str) -> Vec<u8> {
     let out = Command::new(chromium)
         .args([
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
+            "--hide-scrollbars",
             "--virtual-time-budget=5000",
-            "--dump-dom",
-            url,
         ])
+        .args(args)
+        .arg(url)
         .output()
         .unwrap();
     assert!(
@@ -47,7 +48,12 @@ fn dump_dom(chromium: &PathBuf, url: &str) -> String {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).unwrap()
+    out.stdout
+}
+
+/// The page's DOM once its script has run.
+fn dump_dom(chromium: &PathBuf, url: &str) -> String {
+    String::from_utf8(headless(chromium, &["--dump-dom"], url)).unwrap()
 }
 
 /// The value of attribute `attr` of the element with id `id`.
@@ -179,23 +185,13 @@ fn the_console_shows_live_streams_views_and_runs_that_match_the_api() {
     // A picture of it, kept as the test's artifact.
     let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console.png");
     let _ = std::fs::remove_file(&shot);
-    let out = Command::new(&chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--hide-scrollbars",
-            "--virtual-time-budget=5000",
+    headless(
+        &chromium,
+        &[
             "--window-size=1400,1000",
-        ])
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg(format!("{base}/#view=word_counts&key=always"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+            &format!("--screenshot={}", shot.display()),
+        ],
+        &format!("{base}/#view=word_counts&key=always"),
     );
     let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
     assert!(
