@@ -9,6 +9,7 @@
 pub mod error;
 pub mod ingest;
 pub mod json;
+pub mod openapi;
 pub mod streams;
 
 use std::convert::Infallible;
@@ -806,11 +807,16 @@ pub fn routes(
     let console_js = warp::path!("console.js")
         .and(warp::get())
         .map(crate::console::script);
+    let openapi_json = warp::path!("v1" / "openapi.json")
+        .and(warp::get())
+        .map(openapi::reply);
 
     healthz
         .or(console)
         .unify()
         .or(console_js)
+        .unify()
+        .or(openapi_json)
         .unify()
         .or(views)
         .unify()
