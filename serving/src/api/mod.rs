@@ -811,21 +811,31 @@ pub fn routes(
         .and(warp::get())
         .map(openapi::reply);
 
-    healthz
+    // In groups, each boxed: one chain of all the routes nests its types
+    // deeper than rustc's default recursion limit in release builds.
+    let pages = healthz
         .or(console)
         .unify()
         .or(console_js)
         .unify()
         .or(openapi_json)
         .unify()
-        .or(views)
+        .or(metrics)
         .unify()
+        .boxed();
+    let reads = views
         .or(key)
         .unify()
         .or(top)
         .unify()
-        .or(runs_post)
+        .or(streams_list)
         .unify()
+        .or(batches)
+        .unify()
+        .or(dead)
+        .unify()
+        .boxed();
+    let writes = runs_post
         .or(runs_list)
         .unify()
         .or(run_get)
@@ -834,13 +844,11 @@ pub fn routes(
         .unify()
         .or(ingest)
         .unify()
-        .or(streams_list)
+        .boxed();
+    pages
+        .or(reads)
         .unify()
-        .or(batches)
-        .unify()
-        .or(dead)
-        .unify()
-        .or(metrics)
+        .or(writes)
         .unify()
         .recover(error::recover)
         .unify()

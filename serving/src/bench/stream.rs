@@ -75,6 +75,11 @@ pub struct StreamBench {
     /// `running_counts` of `examples/stateful_word_count` (a state view).
     #[arg(long, default_value = "word_counts")]
     pub view: String,
+    /// Also poll the server as an open web console does (its page once,
+    /// then every second the requests its script makes) and report how
+    /// long each round of requests took under the load.
+    #[arg(long)]
+    pub console: bool,
 }
 
 /// The vocabulary and how words are drawn from it.
@@ -121,6 +126,10 @@ struct RunResult {
     errors: Vec<String>,
     /// Remarks on the run.
     notes: Vec<String>,
+    /// With `--console`: how long each second's round of the console's
+    /// requests took (ms, sorted), and the requests that failed.
+    console_ms: Vec<f64>,
+    console_errors: u64,
 }
 
 /// What one sender thread did.
@@ -128,6 +137,52 @@ struct SenderOut {
     counts: Vec<u64>,
     lines: u64,
     error: Option<String>,
+}
+
+/// What an open web console asks every second (serving/src/console/
+/// console.js): health, streams, the new micro-batches, views, the top-k
+/// of a view, the runs, dead letters. Returns the round times (ms) and the
+/// requests that did not answer 200.
+fn console_polls(
+    client: crate::client::Client,
+    view: String,
+    stop: Arc<AtomicBool>,
+) -> (Vec<f64>, u64) {
+    let mut rounds = Vec::new();
+    let mut failed = 0u64;
+    let mut get = |path: &str| -> Option<serde_json::Value> {
+        match client.get(path) {
+            Ok(r) if r.status == 200 => Some(r.json().unwrap_or(serde_json::Value::Null)),
+            _ => {
+                failed += 1;
+                None
+            }
+        }
+    };
+    get("/");
+    get("/console.js");
+    let mut since: Option<u64> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let started = Instant::now();
+        get("/healthz");
+        get("/v1/streams");
+        let q = since.map_or(String::new(), |s| format!("?since={s}"));
+        if let Some(b) = get(&format!("/v1/streams/lines/batches{q}")) {
+            since = b["batches"]
+                .as_array()
+                .and_then(|b| b.last())
+                .and_then(|b| b["id"].as_u64())
+                .or(since);
+        }
+        get("/v1/views");
+        get(&format!("/v1/views/{view}/top?k=10"));
+        get("/v1/batch/runs");
+        get("/v1/streams/lines/dead_letters?limit=20");
+        rounds.push(started.elapsed().as_secs_f64() * 1e3);
+        std::thread::sleep(Duration::from_secs(1).saturating_sub(started.elapsed()));
+    }
+    rounds.sort_by(f64::total_cmp);
+    (rounds, failed)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -140,6 +195,7 @@ fn run_at(
     interval_ms: u64,
     run: u64,
     seed: u64,
+    console: bool,
 ) -> RunResult {
     let sent = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -247,6 +303,14 @@ fn run_at(
             (out, markers)
         })
     };
+    let console = console.then(|| {
+        let (client, view, stop) = (
+            server.client.clone(),
+            server.view.clone(),
+            Arc::clone(&stop),
+        );
+        std::thread::spawn(move || console_polls(client, view, stop))
+    });
     // Lag samples and micro-batch statistics once a second.
     let mut lags = Vec::new();
     while start.elapsed() < Duration::from_secs(secs) {
@@ -275,6 +339,9 @@ fn run_at(
         }
     }
     let (mut latencies_ms, markers) = latencies.join().unwrap_or_default();
+    let (console_ms, console_errors) = console
+        .map(|c| c.join().unwrap_or_default())
+        .unwrap_or_default();
     latencies_ms.sort_by(f64::total_cmp);
     batches.poll(server);
     // Let the server drain before the next run.
@@ -322,6 +389,8 @@ fn run_at(
         markers,
         errors,
         notes,
+        console_ms,
+        console_errors,
     }
 }
 
@@ -361,6 +430,16 @@ fn report(label: &str, r: &RunResult, work: &Workload, interval_ms: u64) {
         expected_distinct(&work.probabilities, words_per_batch),
         words_per_batch
     );
+    if !r.console_ms.is_empty() {
+        println!(
+            "             web console: {} polls, a round of its 7 requests p50 {:.1} ms p99 {:.1} ms max {:.1} ms; {} requests failed",
+            r.console_ms.len(),
+            percentile(&r.console_ms, 0.5),
+            percentile(&r.console_ms, 0.99),
+            r.console_ms.last().copied().unwrap_or(0.0),
+            r.console_errors
+        );
+    }
     for e in &r.errors {
         println!("             error: {e}");
     }
@@ -556,6 +635,7 @@ fn stream_one(
             args.interval_ms,
             run_no,
             args.seed,
+            args.console,
         );
         for (total, c) in sent.counts.iter_mut().zip(&r.counts) {
             *total += c;
