@@ -9,7 +9,7 @@ use lamina::master::MasterStore;
 use lamina::streaming::dstream::InputId;
 use lamina::streaming::output::merge_per_key;
 use lamina::streaming::{InputRdds, ServedView, Time};
-use lamina::view::{AggValue, KeySpec, View, ViewSpec};
+use lamina::view::{AggValue, KeySpec, Partials, ViewSpec};
 use lamina::{Context, Error, Rdd, Result};
 
 use crate::history::{Histories, Listed};
@@ -161,10 +161,13 @@ fn columns(spec: &ViewSpec) -> Vec<String> {
 /// Where [`stream_generation`] hands a generation's rows: `(view, the
 /// partial aggregates of one partition)`, called on the engine's workers as
 /// partitions complete, in completion order. A key may come in several
-/// partitions: its partials are monoid states, and the consumer combines
-/// them. Blocking in the sink holds the partition's worker back
-/// (backpressure).
-pub type RowSink = Arc<dyn Fn(&str, Vec<(String, AggValue)>) + Send + Sync>;
+/// partitions (and twice in one): its partials are monoid states, and the
+/// consumer combines them. The sink runs on the worker that computed the
+/// partition, so the consumer's merge is spread over the CPU pool and
+/// holds the worker back while it runs (backpressure). [`Partials`] come
+/// split by key hash, each key with its hash, so a consumer sharded the
+/// same way merges part by part without hashing a key again.
+pub type RowSink = Arc<dyn Fn(&str, Partials) + Send + Sync>;
 
 /// What a streamed generation read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,10 +202,10 @@ pub async fn compute_generation(
     type Collected = BTreeMap<String, BTreeMap<String, AggValue>>;
     let collected: Arc<Mutex<Collected>> = Arc::default();
     let into = Arc::clone(&collected);
-    let sink: RowSink = Arc::new(move |view, rows| {
+    let sink: RowSink = Arc::new(move |view, rows: Partials| {
         let mut all = into.lock().unwrap_or_else(|p| p.into_inner());
         let merged = all.entry(view.to_owned()).or_default();
-        for (key, value) in rows {
+        for (key, value) in rows.into_rows() {
             match merged.entry(key) {
                 std::collections::btree_map::Entry::Occupied(mut e) => {
                     // Partials of one view share its aggregate kind.
@@ -384,9 +387,10 @@ pub async fn stream_generation_with(
                     progress.finish_view();
                     continue;
                 };
-                view.spec.partials(&input).run_each_async(
-                    |_, it| Ok(it.collect::<Vec<_>>()),
-                    move |_, rows| to(&name, rows),
+                let spec = view.spec.clone();
+                input.run_each_async(
+                    move |_, batches| spec.partials_of(batches),
+                    move |_, partials| to(&name, partials),
                 )
             }
             BatchView::Program(program) => {
@@ -417,7 +421,7 @@ pub async fn stream_generation_with(
                     .view
                     .pairs_over(ctx, Time::now(), inputs)?
                     .run_each_async(
-                        |_, it| Ok(merge_per_key(it)),
+                        |_, it| Ok(Partials::from_rows(merge_per_key(it))),
                         move |_, rows| to(&name, rows),
                     )
             }

@@ -205,9 +205,9 @@ async fn the_engine_backend_computes_the_same_generation() {
         .compute(
             job,
             Box::new(move |_| {
-                Arc::new(move |_: &str, rows: Vec<(String, AggValue)>| {
+                Arc::new(move |_: &str, rows: lamina::view::Partials| {
                     let mut all = into.lock().unwrap();
-                    for (k, v) in rows {
+                    for (k, v) in rows.into_rows() {
                         if let AggValue::Count(n) = v {
                             *all.entry(k).or_default() += n;
                         }

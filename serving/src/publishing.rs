@@ -1,12 +1,12 @@
 //! How a batch run's generation reaches the view store: computed by the
-//! batch layer partition by partition and stored by a publishing thread
-//! as it comes, so the rows are never held whole beside the store; a
-//! failed or cancelled run publishes nothing.
+//! batch layer task by task, each task's partials merged into the new
+//! generation by the worker that computed them, so the rows are never held
+//! whole beside the store; a failed or cancelled run publishes nothing.
 
 use std::sync::Arc;
 
 use lamina::master::MasterStore;
-use lamina_batch::{BatchBackend, BatchView, Histories, Job, Outcome, RunProgress};
+use lamina_batch::{BatchBackend, BatchView, Histories, Job, Outcome, RowSink, RunProgress};
 
 /// What a batch run reads and computes, and what computes it.
 #[derive(Clone, Copy)]
@@ -18,23 +18,101 @@ pub(crate) struct Sources<'a> {
 }
 use tokio::sync::watch;
 
-use crate::store::ViewStore;
+use crate::store::{Publisher, ViewStore};
 
-/// What the batch worker's publishing thread is told.
-enum ToPublisher {
-    /// The generation being computed: begin publishing it.
-    Start(u64),
-    /// One partition of a view's rows.
-    Rows(String, Vec<(String, lamina::view::AggValue)>),
-    /// Everything was handed over: make the generation the served one.
-    Finish,
+/// A run's generation on its way into the store: begun once the backend
+/// knows its epoch, fed by the engine's workers as tasks complete (each
+/// worker merges its task's partials into the store's shards itself, so
+/// the merge runs on every core and no partial waits in a queue), and
+/// finished once the computation succeeded. Dropped unfinished, it
+/// publishes nothing.
+struct Publishing {
+    store: Arc<ViewStore>,
+    cancel: watch::Receiver<bool>,
+    publisher: std::sync::Mutex<Option<Publisher<Arc<ViewStore>>>>,
+    /// The first error of a sink or of beginning the publish.
+    failure: Arc<std::sync::Mutex<Option<String>>>,
 }
 
-/// Computes a generation and publishes it as it is computed: each
-/// partition of rows goes to the store (sled chunks and the new batch
-/// columns) as soon as the engine completes it, and is freed then, so the
-/// rows are never held whole beside the store. A failed or cancelled run
-/// drops the half-built generation; the previous one keeps serving.
+impl Publishing {
+    fn new(store: &Arc<ViewStore>, cancel: &watch::Receiver<bool>) -> Self {
+        Publishing {
+            store: Arc::clone(store),
+            cancel: cancel.clone(),
+            publisher: Default::default(),
+            failure: Default::default(),
+        }
+    }
+
+    fn fail(failure: &std::sync::Mutex<Option<String>>, e: impl std::fmt::Display) {
+        failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert_with(|| e.to_string());
+    }
+
+    fn failed(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Begins publishing generation `epoch` and returns where its partials
+    /// go. Runs on the async side, briefly: it clears what an interrupted
+    /// attempt at the same generation left in sled.
+    fn start(&self, epoch: u64) -> RowSink {
+        let failure = Arc::clone(&self.failure);
+        match self.store.begin_publish_shared(epoch) {
+            Ok(publisher) => {
+                let sink = publisher.sink();
+                *self.publisher.lock().unwrap_or_else(|p| p.into_inner()) = Some(publisher);
+                let cancel = self.cancel.clone();
+                Arc::new(move |view: &str, partials| {
+                    // After a failure or a cancel the run publishes nothing:
+                    // no point merging more.
+                    if *cancel.borrow()
+                        || failure.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+                    {
+                        return;
+                    }
+                    if let Err(e) = sink.add(view, partials) {
+                        Self::fail(&failure, e);
+                    }
+                })
+            }
+            Err(e) => {
+                Self::fail(&failure, e);
+                Arc::new(|_: &str, _| {})
+            }
+        }
+    }
+
+    /// Makes the generation the served one: `Ok(Some(keys))`, or
+    /// `Ok(None)` when cancelled before the watermark moved. Blocking.
+    fn finish(self) -> Result<Option<u64>, String> {
+        if let Some(e) = self.failed() {
+            return Err(e);
+        }
+        let publisher = self
+            .publisher
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner());
+        let Some(publisher) = publisher else {
+            return Err("the publisher never started".into());
+        };
+        let cancel = self.cancel;
+        publisher
+            .finish_unless(&|| *cancel.borrow())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Computes a generation and publishes it as it is computed: each task's
+/// partials are merged into the new generation's columns by the worker
+/// that computed them, as soon as the task completes, and freed then, so
+/// the rows are never held whole beside the store. A failed or cancelled
+/// run drops the half-built generation; the previous one keeps serving.
 pub(crate) async fn run_and_publish(
     sources: &Sources<'_>,
     store: &Arc<ViewStore>,
@@ -47,16 +125,7 @@ pub(crate) async fn run_and_publish(
         histories,
         views,
     } = *sources;
-    // Two partitions in flight at most: a slow store holds the engine's
-    // workers back instead of piling rows up.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<ToPublisher>(2);
-    let publisher = {
-        let store = Arc::clone(store);
-        let cancel = cancel.clone();
-        tokio::task::spawn_blocking(move || publish_from(&store, rx, &cancel))
-    };
-    let start_tx = tx.clone();
-    let sink_tx = tx.clone();
+    let publishing = Publishing::new(store, cancel);
     let job = Job {
         master,
         histories,
@@ -65,107 +134,52 @@ pub(crate) async fn run_and_publish(
         cancel: cancel.clone(),
     };
     let computed = backend
-        .compute(
-            job,
-            Box::new(move |epoch| {
-                let _ = start_tx.send(ToPublisher::Start(epoch));
-                Arc::new(move |view: &str, rows| {
-                    // A publisher that stopped has failed; its error is reported.
-                    let _ = sink_tx.send(ToPublisher::Rows(view.to_owned(), rows));
-                })
-            }),
-        )
+        .compute(job, Box::new(|epoch| publishing.start(epoch)))
         .await;
-    let finish = matches!(computed, Ok(Some(_))) && !*cancel.borrow();
-    if finish {
-        let _ = tx.send(ToPublisher::Finish);
-    }
-    drop(tx);
-    let published = publisher.await;
-    if let (Ok(Some(summary)), Ok(Ok(Some(keys)))) = (&computed, &published) {
-        // Published, even if a cancel came after the point of no return.
-        return Outcome::Published {
-            epoch: Some(summary.epoch),
-            stats: summary.stats.clone(),
-            keys: *keys,
-        };
-    }
+    let cancelled = || *cancel.borrow();
     match computed {
-        Ok(_) if *cancel.borrow() => Outcome::Cancelled,
-        Ok(None) => Outcome::Published {
-            epoch: None,
-            stats: Default::default(),
-            keys: 0,
-        },
-        Ok(Some(summary)) => {
+        Ok(Some(summary)) if !cancelled() => {
             let epoch = summary.epoch;
-            match published {
+            match tokio::task::spawn_blocking(move || publishing.finish()).await {
+                // Published, even if a cancel came after the point of no
+                // return.
                 Ok(Ok(Some(keys))) => Outcome::Published {
                     epoch: Some(epoch),
                     stats: summary.stats,
                     keys,
                 },
-                Ok(Ok(None)) => Outcome::Failed(format!(
-                    "publishing generation {epoch}: the publisher stopped"
-                )),
+                Ok(Ok(None)) => Outcome::Cancelled,
                 Ok(Err(e)) => Outcome::Failed(format!("publishing generation {epoch}: {e}")),
                 Err(e) => Outcome::Failed(format!("publishing generation {epoch}: {e}")),
             }
         }
-        Err(_) if *cancel.borrow() => Outcome::Cancelled,
+        Ok(_) if cancelled() => Outcome::Cancelled,
+        Ok(None) => Outcome::Published {
+            epoch: None,
+            stats: Default::default(),
+            keys: 0,
+        },
+        Err(_) if cancelled() => Outcome::Cancelled,
         Err(e) => Outcome::Failed(e.to_string()),
+        Ok(Some(_)) => unreachable!("matched above"),
     }
-}
-
-/// The publishing thread: takes a generation's partials from `rx` into the
-/// store, which combines them per key; `Ok(Some(keys))` once told to finish, `Ok(None)` when the channel
-/// closed first (the run failed or was cancelled: nothing is published).
-fn publish_from(
-    store: &ViewStore,
-    rx: std::sync::mpsc::Receiver<ToPublisher>,
-    cancel: &watch::Receiver<bool>,
-) -> Result<Option<u64>, crate::store::StoreError> {
-    let mut publisher = None;
-    let cancelled = || *cancel.borrow();
-    for msg in rx {
-        if cancelled() {
-            // Dropping the publisher discards the half-built generation.
-            return Ok(None);
-        }
-        match msg {
-            ToPublisher::Start(epoch) => publisher = Some(store.begin_publish(epoch)?),
-            ToPublisher::Rows(view, rows) => {
-                let Some(p) = publisher.as_mut() else {
-                    continue;
-                };
-                p.add_rows(&view, rows)?;
-            }
-            ToPublisher::Finish => {
-                return match publisher {
-                    Some(p) => p.finish_unless(&cancelled),
-                    None => Ok(None),
-                };
-            }
-        }
-    }
-    Ok(None)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lamina::view::{AggValue, AggregateKind};
+    use lamina::view::{AggValue, AggregateKind, Partials};
 
-    fn store(tag: &str) -> (ViewStore, std::path::PathBuf) {
+    fn store(tag: &str) -> (Arc<ViewStore>, std::path::PathBuf) {
         let dir =
             std::env::temp_dir().join(format!("lamina-publishing-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let views = [("v".to_string(), AggregateKind::Count)];
-        (ViewStore::open(&dir, &views).unwrap(), dir)
+        (Arc::new(ViewStore::open(&dir, &views).unwrap()), dir)
     }
 
-    fn rows(n: i64) -> ToPublisher {
-        ToPublisher::Rows("v".into(), vec![("k".into(), AggValue::Count(n))])
+    fn rows(n: i64) -> Partials {
+        Partials::from_rows([("k".to_owned(), AggValue::Count(n))])
     }
 
     /// Regression: a cancel that came while the run was publishing was
@@ -174,24 +188,22 @@ mod tests {
     fn a_cancel_before_the_watermark_moves_publishes_nothing() {
         let (store, dir) = store("cancel");
         let (cancel_tx, cancel) = watch::channel(false);
-        let (tx, rx) = std::sync::mpsc::channel();
-        for msg in [ToPublisher::Start(4), rows(1), rows(2)] {
-            tx.send(msg).unwrap();
-        }
+        let publishing = Publishing::new(&store, &cancel);
+        let sink = publishing.start(4);
+        sink("v", rows(1));
+        sink("v", rows(2));
         cancel_tx.send(true).unwrap();
-        tx.send(ToPublisher::Finish).unwrap();
-        drop(tx);
-        assert_eq!(publish_from(&store, rx, &cancel).unwrap(), None);
+        assert_eq!(publishing.finish(), Ok(None));
         assert_eq!(store.watermark(), None);
         assert!(store.get("v", "k").unwrap().is_none());
 
         // Not cancelled: the partials of `k` are combined and published.
         let (_cancel_tx, cancel) = watch::channel(false);
-        let (tx, rx) = std::sync::mpsc::channel();
-        for msg in [ToPublisher::Start(4), rows(1), rows(2), ToPublisher::Finish] {
-            tx.send(msg).unwrap();
-        }
-        assert_eq!(publish_from(&store, rx, &cancel).unwrap(), Some(1));
+        let publishing = Publishing::new(&store, &cancel);
+        let sink = publishing.start(4);
+        sink("v", rows(1));
+        sink("v", rows(2));
+        assert_eq!(publishing.finish(), Ok(Some(1)));
         assert_eq!(store.watermark(), Some(4));
         assert_eq!(
             store.get("v", "k").unwrap().unwrap().value,
@@ -201,18 +213,81 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
-    /// A run whose computation failed closes the channel without `Finish`.
+    /// A run whose computation failed drops its publishing unfinished:
+    /// nothing is published, and the next run can publish.
     #[test]
     fn a_run_that_did_not_finish_publishes_nothing() {
         let (store, dir) = store("unfinished");
         let (_cancel_tx, cancel) = watch::channel(false);
-        let (tx, rx) = std::sync::mpsc::channel();
-        for msg in [ToPublisher::Start(2), rows(1)] {
-            tx.send(msg).unwrap();
-        }
-        drop(tx);
-        assert_eq!(publish_from(&store, rx, &cancel).unwrap(), None);
+        let publishing = Publishing::new(&store, &cancel);
+        let late = publishing.start(2);
+        late("v", rows(1));
+        drop(publishing);
         assert_eq!(store.watermark(), None);
+        // A sink that outlives its run adds nothing to the next one.
+        let publishing = Publishing::new(&store, &cancel);
+        let sink = publishing.start(3);
+        late("v", rows(100));
+        sink("v", rows(5));
+        assert_eq!(publishing.finish(), Ok(Some(1)));
+        assert_eq!(
+            store.get("v", "k").unwrap().unwrap().value,
+            AggValue::Count(5)
+        );
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Partials of the wrong kind fail the publish, naming the view; the
+    /// previous generation keeps serving.
+    #[test]
+    fn a_sink_error_fails_the_run() {
+        let (store, dir) = store("mismatch");
+        let (_cancel_tx, cancel) = watch::channel(false);
+        let publishing = Publishing::new(&store, &cancel);
+        let sink = publishing.start(1);
+        sink("v", rows(1));
+        sink(
+            "v",
+            Partials::from_rows([("k".to_owned(), AggValue::Mean(Default::default()))]),
+        );
+        let err = publishing.finish().unwrap_err();
+        assert!(err.contains("view `v`"), "{err}");
+        assert_eq!(store.watermark(), None);
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Workers merging at once into the same shards lose nothing.
+    #[test]
+    fn concurrent_sinks_combine_exactly() {
+        let (store, dir) = store("concurrent");
+        let (_cancel_tx, cancel) = watch::channel(false);
+        let publishing = Publishing::new(&store, &cancel);
+        let sink = publishing.start(1);
+        std::thread::scope(|s| {
+            for t in 0..4i64 {
+                let sink = Arc::clone(&sink);
+                s.spawn(move || {
+                    for round in 0..20 {
+                        let rows =
+                            (0..2_000).map(|k| (format!("key-{k}"), AggValue::Count(t + round)));
+                        sink("v", Partials::from_rows(rows));
+                    }
+                });
+            }
+        });
+        assert_eq!(publishing.finish(), Ok(Some(2_000)));
+        // Each key: sum over t in 0..4 and round in 0..20 of t + round.
+        let want = (0..4)
+            .map(|t| (0..20).map(|r| t + r).sum::<i64>())
+            .sum::<i64>();
+        for k in [0, 1, 999, 1_999] {
+            assert_eq!(
+                store.get("v", &format!("key-{k}")).unwrap().unwrap().value,
+                AggValue::Count(want)
+            );
+        }
         drop(store);
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -13,6 +13,7 @@
 use crate::columnar::KeyColumn;
 use crate::partitioner::{FastMap, fast_map};
 use crate::view::key::{BoundKey, write_rfc3339};
+use crate::view::partials::{Partials, key_hash};
 use crate::view::state::{Max, Mean, Min, Sum, TopK};
 use crate::view::text_table::TextTable;
 use crate::view::{AggValue, AggregateKind, Hll, Num, Partial};
@@ -241,11 +242,46 @@ impl<S: FoldState> Maps<S> {
         }
         out.into_iter().collect()
     }
+
+    /// The partials in columnar form, split by key hash (see
+    /// [`Partials`]); no allocation per key. A key that was text in some
+    /// batches and a number in others may appear twice: consumers combine.
+    fn finish_partials(self, count: bool) -> Partials {
+        let Maps {
+            text,
+            ints,
+            buckets,
+            ..
+        } = self;
+        let mut out = Partials::builder(count);
+        let keys = text.len() + ints.len() + buckets.len();
+        out.reserve(keys, text.arena_bytes() + keys * 8);
+        text.drain(|hash, key, s| out.push(hash, key, s.into_value()));
+        let mut key = String::with_capacity(24);
+        for (k, s) in ints {
+            key.clear();
+            write_int_key(k, &mut key);
+            out.push(key_hash(key.as_bytes()), &key, s.into_value());
+        }
+        for (start, s) in buckets {
+            key.clear();
+            write_rfc3339(start, &mut key);
+            out.push(key_hash(key.as_bytes()), &key, s.into_value());
+        }
+        out.finish()
+    }
 }
 
 /// Decimal text of an integer key, without the formatting machinery: this
 /// runs once per distinct key per partition.
 fn int_key(v: i64) -> String {
+    let mut out = String::with_capacity(20);
+    write_int_key(v, &mut out);
+    out
+}
+
+/// Appends the decimal text of `v` to `out`.
+fn write_int_key(v: i64, out: &mut String) {
     let mut digits = [0u8; 20];
     let mut start = digits.len();
     let mut n = v.unsigned_abs();
@@ -257,12 +293,10 @@ fn int_key(v: i64) -> String {
             break;
         }
     }
-    let mut out = String::with_capacity(digits.len() - start + usize::from(v < 0));
     if v < 0 {
         out.push('-');
     }
     out.extend(digits[start..].iter().map(|&d| char::from(d)));
-    out
 }
 
 /// The state of text key `k`, created from `zero` when new; `update` applied.
@@ -395,6 +429,21 @@ impl Accumulator {
             Kind::Max(m) => m.finish(),
             Kind::Distinct(m) => m.finish(),
             Kind::TopK(m) => m.finish(),
+        }
+    }
+
+    /// The partials in columnar form, split by key hash, rendered once
+    /// per distinct key; a key may appear twice (see [`Partials`]).
+    pub fn finish_partials(self) -> Partials {
+        match self.0 {
+            Kind::Count(m) => m.finish_partials(true),
+            Kind::IntSum(m) => m.finish_partials(false),
+            Kind::Sum(m) => m.finish_partials(false),
+            Kind::Mean(m) => m.finish_partials(false),
+            Kind::Min(m) => m.finish_partials(false),
+            Kind::Max(m) => m.finish_partials(false),
+            Kind::Distinct(m) => m.finish_partials(false),
+            Kind::TopK(m) => m.finish_partials(false),
         }
     }
 }

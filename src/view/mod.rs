@@ -16,6 +16,8 @@
 //!   column, an event-time bucket, a tuple of these.
 //! - [`spec`]: [`ViewSpec`], a view from configuration: a key extractor and
 //!   an aggregate, run columnar over Arrow batches.
+//! - [`partials`]: [`Partials`], a task's partial aggregates in columnar
+//!   form split by key hash, as the batch layer hands them over.
 //! - [`custom`]: [`CustomView`], any RDD pipeline that ends in
 //!   `(key, monoid)`.
 
@@ -26,6 +28,7 @@ pub mod hll;
 pub mod key;
 pub mod monoid;
 pub mod num;
+pub mod partials;
 pub mod spec;
 pub mod state;
 mod text_table;
@@ -37,6 +40,7 @@ pub use custom::CustomView;
 pub use hll::Hll;
 pub use key::KeySpec;
 pub use monoid::{Algebra, Group, Monoid};
+pub use partials::Partials;
 pub use spec::ViewSpec;
 
 use crate::rdd::Rdd;

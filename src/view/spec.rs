@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::partitioner::FastMap;
 use crate::rdd::{BoxIter, NarrowOp, Rdd};
 use crate::view::fold::{Accumulator, FoldInput};
-use crate::view::{AggValue, AggregateKind, KeySpec, View};
+use crate::view::{AggValue, AggregateKind, KeySpec, Partials, View};
 
 /// A view defined by data: what the `[[view]]` tables of the config become.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -94,6 +94,21 @@ impl ViewSpec {
         let input = self.bind_input(batch)?;
         acc.fold(&key, &input, batch.num_rows());
         Ok(())
+    }
+
+    /// The view's partial aggregates over `batches` (a partition's) in
+    /// columnar form, split by key hash: what a batch run hands to the
+    /// serving layer.
+    ///
+    /// # Errors
+    ///
+    /// As [`accumulate`](Self::accumulate).
+    pub fn partials_of(&self, batches: impl IntoIterator<Item = RecordBatch>) -> Result<Partials> {
+        let mut acc = self.accumulator();
+        for batch in batches {
+            self.accumulate(&batch, &mut acc)?;
+        }
+        Ok(acc.finish_partials())
     }
 
     /// The merged result of the view over `batches`, computed in the calling

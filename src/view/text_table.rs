@@ -9,12 +9,10 @@
 //! compares two words in the entry; longer keys live one after another in
 //! one arena, compared only when hash and length already agree.
 
-use std::hash::BuildHasher;
-
 use hashbrown::HashTable;
 use hashbrown::hash_table::Entry as Slot;
 
-use crate::partitioner::FixedHasher;
+use crate::view::partials::key_hash;
 
 /// Keys of at most this many bytes are kept in the entry.
 const INLINE: usize = 8;
@@ -32,7 +30,6 @@ struct Entry<S> {
 pub(crate) struct TextTable<S> {
     table: HashTable<Entry<S>>,
     arena: Vec<u8>,
-    hasher: FixedHasher,
 }
 
 impl<S> std::fmt::Debug for TextTable<S> {
@@ -56,7 +53,6 @@ impl<S> TextTable<S> {
         TextTable {
             table: HashTable::new(),
             arena: Vec::new(),
-            hasher: FixedHasher::with_seed(0x7e47_7ab1),
         }
     }
 
@@ -77,7 +73,7 @@ impl<S> TextTable<S> {
     #[inline]
     pub(crate) fn slot(&mut self, key: &str, zero: impl FnOnce() -> S) -> &mut S {
         let bytes = key.as_bytes();
-        let hash = self.hasher.hash_one(bytes);
+        let hash = key_hash(bytes);
         let len = bytes.len() as u32;
         let TextTable { table, arena, .. } = self;
         let short = bytes.len() <= INLINE;
@@ -137,6 +133,36 @@ impl<S> TextTable<S> {
         })
     }
 
+    /// Key bytes kept outside the entries.
+    pub(crate) fn arena_bytes(&self) -> usize {
+        self.arena.len()
+    }
+
+    /// Calls `f(hash, key, state)` for every key, with the hash it was
+    /// stored under ([`key_hash`] of the key).
+    pub(crate) fn drain(self, mut f: impl FnMut(u64, &str, S)) {
+        // As in `into_entries`: the arena is UTF-8 as a whole.
+        let arena = String::from_utf8(self.arena)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        for e in self.table {
+            let len = e.len as usize;
+            if len <= INLINE {
+                let bytes = e.word.to_le_bytes();
+                match std::str::from_utf8(&bytes[..len]) {
+                    Ok(key) => f(e.hash, key, e.state),
+                    Err(_) => {
+                        let key = String::from_utf8_lossy(&bytes[..len]);
+                        f(key_hash(key.as_bytes()), &key, e.state)
+                    }
+                }
+            } else {
+                let at = e.word as usize;
+                let key = arena.get(at..at + len).unwrap_or_default();
+                f(e.hash, key, e.state)
+            }
+        }
+    }
+
     /// The same keys with every state converted.
     pub(crate) fn map_states<T>(self, f: impl Fn(S) -> T) -> TextTable<T> {
         let mut table = HashTable::with_capacity(self.table.len());
@@ -155,7 +181,6 @@ impl<S> TextTable<S> {
         TextTable {
             table,
             arena: self.arena,
-            hasher: self.hasher,
         }
     }
 }

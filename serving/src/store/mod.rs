@@ -72,7 +72,7 @@ use tracing::info;
 use codec::PairList;
 pub use lamina_speed::commit::{DeadRecord, MicroBatchCommit, Position, PositionKind};
 use load::{Progress, load, open_db};
-pub use publish::Publisher;
+pub use publish::{PublishSink, Publisher};
 pub use table::{Answer, RankedItem};
 use table::{SHARDS, Table, ViewTable, hash_key, shard_of, with_table};
 
@@ -162,8 +162,10 @@ pub struct ViewStore {
     watermark: RwLock<Option<u64>>,
     /// Serialises commits and the epoch bookkeeping.
     epochs: Mutex<Epochs>,
-    /// One publish at a time.
-    publishing: Mutex<()>,
+    /// One publish at a time: true while a [`Publisher`] lives (a flag,
+    /// not a guard, so that a publisher can move between threads).
+    publishing: Mutex<bool>,
+    published: std::sync::Condvar,
     /// One compaction at a time.
     compacting: Mutex<()>,
 }
@@ -354,7 +356,8 @@ impl ViewStore {
             tables,
             watermark: RwLock::new(watermark),
             epochs: Mutex::new(state),
-            publishing: Mutex::new(()),
+            publishing: Mutex::new(false),
+            published: std::sync::Condvar::new(),
             compacting: Mutex::new(()),
         })
     }

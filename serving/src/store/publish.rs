@@ -3,14 +3,17 @@
 //! the module docs of [`super`], "The merge" and "Crash safety").
 
 use std::collections::BTreeMap;
-use std::sync::MutexGuard;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use lamina::view::AggValue;
+use lamina::view::partials::{Part, PartValues, Partials};
 use tracing::info;
 
 use super::codec::PairList;
-use super::table::{self, GenBuilder, SHARDS, Table};
+use super::table::{GenBuilder, SHARDS, Table};
 use super::{
     CHUNK_BYTES, CHUNK_PAIRS, Result, StoreError, ViewStore, fits, full, keys, lock, mismatch,
 };
@@ -18,43 +21,31 @@ use super::{
 impl ViewStore {
     /// Starts publishing generation `generation`: the batch view of every
     /// view over all epochs `<= generation`. Add its rows with
-    /// [`Publisher::add`]; [`Publisher::finish`] makes it the served one.
+    /// [`Publisher::add`] or, from several threads at once, through
+    /// [`Publisher::sink`]; [`Publisher::finish`] makes it the served one.
     /// Until then, and if it is dropped unfinished, the previous generation
-    /// keeps serving.
+    /// keeps serving. One publish at a time: this waits while another
+    /// publisher lives.
     ///
     /// # Errors
     ///
     /// [`StoreError::Mismatch`] when `generation` is older than the one
     /// served.
-    pub fn begin_publish(&self, generation: u64) -> Result<Publisher<'_>> {
-        let guard = lock(&self.publishing);
-        if self.watermark().is_some_and(|w| generation < w) {
-            return Err(StoreError::Mismatch {
-                view: "*".into(),
-                detail: format!("generation {generation} is older than the one served"),
-            });
-        }
-        let views = self
-            .tables
-            .iter()
-            .map(|(name, table)| {
-                let builder = match table {
-                    Table::Count(_) => Builder::Count(GenBuilder::new()),
-                    Table::Any(_) => Builder::Any(GenBuilder::new()),
-                };
-                (name.clone(), PendingView { builder, rows: 0 })
-            })
-            .collect();
-        // Leftovers of an earlier attempt at the same generation.
-        for row in self.gens.scan_prefix(generation.to_be_bytes()).keys() {
-            self.gens.remove(row?)?;
-        }
-        Ok(Publisher {
-            store: self,
-            generation,
-            views,
-            _guard: guard,
-        })
+    pub fn begin_publish(&self, generation: u64) -> Result<Publisher<&ViewStore>> {
+        Publisher::begin(self, generation)
+    }
+
+    /// [`begin_publish`](Self::begin_publish) for a shared store: the
+    /// publisher owns a handle, so it can move to another thread.
+    ///
+    /// # Errors
+    ///
+    /// As [`begin_publish`](Self::begin_publish).
+    pub fn begin_publish_shared(
+        self: &Arc<Self>,
+        generation: u64,
+    ) -> Result<Publisher<Arc<ViewStore>>> {
+        Publisher::begin(Arc::clone(self), generation)
     }
 
     /// Publishes generation `generation` from `rows` (`(view, key, value)`);
@@ -85,19 +76,11 @@ enum Builder {
 
 struct PendingView {
     builder: Builder,
-    rows: u64,
+    /// Partial rows added (a key counts once per partial).
+    rows: AtomicU64,
 }
 
 impl Builder {
-    /// Interns every pending row (see [`GenBuilder::settle`]).
-    fn settle(&mut self, table: &Table) -> Result<(), table::ShardFull> {
-        match (self, table) {
-            (Builder::Count(b), Table::Count(t)) => b.settle(t),
-            (Builder::Any(b), Table::Any(t)) => b.settle(t),
-            _ => unreachable!("builders are made from the tables"),
-        }
-    }
-
     /// Calls `f(key, value)` for every value built for shard `s`.
     fn each(&self, table: &Table, s: usize, f: &mut dyn FnMut(&str, AggValue)) {
         match (self, table) {
@@ -110,15 +93,92 @@ impl Builder {
     }
 }
 
-/// A generation being published; see [`ViewStore::begin_publish`].
-pub struct Publisher<'a> {
-    store: &'a ViewStore,
-    generation: u64,
+/// The generation being built: every view's new batch columns. Shared by
+/// the [`Publisher`] and its [`PublishSink`]s.
+struct Build {
     views: BTreeMap<String, PendingView>,
-    _guard: MutexGuard<'a, ()>,
+    /// Set when the publisher finished or was dropped: later adds fail.
+    closed: std::sync::atomic::AtomicBool,
 }
 
-impl std::fmt::Debug for Publisher<'_> {
+impl Build {
+    /// Adds a task's partials of `view` (see [`Partials`]): each part into
+    /// its shard, a shard busy with another worker's part after the
+    /// others. Checked whole against the view's kind first, so a mismatch
+    /// adds nothing.
+    fn add(&self, store: &ViewStore, view: &str, partials: Partials) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Mismatch {
+                view: view.to_owned(),
+                detail: "rows added after the generation was finished or abandoned".into(),
+            });
+        }
+        let table = store.table(view)?;
+        let pending = self
+            .views
+            .get(view)
+            .ok_or_else(|| StoreError::UnknownView(view.to_owned()))?;
+        let rows = partials.len() as u64;
+        let mut parts: Vec<(usize, Part)> = partials.into_parts().collect();
+        match (&pending.builder, table) {
+            (Builder::Count(b), Table::Count(t)) => {
+                let mut columns = Vec::with_capacity(parts.len());
+                for (s, part) in &mut parts {
+                    let cells = match part.take_values() {
+                        PartValues::Count(v) => v,
+                        PartValues::Any(v) => v
+                            .into_iter()
+                            .map(|value| match value {
+                                AggValue::Count(n) => Ok(n),
+                                other => Err(mismatch(view, table, &other)),
+                            })
+                            .collect::<Result<_>>()?,
+                    };
+                    columns.push((*s, cells));
+                }
+                let entries = parts
+                    .iter()
+                    .zip(columns)
+                    .map(|((s, part), (_, cells))| (*s, part.keys().zip(cells)))
+                    .collect();
+                b.add_parts(t, entries).map_err(full(view))?;
+            }
+            (Builder::Any(b), Table::Any(t)) => {
+                let mut columns = Vec::with_capacity(parts.len());
+                for (s, part) in &mut parts {
+                    let values = match part.take_values() {
+                        PartValues::Count(v) => v.into_iter().map(AggValue::Count).collect(),
+                        PartValues::Any(v) => v,
+                    };
+                    if let Some(bad) = values.iter().find(|v| !fits(table, v)) {
+                        return Err(mismatch(view, table, bad));
+                    }
+                    columns.push((*s, values));
+                }
+                let entries = parts
+                    .iter()
+                    .zip(columns)
+                    .map(|((s, part), (_, values))| (*s, part.keys().zip(values)))
+                    .collect();
+                b.add_parts(t, entries).map_err(full(view))?;
+            }
+            _ => unreachable!("builders are made from the tables"),
+        }
+        pending.rows.fetch_add(rows, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// A generation being published; see [`ViewStore::begin_publish`]. `S` is
+/// how it holds the store (a reference, or an `Arc` to move it between
+/// threads).
+pub struct Publisher<S: Deref<Target = ViewStore>> {
+    store: S,
+    generation: u64,
+    build: Arc<Build>,
+}
+
+impl<S: Deref<Target = ViewStore>> std::fmt::Debug for Publisher<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Publisher")
             .field("generation", &self.generation)
@@ -126,7 +186,100 @@ impl std::fmt::Debug for Publisher<'_> {
     }
 }
 
-impl Publisher<'_> {
+impl<S: Deref<Target = ViewStore>> Drop for Publisher<S> {
+    fn drop(&mut self) {
+        self.build.closed.store(true, Ordering::Release);
+        *lock(&self.store.publishing) = false;
+        self.store.published.notify_one();
+    }
+}
+
+/// Adds partials to a [`Publisher`]'s generation from any thread; see
+/// [`Publisher::sink`].
+#[derive(Clone)]
+pub struct PublishSink {
+    store: Arc<ViewStore>,
+    build: Arc<Build>,
+}
+
+impl std::fmt::Debug for PublishSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublishSink").finish_non_exhaustive()
+    }
+}
+
+impl PublishSink {
+    /// Adds a task's partials of `view` to the generation, combined per
+    /// key with what was added before; several threads may add at once.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::UnknownView`], [`StoreError::Mismatch`] (nothing of
+    /// `partials` is added then), [`StoreError::Full`].
+    pub fn add(&self, view: &str, partials: Partials) -> Result<()> {
+        self.build.add(&self.store, view, partials)
+    }
+}
+
+impl Publisher<Arc<ViewStore>> {
+    /// A handle that adds partials to this generation from any thread
+    /// (the engine's workers, as each task completes). Adds after the
+    /// publisher finished or was dropped fail.
+    pub fn sink(&self) -> PublishSink {
+        PublishSink {
+            store: Arc::clone(&self.store),
+            build: Arc::clone(&self.build),
+        }
+    }
+}
+
+impl<S: Deref<Target = ViewStore>> Publisher<S> {
+    fn begin(store: S, generation: u64) -> Result<Self> {
+        {
+            let mut busy = lock(&store.publishing);
+            while *busy {
+                busy = store
+                    .published
+                    .wait(busy)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+            *busy = true;
+        }
+        // From here on, dropping the publisher ends the publish.
+        let views = store
+            .tables
+            .iter()
+            .map(|(name, table)| {
+                let builder = match table {
+                    Table::Count(_) => Builder::Count(GenBuilder::new()),
+                    Table::Any(_) => Builder::Any(GenBuilder::new()),
+                };
+                let rows = AtomicU64::new(0);
+                (name.clone(), PendingView { builder, rows })
+            })
+            .collect();
+        let publisher = Publisher {
+            store,
+            generation,
+            build: Arc::new(Build {
+                views,
+                closed: Default::default(),
+            }),
+        };
+        let store = &*publisher.store;
+        if store.watermark().is_some_and(|w| generation < w) {
+            return Err(StoreError::Mismatch {
+                view: "*".into(),
+                detail: format!("generation {generation} is older than the one served"),
+            });
+        }
+        // Leftovers of an earlier attempt at the same generation.
+        for row in store.gens.scan_prefix(generation.to_be_bytes()).keys() {
+            store.gens.remove(row?)?;
+        }
+        Ok(publisher)
+    }
+
     /// Adds a key's batch value to the new generation, combined with what
     /// was added for the key before (partials of one key may come in
     /// several parts). Nothing is visible until [`finish`](Self::finish).
@@ -138,37 +291,28 @@ impl Publisher<'_> {
         self.add_rows(view, vec![(key.to_owned(), value)])
     }
 
-    /// [`add`](Self::add) for many rows of one view, taking their keys
-    /// over (the hot path of a batch run: no copy of a key, one lookup of
-    /// the view per call).
+    /// [`add`](Self::add) for many rows of one view.
     ///
     /// # Errors
     ///
     /// As [`add`](Self::add).
     pub fn add_rows(&mut self, view: &str, rows: Vec<(String, AggValue)>) -> Result<()> {
-        let table = self.store.table(view)?;
-        let pending = self
-            .views
-            .get_mut(view)
-            .ok_or_else(|| StoreError::UnknownView(view.to_owned()))?;
-        for (key, value) in rows {
-            if !fits(table, &value) {
-                return Err(mismatch(view, table, &value));
-            }
-            pending.rows += 1;
-            match (&mut pending.builder, table) {
-                (Builder::Count(b), Table::Count(t)) => {
-                    let cell = t.cell(value).expect("checked: fits");
-                    b.add(t, key, cell).map_err(full(view))?;
-                }
-                (Builder::Any(b), Table::Any(t)) => {
-                    let cell = t.cell(value).expect("checked: fits");
-                    b.add(t, key, cell).map_err(full(view))?;
-                }
-                _ => unreachable!("builders are made from the tables"),
-            }
-        }
-        Ok(())
+        self.add_partials(view, Partials::from_rows(rows))
+    }
+
+    /// [`add`](Self::add) for a task's partials (the hot path of a batch
+    /// run: keys come hashed and split by shard).
+    ///
+    /// # Errors
+    ///
+    /// As [`PublishSink::add`].
+    pub fn add_partials(&mut self, view: &str, partials: Partials) -> Result<()> {
+        self.build.add(&self.store, view, partials)
+    }
+
+    /// The generation.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Makes the generation the served one and returns its number of keys:
@@ -195,13 +339,14 @@ impl Publisher<'_> {
     /// # Errors
     ///
     /// As [`finish`](Self::finish).
-    pub fn finish_unless(mut self, stop: &dyn Fn() -> bool) -> Result<Option<u64>> {
-        let store = self.store;
+    pub fn finish_unless(self, stop: &dyn Fn() -> bool) -> Result<Option<u64>> {
+        // Whatever a sink still tries to add from here on fails.
+        self.build.closed.store(true, Ordering::Release);
+        let store = &*self.store;
         let generation = self.generation;
         let mut keys = 0u64;
-        for (view, pending) in &mut self.views {
+        for (view, pending) in &self.build.views {
             let table = store.table(view)?;
-            pending.builder.settle(table).map_err(full(view))?;
             let mut chunk = PairList::default();
             let mut chunks = 0u32;
             for s in 0..SHARDS {
@@ -244,15 +389,14 @@ impl Publisher<'_> {
         // after `generation`, which every shard keeps.
         let started = Instant::now();
         let mut rows = 0;
-        for (view, pending) in std::mem::take(&mut self.views) {
-            rows += pending.rows;
-            let table = store.table(&view)?;
-            match (pending.builder, table) {
+        for (view, pending) in &self.build.views {
+            rows += pending.rows.load(Ordering::Relaxed);
+            let table = store.table(view)?;
+            match (&pending.builder, table) {
                 (Builder::Count(b), Table::Count(t)) => b.publish(t, generation),
                 (Builder::Any(b), Table::Any(t)) => b.publish(t, generation),
                 _ => unreachable!("builders are made from the tables"),
             }
-            .map_err(full(&view))?;
         }
         *store.watermark.write().unwrap_or_else(|p| p.into_inner()) = Some(generation);
         {

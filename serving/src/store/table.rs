@@ -25,17 +25,17 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap};
-use std::hash::BuildHasher;
 use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use hashbrown::HashTable;
-use lamina::partitioner::{FastMap, FixedHasher, fast_map};
+use lamina::partitioner::{FastMap, fast_map};
 use lamina::view::{AggValue, AggregateKind};
 use serde::Serialize;
 
 /// Shards per view: enough that a micro-batch's writer holds any one lock
-/// for a small slice of its work.
-pub(super) const SHARDS: usize = 64;
+/// for a small slice of its work. The batch layer's parts (see
+/// [`lamina::view::partials`]).
+pub(super) const SHARDS: usize = lamina::view::partials::PARTS;
 
 /// The merged answer for one key.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -105,20 +105,16 @@ impl Cell for AggValue {
     }
 }
 
-fn hasher() -> FixedHasher {
-    FixedHasher::with_seed(0x5eed_1a31_4a7e_0001)
-}
-
-/// The hash a key is stored under.
+/// The hash a key is stored under: the one the batch layer's partials
+/// carry ([`lamina::view::partials::key_hash`]).
 pub(super) fn hash_key(key: &[u8]) -> u64 {
-    hasher().hash_one(key)
+    lamina::view::partials::key_hash(key)
 }
 
-/// The shard of a hash. Mixed first: hashbrown uses the hash's top bits
-/// for its control bytes and its low bits for the bucket, so neither may be
-/// constant within a shard.
+/// The shard of a hash: the batch layer's part of it, so that a part of a
+/// task's partials merges into one shard.
 pub(super) fn shard_of(hash: u64) -> usize {
-    (hash.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize % SHARDS
+    lamina::view::partials::part_of(hash)
 }
 
 /// Why a key could not be added.
@@ -554,69 +550,95 @@ impl Table {
 }
 
 /// A new generation of one view being built: batch columns per shard,
-/// aligned with the shards' key ids.
+/// aligned with the shards' key ids. Shards are built independently, each
+/// under its own lock, so engine workers merge different shards at once.
 pub(super) struct GenBuilder<V> {
-    columns: Vec<Vec<Option<V>>>,
-    /// Rows waiting to be interned, per shard (interned in groups so that
-    /// each shard's write lock is taken rarely).
-    pending: Vec<Vec<(u64, String, V)>>,
+    columns: Vec<Mutex<Vec<Option<V>>>>,
 }
-
-const INTERN_GROUP: usize = 1024;
 
 impl<V: Cell> GenBuilder<V> {
     pub(super) fn new() -> Self {
         GenBuilder {
-            columns: (0..SHARDS).map(|_| Vec::new()).collect(),
-            pending: (0..SHARDS).map(|_| Vec::new()).collect(),
+            columns: (0..SHARDS).map(|_| Mutex::new(Vec::new())).collect(),
         }
     }
 
-    pub(super) fn add(
-        &mut self,
+    /// Locks the column of shard `s`; `None` when `wait` is false and
+    /// another worker holds it.
+    fn column(&self, s: usize, wait: bool) -> Option<std::sync::MutexGuard<'_, Vec<Option<V>>>> {
+        match self.columns[s].try_lock() {
+            Ok(c) => Some(c),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) if wait => {
+                Some(self.columns[s].lock().unwrap_or_else(|p| p.into_inner()))
+            }
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// Adds `(hash, key, value)` entries of shard `s` (each `hash` is
+    /// [`hash_key`] of its key, and its shard is `s`), combined with what
+    /// was added for each key before. The key is interned in the served
+    /// shard (without a value) under its write lock.
+    pub(super) fn add_shard<'k>(
+        &self,
         table: &ViewTable<V>,
-        key: String,
-        value: V,
+        s: usize,
+        entries: impl Iterator<Item = ((u64, &'k str), V)>,
     ) -> Result<(), ShardFull> {
-        let hash = hash_key(key.as_bytes());
-        let s = shard_of(hash);
-        self.pending[s].push((hash, key, value));
-        if self.pending[s].len() >= INTERN_GROUP {
-            self.intern(table, s)?;
-        }
-        Ok(())
+        let mut column = self.column(s, true).expect("waited");
+        self.add_locked(table, s, &mut column, entries)
     }
 
-    fn intern(&mut self, table: &ViewTable<V>, s: usize) -> Result<(), ShardFull> {
-        let rows = std::mem::take(&mut self.pending[s]);
-        let mut ids = Vec::with_capacity(rows.len());
-        {
-            let mut shard = table.write(s);
-            for (hash, key, _) in &rows {
-                ids.push(shard.intern(*hash, key)?);
+    fn add_locked<'k>(
+        &self,
+        table: &ViewTable<V>,
+        s: usize,
+        column: &mut Vec<Option<V>>,
+        entries: impl Iterator<Item = ((u64, &'k str), V)>,
+    ) -> Result<(), ShardFull> {
+        let mut shard = table.write(s);
+        for ((hash, key), value) in entries {
+            debug_assert_eq!(shard_of(hash), s);
+            let id = shard.intern(hash, key)?;
+            match slot(column, id) {
+                Some(v) => v.combine(&value),
+                none => *none = Some(value),
             }
         }
-        let column = &mut self.columns[s];
-        for (id, (_, _, value)) in ids.into_iter().zip(rows) {
-            add(slot(column, id), &value);
+        Ok(())
+    }
+
+    /// Adds many shards' entries: `parts` yields `(shard, entries)`. A
+    /// shard another worker is adding to is done after the others, so two
+    /// workers rarely wait for each other.
+    pub(super) fn add_parts<'k, I>(
+        &self,
+        table: &ViewTable<V>,
+        parts: Vec<(usize, I)>,
+    ) -> Result<(), ShardFull>
+    where
+        I: Iterator<Item = ((u64, &'k str), V)>,
+    {
+        let mut deferred = Vec::new();
+        for (s, entries) in parts {
+            match self.column(s, false) {
+                Some(mut column) => self.add_locked(table, s, &mut column, entries)?,
+                None => deferred.push((s, entries)),
+            }
+        }
+        for (s, entries) in deferred {
+            self.add_shard(table, s, entries)?;
         }
         Ok(())
     }
 
-    /// Interns every row still pending; after it, [`each`](Self::each)
-    /// sees every value.
-    pub(super) fn settle(&mut self, table: &ViewTable<V>) -> Result<(), ShardFull> {
-        for s in 0..SHARDS {
-            self.intern(table, s)?;
-        }
-        Ok(())
-    }
-
-    /// Calls `f(key, value)` for every value built for shard `s` (after
-    /// [`settle`](Self::settle)), under the shard's read lock.
+    /// Calls `f(key, value)` for every value built for shard `s`, under the
+    /// shard's read lock.
     pub(super) fn each(&self, table: &ViewTable<V>, s: usize, f: &mut dyn FnMut(&str, &V)) {
+        let column = self.column(s, true).expect("waited");
         let shard = table.read(s);
-        for (id, value) in self.columns[s].iter().enumerate() {
+        for (id, value) in column.iter().enumerate() {
             if let Some(v) = value {
                 // Keys were UTF-8 when they came in.
                 f(
@@ -627,14 +649,14 @@ impl<V: Cell> GenBuilder<V> {
         }
     }
 
-    /// Swaps the new batch values in, shard by shard.
-    pub(super) fn publish(mut self, table: &ViewTable<V>, watermark: u64) -> Result<(), ShardFull> {
-        self.settle(table)?;
-        for (s, column) in self.columns.into_iter().enumerate() {
+    /// Swaps the new batch values in, shard by shard (the builder is
+    /// empty afterwards).
+    pub(super) fn publish(&self, table: &ViewTable<V>, watermark: u64) {
+        for s in 0..SHARDS {
+            let column = std::mem::take(&mut *self.column(s, true).expect("waited"));
             table.write(s).replace_batch(column, watermark);
         }
         table.touched();
-        Ok(())
     }
 }
 
@@ -671,6 +693,12 @@ mod tests {
         assert!(per.iter().all(|&n| (700..1300).contains(&n)), "{per:?}");
     }
 
+    fn add(g: &GenBuilder<i64>, t: &ViewTable<i64>, key: &str, value: i64) {
+        let h = hash_key(key.as_bytes());
+        g.add_shard(t, shard_of(h), std::iter::once(((h, key), value)))
+            .unwrap();
+    }
+
     #[test]
     fn publish_keeps_later_epochs_and_drops_covered_ones() {
         let t: ViewTable<i64> = ViewTable::new(AggregateKind::Count, None);
@@ -679,10 +707,10 @@ mod tests {
         t.write(s).apply(h, "a", 1, &2).unwrap();
         t.write(s).apply(h, "a", 2, &3).unwrap();
         assert_eq!(t.get("a").unwrap().value, AggValue::Count(5));
-        let mut g = GenBuilder::new();
-        g.add(&t, "a".to_owned(), 2).unwrap();
-        g.add(&t, "b".to_owned(), 7).unwrap();
-        g.publish(&t, 1).unwrap();
+        let g = GenBuilder::new();
+        add(&g, &t, "a", 2);
+        add(&g, &t, "b", 7);
+        g.publish(&t, 1);
         let a = t.get("a").unwrap();
         assert_eq!(
             (a.value, a.batch_value, a.realtime_value, a.watermark_epoch),
@@ -697,9 +725,9 @@ mod tests {
         let top: Vec<String> = t.top(5).into_iter().map(|i| i.key).collect();
         assert_eq!(top, ["b", "a"]);
         // A generation without `b` retires it.
-        let mut g = GenBuilder::new();
-        g.add(&t, "a".to_owned(), 5).unwrap();
-        g.publish(&t, 2).unwrap();
+        let g = GenBuilder::new();
+        add(&g, &t, "a", 5);
+        g.publish(&t, 2);
         assert_eq!(t.len(), 1);
         assert!(t.get("b").is_none());
         assert_eq!(t.get("a").unwrap().realtime_value, None);

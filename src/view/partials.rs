@@ -1,0 +1,308 @@
+//! A task's partial aggregates in columnar form, split by key hash: what
+//! the batch layer hands to the serving layer.
+//!
+//! A `Vec<(String, AggValue)>` per task costs an allocation per key, and
+//! its consumer hashes every key again to find it. Here a task's keys sit
+//! in one byte buffer per part, each with the hash it was folded under
+//! ([`key_hash`]), and the keys are already split into [`PARTS`] parts by
+//! [`part_of`] that hash. The serving layer's store shards keys the same
+//! way, so a part merges into exactly one shard, without hashing and under
+//! one lock, and two engine workers can merge different parts at once.
+//!
+//! A key may appear in several parts of several tasks (even twice in one
+//! [`Partials`]): partials are monoid states and consumers combine them.
+
+use std::hash::BuildHasher;
+
+use crate::partitioner::FixedHasher;
+use crate::view::AggValue;
+
+/// Parts per [`Partials`]: the serving layer's shards per view.
+pub const PARTS: usize = 64;
+
+/// The hash of a key's bytes: what the fold's tables and the serving
+/// layer's shards use, so it is computed once per key and task.
+#[inline]
+pub fn key_hash(key: &[u8]) -> u64 {
+    FixedHasher::with_seed(0x5eed_1a31_4a7e_0001).hash_one(key)
+}
+
+/// The part (and store shard) of a key's hash. Mixed first: hash tables
+/// take their buckets from the low bits and their control bytes from the
+/// high ones, so neither may be constant within a part.
+#[inline]
+pub fn part_of(hash: u64) -> usize {
+    (hash.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize % PARTS
+}
+
+/// The values of one part, as typed as the aggregate allows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PartValues {
+    /// `count`: plain counts.
+    Count(Vec<i64>),
+    /// Any aggregate.
+    Any(Vec<AggValue>),
+}
+
+impl PartValues {
+    fn len(&self) -> usize {
+        match self {
+            PartValues::Count(v) => v.len(),
+            PartValues::Any(v) => v.len(),
+        }
+    }
+}
+
+/// The keys and values of one part.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Part {
+    hashes: Vec<u64>,
+    /// Key `i` is `keys[ends[i - 1]..ends[i]]` (from 0 for the first).
+    ends: Vec<usize>,
+    keys: String,
+    values: PartValues,
+}
+
+impl Part {
+    fn new(count: bool) -> Self {
+        Part {
+            hashes: Vec::new(),
+            ends: Vec::new(),
+            keys: String::new(),
+            values: if count {
+                PartValues::Count(Vec::new())
+            } else {
+                PartValues::Any(Vec::new())
+            },
+        }
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.hashes.len()
+    }
+
+    /// Whether it has no entry.
+    pub fn is_empty(&self) -> bool {
+        self.hashes.is_empty()
+    }
+
+    /// Key bytes in all.
+    pub fn key_bytes(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// `(hash, key)` of every entry, in order.
+    pub fn keys(&self) -> impl ExactSizeIterator<Item = (u64, &str)> + '_ {
+        self.hashes.iter().enumerate().map(|(i, &h)| {
+            let from = if i == 0 { 0 } else { self.ends[i - 1] };
+            (h, &self.keys[from..self.ends[i]])
+        })
+    }
+
+    /// The values, aligned with [`keys`](Self::keys).
+    pub fn values(&self) -> &PartValues {
+        &self.values
+    }
+
+    /// The values, taken out (the keys stay).
+    pub fn take_values(&mut self) -> PartValues {
+        let empty = match self.values {
+            PartValues::Count(_) => PartValues::Count(Vec::new()),
+            PartValues::Any(_) => PartValues::Any(Vec::new()),
+        };
+        std::mem::replace(&mut self.values, empty)
+    }
+
+    fn push_key(&mut self, hash: u64, key: &str) {
+        self.hashes.push(hash);
+        self.keys.push_str(key);
+        self.ends.push(self.keys.len());
+    }
+
+    fn push(&mut self, hash: u64, key: &str, value: AggValue) {
+        match (&mut self.values, value) {
+            (PartValues::Count(v), AggValue::Count(n)) => v.push(n),
+            (PartValues::Count(v), other) => {
+                // A count part meets another kind: it holds every kind from
+                // now on (the consumer reports the mismatch).
+                let mut any: Vec<AggValue> = v.drain(..).map(AggValue::Count).collect();
+                any.push(other);
+                self.values = PartValues::Any(any);
+            }
+            (PartValues::Any(v), value) => v.push(value),
+        }
+        self.push_key(hash, key);
+    }
+}
+
+/// A task's partial aggregates, split into [`PARTS`] parts by key hash;
+/// see the module docs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Partials {
+    parts: Vec<Part>,
+}
+
+impl Partials {
+    /// No entry.
+    pub fn new() -> Self {
+        Partials { parts: Vec::new() }
+    }
+
+    /// Builds the partials of keys whose values are counts (`count`) or
+    /// any kind (`!count`); [`PartialsBuilder::push`] adds entries.
+    pub fn builder(count: bool) -> PartialsBuilder {
+        PartialsBuilder {
+            parts: (0..PARTS).map(|_| Part::new(count)).collect(),
+        }
+    }
+
+    /// From `(key, value)` pairs, hashing each key.
+    pub fn from_rows(rows: impl IntoIterator<Item = (String, AggValue)>) -> Self {
+        let mut rows = rows.into_iter().peekable();
+        let count = matches!(rows.peek(), Some((_, AggValue::Count(_))));
+        let mut b = Partials::builder(count);
+        for (key, value) in rows {
+            b.push(key_hash(key.as_bytes()), &key, value);
+        }
+        b.finish()
+    }
+
+    /// Number of entries over all parts.
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(Part::len).sum()
+    }
+
+    /// Whether there is no entry.
+    pub fn is_empty(&self) -> bool {
+        self.parts.iter().all(Part::is_empty)
+    }
+
+    /// The parts: `(part index, part)` of every part with entries.
+    pub fn parts(&self) -> impl Iterator<Item = (usize, &Part)> + '_ {
+        self.parts.iter().enumerate().filter(|(_, p)| !p.is_empty())
+    }
+
+    /// The parts, taken over: `(part index, part)` of every part with
+    /// entries.
+    pub fn into_parts(self) -> impl Iterator<Item = (usize, Part)> {
+        self.parts
+            .into_iter()
+            .enumerate()
+            .filter(|(_, p)| !p.is_empty())
+    }
+
+    /// Every `(key, value)`, part after part.
+    pub fn into_rows(self) -> impl Iterator<Item = (String, AggValue)> {
+        self.parts.into_iter().flat_map(|mut p| {
+            let values: Vec<AggValue> = match p.take_values() {
+                PartValues::Count(v) => v.into_iter().map(AggValue::Count).collect(),
+                PartValues::Any(v) => v,
+            };
+            let keys: Vec<String> = p.keys().map(|(_, k)| k.to_owned()).collect();
+            keys.into_iter().zip(values)
+        })
+    }
+}
+
+impl Default for Partials {
+    fn default() -> Self {
+        Partials::new()
+    }
+}
+
+/// Builds a [`Partials`]; see [`Partials::builder`].
+#[derive(Debug)]
+pub struct PartialsBuilder {
+    parts: Vec<Part>,
+}
+
+impl PartialsBuilder {
+    /// Adds an entry; `hash` must be [`key_hash`] of `key`.
+    #[inline]
+    pub fn push(&mut self, hash: u64, key: &str, value: AggValue) {
+        debug_assert_eq!(hash, key_hash(key.as_bytes()));
+        self.parts[part_of(hash)].push(hash, key, value);
+    }
+
+    /// Adds a count; `hash` must be [`key_hash`] of `key`.
+    #[inline]
+    pub fn push_count(&mut self, hash: u64, key: &str, n: i64) {
+        debug_assert_eq!(hash, key_hash(key.as_bytes()));
+        let part = &mut self.parts[part_of(hash)];
+        match &mut part.values {
+            PartValues::Count(v) => {
+                v.push(n);
+                part.push_key(hash, key);
+            }
+            PartValues::Any(_) => part.push(hash, key, AggValue::Count(n)),
+        }
+    }
+
+    /// Room for about `keys` entries in all.
+    pub fn reserve(&mut self, keys: usize, key_bytes: usize) {
+        let per = keys / PARTS + 1;
+        let bytes = key_bytes / PARTS + 1;
+        for p in &mut self.parts {
+            p.hashes.reserve(per);
+            p.ends.reserve(per);
+            p.keys.reserve(bytes);
+            match &mut p.values {
+                PartValues::Count(v) => v.reserve(per),
+                PartValues::Any(v) => v.reserve(per),
+            }
+        }
+    }
+
+    /// The partials.
+    pub fn finish(self) -> Partials {
+        debug_assert!(self.parts.iter().all(|p| p.values.len() == p.len()));
+        Partials { parts: self.parts }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn rows_round_trip_split_by_hash() {
+        let rows: Vec<(String, AggValue)> = (0..5000)
+            .map(|i| (format!("key-{i}"), AggValue::Count(i)))
+            .chain([(String::new(), AggValue::Count(-1))])
+            .collect();
+        let p = Partials::from_rows(rows.clone());
+        assert_eq!(p.len(), rows.len());
+        for (i, part) in p.parts() {
+            assert!(matches!(part.values(), PartValues::Count(_)));
+            for (h, k) in part.keys() {
+                assert_eq!(h, key_hash(k.as_bytes()));
+                assert_eq!(part_of(h), i);
+            }
+        }
+        let used = p.parts().count();
+        assert!(used > PARTS / 2, "keys spread over only {used} parts");
+        let got: BTreeMap<String, AggValue> = p.into_rows().collect();
+        let want: BTreeMap<String, AggValue> = rows.into_iter().collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_count_part_meeting_another_kind_keeps_both() {
+        let mut b = Partials::builder(true);
+        let h = key_hash(b"a");
+        b.push_count(h, "a", 2);
+        b.push(h, "a", AggValue::Mean(Default::default()));
+        b.push_count(h, "a", 3);
+        let rows: Vec<(String, AggValue)> = b.finish().into_rows().collect();
+        assert_eq!(
+            rows,
+            [
+                ("a".to_owned(), AggValue::Count(2)),
+                ("a".to_owned(), AggValue::Mean(Default::default())),
+                ("a".to_owned(), AggValue::Count(3)),
+            ]
+        );
+    }
+}
