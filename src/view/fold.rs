@@ -12,7 +12,7 @@
 
 use crate::columnar::KeyColumn;
 use crate::partitioner::{FastMap, fast_map};
-use crate::view::key::{BoundKey, write_rfc3339};
+use crate::view::key::{BoundKey, for_each_word, write_rfc3339};
 use crate::view::partials::{Partials, key_hash};
 use crate::view::state::{Max, Mean, Min, Sum, TopK};
 use crate::view::text_table::TextTable;
@@ -108,7 +108,7 @@ struct Maps<S> {
 impl<S: FoldState> Maps<S> {
     fn new(zero: S) -> Self {
         Maps {
-            text: TextTable::new(),
+            text: TextTable::new(zero.clone()),
             ints: fast_map(0),
             buckets: fast_map(0),
             zero,
@@ -166,6 +166,27 @@ impl<S: FoldState> Maps<S> {
                         update(buckets.entry(start).or_insert_with(|| zero.clone()), row);
                     }
                 }
+            }
+            // Keys borrowed from the batch: looked up a few keys behind
+            // their hashing, so that each key's entry is on its way into
+            // the cache while the next keys are split and hashed.
+            BoundKey::Words(col) => {
+                let mut ahead = Ahead::new();
+                for row in 0..rows {
+                    if let Some(line) = col.get(row) {
+                        for_each_word(line, |w| ahead.push(text, row, w, &update));
+                    }
+                }
+                ahead.flush(text, &update);
+            }
+            BoundKey::Column(KeyColumn::Text(col)) => {
+                let mut ahead = Ahead::new();
+                for row in 0..rows {
+                    if let Some(k) = col.get(row) {
+                        ahead.push(text, row, k, &update);
+                    }
+                }
+                ahead.flush(text, &update);
             }
             _ => {
                 let mut scratch = String::new();
@@ -299,16 +320,58 @@ fn write_int_key(v: i64, out: &mut String) {
     out.extend(digits[start..].iter().map(|&d| char::from(d)));
 }
 
-/// The state of text key `k`, created from `zero` when new; `update` applied.
+/// The state of text key `k` (zero when new), `update` applied.
 #[inline]
 fn text_slot<S: Clone>(
     text: &mut TextTable<S>,
     k: &str,
-    zero: &S,
+    _zero: &S,
     row: usize,
     update: &impl Fn(&mut S, usize),
 ) {
-    update(text.slot(k, || zero.clone()), row);
+    update(text.slot(k), row);
+}
+
+/// How many keys are hashed before the first of them is looked up: enough
+/// for the entries' cache lines to arrive meanwhile (a miss costs about as
+/// much as hashing a dozen short keys).
+const AHEAD: usize = 16;
+
+/// Keys hashed and prefetched, waiting to be looked up (see
+/// [`Maps::fold`]).
+struct Ahead<'a> {
+    keys: Vec<(usize, u64, &'a str)>,
+}
+
+impl<'a> Ahead<'a> {
+    fn new() -> Self {
+        Ahead {
+            keys: Vec::with_capacity(AHEAD),
+        }
+    }
+
+    #[inline]
+    fn push<S: Clone>(
+        &mut self,
+        text: &mut TextTable<S>,
+        row: usize,
+        key: &'a str,
+        update: &impl Fn(&mut S, usize),
+    ) {
+        let hash = key_hash(key.as_bytes());
+        text.prefetch(hash);
+        self.keys.push((row, hash, key));
+        if self.keys.len() == AHEAD {
+            self.flush(text, update);
+        }
+    }
+
+    #[inline]
+    fn flush<S: Clone>(&mut self, text: &mut TextTable<S>, update: &impl Fn(&mut S, usize)) {
+        for (row, hash, key) in self.keys.drain(..) {
+            update(text.slot_hashed(hash, key), row);
+        }
+    }
 }
 
 /// The aggregate's input column, bound to one batch.

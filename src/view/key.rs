@@ -258,7 +258,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 /// splits it (Unicode `White_Space`), with a byte loop for ASCII lines:
 /// in the ASCII range `White_Space` is U+0009..=U+000D and U+0020.
 #[inline]
-pub(crate) fn for_each_word(line: &str, mut f: impl FnMut(&str)) {
+pub(crate) fn for_each_word<'a>(line: &'a str, mut f: impl FnMut(&'a str)) {
     if !line.is_ascii() {
         line.split_whitespace().for_each(f);
         return;

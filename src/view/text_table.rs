@@ -9,33 +9,40 @@
 //! compares two words in the entry; longer keys live one after another in
 //! one arena, compared only when hash and length already agree.
 
-use hashbrown::HashTable;
-use hashbrown::hash_table::Entry as Slot;
-
 use crate::view::partials::key_hash;
 
 /// Keys of at most this many bytes are kept in the entry.
 const INLINE: usize = 8;
 
+/// `len` of a free entry.
+const FREE: u32 = u32::MAX;
+
+#[derive(Clone)]
 struct Entry<S> {
     hash: u64,
     /// The key's bytes (little-endian, zero-padded) when `len <= INLINE`,
     /// else its offset in the arena.
     word: u64,
+    /// The key's length; [`FREE`] for a free entry.
     len: u32,
     state: S,
 }
 
-/// Text keys to states `S`.
+/// Text keys to states `S`: open addressing with linear probing over one
+/// array of entries, so a lookup reads one cache line (two when the probe
+/// runs over its end), and at most half full, so probes are short. A free
+/// entry holds the zero state already: a new key's state is in place.
 pub(crate) struct TextTable<S> {
-    table: HashTable<Entry<S>>,
+    entries: Vec<Entry<S>>,
+    used: usize,
     arena: Vec<u8>,
+    zero: S,
 }
 
 impl<S> std::fmt::Debug for TextTable<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TextTable")
-            .field("keys", &self.table.len())
+            .field("keys", &self.used)
             .field("arena_bytes", &self.arena.len())
             .finish()
     }
@@ -48,89 +55,138 @@ fn inline_word(bytes: &[u8]) -> u64 {
     u64::from_le_bytes(word)
 }
 
-impl<S> TextTable<S> {
-    pub(crate) fn new() -> Self {
+/// Asks the CPU to start loading `entry`'s cache line, without waiting for
+/// it: the fold computes the next keys' hashes meanwhile. A hint only.
+#[inline(always)]
+fn prefetch<T>(entry: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults and changes no memory, whatever the
+    // address; this one is of a live reference. SSE is part of x86_64.
+    #[allow(unsafe_code)]
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+            std::ptr::from_ref(entry).cast(),
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = entry;
+}
+
+impl<S: Clone> TextTable<S> {
+    /// An empty table; new keys start from `zero`.
+    pub(crate) fn new(zero: S) -> Self {
         TextTable {
-            table: HashTable::new(),
+            entries: Vec::new(),
+            used: 0,
             arena: Vec::new(),
+            zero,
         }
     }
 
-    /// Room for `keys` more keys without rehashing.
+    fn free_entries(&self, n: usize) -> Vec<Entry<S>> {
+        vec![
+            Entry {
+                hash: 0,
+                word: 0,
+                len: FREE,
+                state: self.zero.clone(),
+            };
+            n
+        ]
+    }
+
+    /// Grows to `capacity` entries (a power of two), moving every key.
+    fn resize(&mut self, capacity: usize) {
+        let fresh = self.free_entries(capacity);
+        let old = std::mem::replace(&mut self.entries, fresh);
+        let mask = capacity - 1;
+        for e in old.into_iter().filter(|e| e.len != FREE) {
+            let mut i = e.hash as usize & mask;
+            while self.entries[i].len != FREE {
+                i = (i + 1) & mask;
+            }
+            self.entries[i] = e;
+        }
+    }
+
+    /// Room for `keys` more keys without growing.
     pub(crate) fn reserve(&mut self, keys: usize) {
-        self.table.reserve(keys, |e| e.hash);
+        let want = ((self.used + keys) * 2).next_power_of_two().max(16);
+        if want > self.entries.len() {
+            self.resize(want);
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.table.len()
+        self.used
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.used == 0
     }
 
-    /// The state of `key`, made by `zero` when the key is new.
+    /// Starts loading the entry where a key of hash `hash` is looked for
+    /// first; see [`slot_hashed`](Self::slot_hashed).
     #[inline]
-    pub(crate) fn slot(&mut self, key: &str, zero: impl FnOnce() -> S) -> &mut S {
-        let bytes = key.as_bytes();
-        let hash = key_hash(bytes);
-        let len = bytes.len() as u32;
-        let TextTable { table, arena, .. } = self;
-        let short = bytes.len() <= INLINE;
-        let word = if short { inline_word(bytes) } else { 0 };
-        let found = table.entry(
-            hash,
-            |e| {
-                e.hash == hash
-                    && e.len == len
-                    && if short {
-                        e.word == word
-                    } else {
-                        let at = e.word as usize;
-                        arena[at..at + bytes.len()] == *bytes
-                    }
-            },
-            |e| e.hash,
-        );
-        match found {
-            Slot::Occupied(o) => &mut o.into_mut().state,
-            Slot::Vacant(v) => {
-                let word = if short {
-                    word
-                } else {
-                    let at = arena.len() as u64;
-                    arena.extend_from_slice(bytes);
-                    at
-                };
-                let entry = Entry {
-                    hash,
-                    word,
-                    len,
-                    state: zero(),
-                };
-                &mut v.insert(entry).into_mut().state
-            }
+    pub(crate) fn prefetch(&self, hash: u64) {
+        if let Some(e) = self
+            .entries
+            .get(hash as usize & self.entries.len().wrapping_sub(1))
+        {
+            prefetch(e);
         }
     }
 
-    /// Every key, as text, with its state.
-    pub(crate) fn into_entries(self) -> impl Iterator<Item = (String, S)> {
-        // The arena is keys that were each a `&str`, one after another, so
-        // it is UTF-8 as a whole and every key starts and ends on a char
-        // boundary: validated once here, not once per key.
-        let arena = String::from_utf8(self.arena)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-        self.table.into_iter().map(move |e| {
-            let len = e.len as usize;
-            let key = if len <= INLINE {
-                let bytes = e.word.to_le_bytes();
-                String::from_utf8_lossy(&bytes[..len]).into_owned()
-            } else {
-                let at = e.word as usize;
-                arena.get(at..at + len).unwrap_or_default().to_owned()
-            };
-            (key, e.state)
-        })
+    /// The state of `key` (the zero state when the key is new).
+    #[inline]
+    pub(crate) fn slot(&mut self, key: &str) -> &mut S {
+        self.slot_hashed(key_hash(key.as_bytes()), key)
+    }
+
+    /// [`slot`](Self::slot) with the key's hash already computed
+    /// ([`key_hash`]).
+    #[inline]
+    pub(crate) fn slot_hashed(&mut self, hash: u64, key: &str) -> &mut S {
+        if (self.used + 1) * 2 > self.entries.len() {
+            self.resize((self.entries.len() * 2).max(16));
+        }
+        let bytes = key.as_bytes();
+        let len = bytes.len() as u32;
+        let short = bytes.len() <= INLINE;
+        let word = if short { inline_word(bytes) } else { 0 };
+        let mask = self.entries.len() - 1;
+        let mut i = hash as usize & mask;
+        loop {
+            let e = &self.entries[i];
+            if e.len == FREE {
+                break;
+            }
+            if e.hash == hash
+                && e.len == len
+                && if short {
+                    e.word == word
+                } else {
+                    let at = e.word as usize;
+                    self.arena[at..at + bytes.len()] == *bytes
+                }
+            {
+                return &mut self.entries[i].state;
+            }
+            i = (i + 1) & mask;
+        }
+        let word = if short {
+            word
+        } else {
+            let at = self.arena.len() as u64;
+            self.arena.extend_from_slice(bytes);
+            at
+        };
+        self.used += 1;
+        let e = &mut self.entries[i];
+        e.hash = hash;
+        e.word = word;
+        e.len = len;
+        &mut e.state
     }
 
     /// Key bytes kept outside the entries.
@@ -141,10 +197,12 @@ impl<S> TextTable<S> {
     /// Calls `f(hash, key, state)` for every key, with the hash it was
     /// stored under ([`key_hash`] of the key).
     pub(crate) fn drain(self, mut f: impl FnMut(u64, &str, S)) {
-        // As in `into_entries`: the arena is UTF-8 as a whole.
+        // The arena is keys that were each a `&str`, one after another, so
+        // it is UTF-8 as a whole and every key starts and ends on a char
+        // boundary: validated once here, not once per key.
         let arena = String::from_utf8(self.arena)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-        for e in self.table {
+        for e in self.entries.into_iter().filter(|e| e.len != FREE) {
             let len = e.len as usize;
             if len <= INLINE {
                 let bytes = e.word.to_le_bytes();
@@ -163,24 +221,29 @@ impl<S> TextTable<S> {
         }
     }
 
+    /// Every key, as text, with its state.
+    pub(crate) fn into_entries(self) -> impl Iterator<Item = (String, S)> {
+        let mut out = Vec::with_capacity(self.used);
+        self.drain(|_, k, s| out.push((k.to_owned(), s)));
+        out.into_iter()
+    }
+
     /// The same keys with every state converted.
-    pub(crate) fn map_states<T>(self, f: impl Fn(S) -> T) -> TextTable<T> {
-        let mut table = HashTable::with_capacity(self.table.len());
-        for e in self.table {
-            table.insert_unique(
-                e.hash,
-                Entry {
+    pub(crate) fn map_states<T: Clone>(self, f: impl Fn(S) -> T) -> TextTable<T> {
+        TextTable {
+            entries: self
+                .entries
+                .into_iter()
+                .map(|e| Entry {
                     hash: e.hash,
                     word: e.word,
                     len: e.len,
                     state: f(e.state),
-                },
-                |x| x.hash,
-            );
-        }
-        TextTable {
-            table,
+                })
+                .collect(),
+            used: self.used,
             arena: self.arena,
+            zero: f(self.zero),
         }
     }
 }
@@ -193,7 +256,7 @@ mod tests {
 
     #[test]
     fn counts_like_a_map_whatever_the_key_length() {
-        let mut table: TextTable<i64> = TextTable::new();
+        let mut table: TextTable<i64> = TextTable::new(0);
         let mut model: BTreeMap<String, i64> = BTreeMap::new();
         let keys = [
             "",
@@ -212,7 +275,7 @@ mod tests {
         for round in 0..50 {
             for (i, k) in keys.iter().enumerate() {
                 if (round + i) % 3 != 0 {
-                    *table.slot(k, || 0) += 1;
+                    *table.slot(k) += 1;
                     *model.entry((*k).to_owned()).or_default() += 1;
                 }
             }
@@ -222,5 +285,38 @@ mod tests {
         let got: BTreeMap<String, i64> = doubled.into_entries().collect();
         let want: BTreeMap<String, i64> = model.into_iter().map(|(k, n)| (k, n * 2)).collect();
         assert_eq!(got, want);
+    }
+
+    /// Growth moves keys between entries; probes run over the array's end.
+    #[test]
+    fn many_keys_survive_growth_and_drain_with_their_hashes() {
+        let mut table: TextTable<i64> = TextTable::new(0);
+        let mut model: BTreeMap<String, i64> = BTreeMap::new();
+        let mut x: u64 = 0x9e37_79b9;
+        for i in 0..60_000u64 {
+            // xorshift: keys of 0 to 30 bytes, some not ASCII, many repeats.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let n = x % 20_000;
+            let key = match n % 4 {
+                0 => format!("{n}"),
+                1 => format!("w{n}ä"),
+                2 => format!("https://example.org/{n}"),
+                _ => "x".repeat((n % 31) as usize),
+            };
+            if i == 30_000 {
+                table.reserve(50_000);
+            }
+            *table.slot(&key) += 1;
+            *model.entry(key).or_default() += 1;
+        }
+        assert_eq!(table.len(), model.len());
+        let mut got = BTreeMap::new();
+        table.drain(|h, k, n| {
+            assert_eq!(h, key_hash(k.as_bytes()), "{k}");
+            assert!(got.insert(k.to_owned(), n).is_none(), "{k} twice");
+        });
+        assert_eq!(got, model);
     }
 }
