@@ -388,8 +388,10 @@ pub async fn stream_generation_with(
                     continue;
                 };
                 let spec = view.spec.clone();
+                // The most keys a task of this view has had so far.
+                let hint = Arc::new(std::sync::atomic::AtomicUsize::new(0));
                 input.run_each_async(
-                    move |_, batches| spec.partials_of(batches),
+                    move |_, batches| spec.partials_of_sized(batches, &hint),
                     move |_, partials| to(&name, partials),
                 )
             }

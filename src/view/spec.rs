@@ -104,10 +104,28 @@ impl ViewSpec {
     ///
     /// As [`accumulate`](Self::accumulate).
     pub fn partials_of(&self, batches: impl IntoIterator<Item = RecordBatch>) -> Result<Partials> {
+        self.partials_of_sized(batches, &AtomicUsize::new(0))
+    }
+
+    /// [`partials_of`](Self::partials_of) starting with room for as many
+    /// keys as `hint` says, and storing this partition's number of keys in
+    /// it: the tasks of one view over similar row groups then do not grow
+    /// their tables from empty (each doubling moves every key).
+    ///
+    /// # Errors
+    ///
+    /// As [`accumulate`](Self::accumulate).
+    pub fn partials_of_sized(
+        &self,
+        batches: impl IntoIterator<Item = RecordBatch>,
+        hint: &AtomicUsize,
+    ) -> Result<Partials> {
         let mut acc = self.accumulator();
+        acc.reserve(hint.load(Ordering::Relaxed));
         for batch in batches {
             self.accumulate(&batch, &mut acc)?;
         }
+        hint.fetch_max(acc.len(), Ordering::Relaxed);
         Ok(acc.finish_partials())
     }
 
