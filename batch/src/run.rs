@@ -85,9 +85,10 @@ pub struct GenerationStats {
 }
 
 /// How long one view of a run took: from reading its files' footers until
-/// its last partial aggregate was handed to the publisher (so it includes
-/// waiting for the publisher; the final commit of the generation comes
-/// after every view and is not in it).
+/// its last partial aggregates were handed to the sink (so it includes the
+/// sink's work: the serving layer merges them into the new generation
+/// there; the final commit of the generation comes after every view and is
+/// not in it).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ViewTiming {
     /// The view.
