@@ -284,11 +284,53 @@ impl<'a> TimestampColumn<'a> {
     }
 }
 
+/// A dictionary-encoded string column (`Dictionary(Int32, Utf8)`): each
+/// row an index into the dictionary's values. The Parquet reader hands the
+/// batches of one column chunk the same dictionary array, so a fold can
+/// keep per-index state across them (see [`values`](Self::values)).
+#[derive(Debug, Clone)]
+pub struct DictColumn<'a> {
+    keys: &'a PrimitiveArray<Int32Type>,
+    values: &'a ArrayRef,
+    strings: &'a StringArray,
+}
+
+impl<'a> DictColumn<'a> {
+    /// The dictionary's index at `row`; `None` when the row is null (or its
+    /// value is).
+    #[inline]
+    pub fn index(&self, row: usize) -> Option<usize> {
+        if self.keys.is_null(row) {
+            return None;
+        }
+        let i = usize::try_from(self.keys.value(row)).ok()?;
+        (i < self.strings.len() && self.strings.is_valid(i)).then_some(i)
+    }
+
+    /// The value at `row`.
+    #[inline]
+    pub fn get(&self, row: usize) -> Option<&'a str> {
+        self.index(row).map(|i| self.strings.value(i))
+    }
+
+    /// The dictionary: the same `Arc` for every batch that shares it.
+    pub fn values(&self) -> &'a ArrayRef {
+        self.values
+    }
+
+    /// The dictionary's strings.
+    pub fn strings(&self) -> &'a StringArray {
+        self.strings
+    }
+}
+
 /// Any column whose values can serve as a key, written as text.
 #[derive(Debug, Clone)]
 pub enum KeyColumn<'a> {
     /// A string column: the value itself.
     Text(TextColumn<'a>),
+    /// A dictionary-encoded string column: the value itself.
+    Dict(DictColumn<'a>),
     /// A numeric column: decimal text (`42`, `2.5`).
     Number(NumericColumn<'a>),
     /// A boolean column: `true` or `false`.
@@ -309,6 +351,14 @@ impl<'a> KeyColumn<'a> {
                 Ok(KeyColumn::Text(TextColumn::of(batch, name)?))
             }
             DataType::Boolean => Ok(KeyColumn::Bool(array.as_boolean())),
+            DataType::Dictionary(k, v) if **k == DataType::Int32 && **v == DataType::Utf8 => {
+                let dict = array.as_dictionary::<Int32Type>();
+                Ok(KeyColumn::Dict(DictColumn {
+                    keys: dict.keys(),
+                    values: dict.values(),
+                    strings: dict.values().as_string::<i32>(),
+                }))
+            }
             _ => NumericColumn::of(batch, name)
                 .map(KeyColumn::Number)
                 .map_err(|_| wrong_type(name, "a string, number or boolean", array.data_type())),
@@ -323,6 +373,7 @@ impl<'a> KeyColumn<'a> {
         // buffers are sized for any number, so the result is ignored.
         match self {
             KeyColumn::Text(t) => t.get(row).map(|s| out.write_str(s)).is_some(),
+            KeyColumn::Dict(d) => d.get(row).map(|s| out.write_str(s)).is_some(),
             KeyColumn::Number(n) => n
                 .get(row)
                 .map(|v| match v {

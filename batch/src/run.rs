@@ -159,6 +159,16 @@ fn columns(spec: &ViewSpec) -> Vec<String> {
     out
 }
 
+/// The columns a view can read as dictionaries: its key column when the
+/// key is one column that nothing else reads (the fold keeps a state per
+/// dictionary entry then; see `lamina::view::fold`).
+fn dictionary_columns(spec: &ViewSpec) -> Vec<String> {
+    match &spec.key {
+        KeySpec::Column(c) if spec.column.as_ref() != Some(c) => vec![c.clone()],
+        _ => Vec::new(),
+    }
+}
+
 /// Where [`stream_generation`] hands a generation's rows: `(view, the
 /// partial aggregates of one partition)`, called on the engine's workers as
 /// partitions complete, in completion order. A key may come in several
@@ -338,6 +348,7 @@ pub async fn stream_generation_with(
     let mut input_of = async |stream: &'_ str,
                               files: &[lamina::master::EpochFile],
                               columns: Option<&[String]>,
+                              dictionaries: &[String],
                               stats: &mut GenerationStats|
            -> Result<Option<Rdd<RecordBatch>>> {
         let own = if files.is_empty() {
@@ -345,7 +356,7 @@ pub async fn stream_generation_with(
         } else {
             Some(
                 master
-                    .scan_counted(ctx, files, columns, progress.scan())
+                    .scan_with(ctx, files, columns, dictionaries, progress.scan())
                     .await?,
             )
         };
@@ -383,7 +394,15 @@ pub async fn stream_generation_with(
                     stats.add(&files);
                 }
                 let wanted = columns(&view.spec);
-                let Some(input) = input_of(&view.stream, &files, Some(&wanted), &mut stats).await?
+                let dictionaries = dictionary_columns(&view.spec);
+                let Some(input) = input_of(
+                    &view.stream,
+                    &files,
+                    Some(&wanted),
+                    &dictionaries,
+                    &mut stats,
+                )
+                .await?
                 else {
                     progress.finish_view();
                     continue;
@@ -404,7 +423,7 @@ pub async fn stream_generation_with(
                     if counted.insert(stream.as_str(), ()).is_none() {
                         stats.add(&files);
                     }
-                    let rdd = match input_of(stream, &files, None, &mut stats).await? {
+                    let rdd = match input_of(stream, &files, None, &[], &mut stats).await? {
                         Some(rdd) => {
                             any = true;
                             rdd

@@ -159,6 +159,10 @@ impl std::fmt::Debug for MasterStore {
     }
 }
 
+/// The largest dictionary page the master dataset's writer keeps per
+/// column chunk before falling back to plain pages.
+const DICTIONARY_PAGE_LIMIT: usize = 16 << 20;
+
 impl MasterStore {
     /// Opens the dataset at `url` with default [`StoreOptions`]; see
     /// [`open_with`](Self::open_with).
@@ -410,6 +414,12 @@ impl MasterStore {
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
             .set_max_row_group_row_count(Some(1 << 20))
+            // Room for a key column's whole dictionary in a row group (the
+            // default, 1 MiB, falls back to plain pages after ~25,000
+            // URLs): batch runs fold wholly dictionary-encoded key columns
+            // per dictionary entry. A column of unique values still falls
+            // back, after this much.
+            .set_dictionary_page_size_limit(DICTIONARY_PAGE_LIMIT)
             .build();
         let sink = object_store::buffered::BufWriter::new(
             Arc::clone(&self.store),
@@ -457,8 +467,28 @@ impl MasterStore {
         columns: Option<&[String]>,
         progress: &Arc<scan::ScanProgress>,
     ) -> Result<Rdd<RecordBatch>> {
+        self.scan_with(ctx, files, columns, &[], progress).await
+    }
+
+    /// [`scan_counted`](Self::scan_counted), reading the string columns
+    /// named in `dictionaries` as dictionary arrays where a row group
+    /// stores them wholly dictionary-encoded (see
+    /// [`scan::ParquetSource::with_dictionaries`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`scan`](Self::scan).
+    pub async fn scan_with(
+        &self,
+        ctx: &Context,
+        files: &[EpochFile],
+        columns: Option<&[String]>,
+        dictionaries: &[String],
+        progress: &Arc<scan::ScanProgress>,
+    ) -> Result<Rdd<RecordBatch>> {
         let source = scan::ParquetSource::open(self, files, columns)
             .await?
+            .with_dictionaries(dictionaries)?
             .with_progress(Arc::clone(progress));
         Ok(ctx.from_source(source))
     }

@@ -35,6 +35,9 @@ pub struct ScanProgress {
 struct Part {
     file: usize,
     row_group: usize,
+    /// Read with the file's `dictionary` metadata: the requested string
+    /// columns come as dictionary arrays.
+    dictionary: bool,
 }
 
 struct File {
@@ -45,6 +48,9 @@ struct File {
     projection: ProjectionMask,
     /// How the read batches become the stream's (`None`: as read).
     adapt: Option<Arc<super::adapt::Adapter>>,
+    /// The metadata reading some string columns as dictionaries (see
+    /// [`ParquetSource::with_dictionaries`]).
+    dictionary: Option<ArrowReaderMetadata>,
 }
 
 /// One file to scan: where it is, and how to name it in errors.
@@ -160,6 +166,7 @@ impl ParquetSource {
                 parts.push(Part {
                     file: i,
                     row_group: rg,
+                    dictionary: false,
                 });
             }
             opened.push(File {
@@ -169,6 +176,7 @@ impl ParquetSource {
                 metadata,
                 projection,
                 adapt,
+                dictionary: None,
             });
         }
         Ok(ParquetSource {
@@ -177,6 +185,97 @@ impl ParquetSource {
             parts,
             progress: None,
         })
+    }
+
+    /// Reads the string columns named in `columns` as dictionary arrays
+    /// (`Dictionary(Int32, Utf8)`) from every row group that stores all of
+    /// them wholly dictionary-encoded, as the file says in its page
+    /// encoding statistics: decoding is then one index per row, and a fold
+    /// can keep state per dictionary entry (the reader gives a column
+    /// chunk's batches one shared dictionary). Other row groups, files of
+    /// other tools read as a stream's history, and columns that are not
+    /// plain strings are read as before: a row group whose pages fell back
+    /// from dictionary to plain would otherwise be re-encoded batch by
+    /// batch.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Execution`] naming the file when its schema with
+    /// dictionaries is refused by the reader.
+    pub fn with_dictionaries(mut self, columns: &[String]) -> Result<Self> {
+        use arrow::datatypes::{DataType, Field, Schema};
+        if columns.is_empty() {
+            return Ok(self);
+        }
+        for (i, file) in self.files.iter_mut().enumerate() {
+            if file.adapt.is_some() {
+                continue;
+            }
+            let schema = file.metadata.schema();
+            let parquet = file.metadata.metadata();
+            // (arrow field, parquet leaf) of each requested plain string column.
+            let wanted: Vec<(usize, usize)> = columns
+                .iter()
+                .filter_map(|name| {
+                    let field = schema.index_of(name).ok()?;
+                    let leaf = parquet
+                        .file_metadata()
+                        .schema_descr()
+                        .columns()
+                        .iter()
+                        .position(|c| c.path().parts() == [name.as_str()])?;
+                    (schema.field(field).data_type() == &DataType::Utf8).then_some((field, leaf))
+                })
+                .collect();
+            if wanted.is_empty() {
+                continue;
+            }
+            let all_dictionary = |rg: usize| {
+                wanted.iter().all(|&(_, leaf)| {
+                    let chunk = parquet.row_group(rg).column(leaf);
+                    chunk.dictionary_page_offset().is_some()
+                        && chunk.page_encoding_stats_mask().is_some_and(|m| {
+                            m.is_only(parquet::basic::Encoding::PLAIN_DICTIONARY)
+                                || m.is_only(parquet::basic::Encoding::RLE_DICTIONARY)
+                        })
+                })
+            };
+            let mut any = false;
+            for part in self.parts.iter_mut().filter(|p| p.file == i) {
+                part.dictionary = all_dictionary(part.row_group);
+                any |= part.dictionary;
+            }
+            if !any {
+                continue;
+            }
+            let fields: Vec<Field> = schema
+                .fields()
+                .iter()
+                .enumerate()
+                .map(|(f, field)| {
+                    if wanted.iter().any(|&(w, _)| w == f) {
+                        Field::new(
+                            field.name(),
+                            DataType::Dictionary(
+                                Box::new(DataType::Int32),
+                                Box::new(DataType::Utf8),
+                            ),
+                            field.is_nullable(),
+                        )
+                    } else {
+                        field.as_ref().clone()
+                    }
+                })
+                .collect();
+            let hinted = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+            let options = ArrowReaderOptions::new().with_schema(hinted);
+            file.dictionary = Some(
+                ArrowReaderMetadata::try_new(Arc::clone(parquet), options).map_err(|e| {
+                    Error::execution(format!("{}: reading as dictionaries: {e}", file.label))
+                })?,
+            );
+        }
+        Ok(self)
     }
 
     /// Counts what its tasks read into `progress` (rows as batches are
@@ -215,7 +314,11 @@ impl ParquetSource {
             file.path.clone(),
             Arc::clone(file.metadata.metadata()),
         );
-        ParquetRecordBatchStreamBuilder::new_with_metadata(reader, file.metadata.clone())
+        let metadata = match (&file.dictionary, part.dictionary) {
+            (Some(dictionary), true) => dictionary.clone(),
+            _ => file.metadata.clone(),
+        };
+        ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata)
             .with_row_groups(vec![part.row_group])
             .with_projection(file.projection.clone())
             .with_batch_size(8192)

@@ -30,12 +30,17 @@ trait FoldState: Clone {
     fn add_str(&mut self, _s: &str) {}
     /// The state as the view's partial.
     fn into_value(self) -> AggValue;
+    /// Adds another state of the same key.
+    fn merge(&mut self, other: Self);
 }
 
 impl FoldState for i64 {
     #[inline]
     fn add_row(&mut self) {
         *self = self.wrapping_add(1);
+    }
+    fn merge(&mut self, other: Self) {
+        *self = self.wrapping_add(other);
     }
     fn into_value(self) -> AggValue {
         AggValue::Count(self)
@@ -51,6 +56,9 @@ struct IntSum(i128);
 impl FoldState for IntSum {
     fn into_value(self) -> AggValue {
         AggValue::Sum(self.into())
+    }
+    fn merge(&mut self, other: Self) {
+        self.0 = self.0.wrapping_add(other.0);
     }
 }
 
@@ -71,6 +79,9 @@ macro_rules! numeric_state {
             }
             fn into_value(self) -> AggValue {
                 AggValue::$variant(self)
+            }
+            fn merge(&mut self, other: Self) {
+                crate::view::Monoid::combine_owned(self, other);
             }
         }
     };
@@ -93,6 +104,9 @@ impl FoldState for Hll {
     fn into_value(self) -> AggValue {
         AggValue::Distinct(self)
     }
+    fn merge(&mut self, other: Self) {
+        crate::view::Monoid::combine_owned(self, other);
+    }
 }
 
 /// The maps of one state type.
@@ -102,7 +116,42 @@ struct Maps<S> {
     ints: FastMap<i64, S>,
     /// Time buckets by start, in microseconds since the epoch.
     buckets: FastMap<i64, S>,
+    /// States by index of the dictionary the last dictionary-encoded key
+    /// column came with, not yet in `text`.
+    dict: Option<DictStates<S>>,
     zero: S,
+}
+
+/// A key column's dictionary and a state per dictionary index: a row
+/// updates `states[index]`, no hashing and no lookup; the states go into
+/// the text table once per dictionary entry, when another dictionary comes
+/// or the partition ends. The Parquet reader gives all batches of a column
+/// chunk (a row group: a task) the same dictionary.
+struct DictStates<S> {
+    values: arrow::array::ArrayRef,
+    states: Vec<S>,
+    used: Vec<bool>,
+}
+
+impl<S> std::fmt::Debug for DictStates<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DictStates")
+            .field("entries", &self.states.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: FoldState> DictStates<S> {
+    /// Combines every used state into `text` under its value.
+    fn flush_into(self, text: &mut TextTable<S>) {
+        use arrow::array::{Array, AsArray};
+        let strings = self.values.as_string::<i32>();
+        for (i, (state, used)) in self.states.into_iter().zip(self.used).enumerate() {
+            if used && strings.is_valid(i) {
+                text.slot(strings.value(i)).merge(state);
+            }
+        }
+    }
 }
 
 impl<S: FoldState> Maps<S> {
@@ -111,7 +160,15 @@ impl<S: FoldState> Maps<S> {
             text: TextTable::new(zero.clone()),
             ints: fast_map(0),
             buckets: fast_map(0),
+            dict: None,
             zero,
+        }
+    }
+
+    /// Moves the dictionary states into the text table.
+    fn settle(&mut self) {
+        if let Some(d) = self.dict.take() {
+            d.flush_into(&mut self.text);
         }
     }
 
@@ -121,19 +178,49 @@ impl<S: FoldState> Maps<S> {
         self.text.reserve(keys);
     }
 
+    /// Distinct keys (keys still in dictionary states count once per
+    /// dictionary entry used).
     fn len(&self) -> usize {
-        self.text.len() + self.ints.len() + self.buckets.len()
+        let dict = self
+            .dict
+            .as_ref()
+            .map_or(0, |d| d.used.iter().filter(|u| **u).count());
+        self.text.len() + self.ints.len() + self.buckets.len() + dict
     }
 
     /// Folds rows `0..rows`, keyed by `key`, with `update` adding a row's
     /// value to a key's state.
     #[inline]
     fn fold(&mut self, key: &BoundKey<'_>, rows: usize, update: impl Fn(&mut S, usize)) {
+        if let BoundKey::Column(KeyColumn::Dict(col)) = key {
+            let same = self
+                .dict
+                .as_ref()
+                .is_some_and(|d| std::sync::Arc::ptr_eq(&d.values, col.values()));
+            if !same {
+                self.settle();
+                let n = col.values().len();
+                self.dict = Some(DictStates {
+                    values: std::sync::Arc::clone(col.values()),
+                    states: vec![self.zero.clone(); n],
+                    used: vec![false; n],
+                });
+            }
+            let d = self.dict.as_mut().expect("set above");
+            for row in 0..rows {
+                if let Some(i) = col.index(row) {
+                    d.used[i] = true;
+                    update(&mut d.states[i], row);
+                }
+            }
+            return;
+        }
         let Maps {
             text,
             ints,
             buckets,
             zero,
+            ..
         } = self;
         match key {
             BoundKey::Column(KeyColumn::Number(col)) if col.fits_i64() => {
@@ -218,17 +305,20 @@ impl<S: FoldState> Maps<S> {
     }
 
     /// The same maps with every state converted.
-    fn convert<T: FoldState>(self, f: impl Fn(S) -> T) -> Maps<T> {
+    fn convert<T: FoldState>(mut self, f: impl Fn(S) -> T) -> Maps<T> {
+        self.settle();
         Maps {
             text: self.text.map_states(&f),
             ints: self.ints.into_iter().map(|(k, s)| (k, f(s))).collect(),
             buckets: self.buckets.into_iter().map(|(k, s)| (k, f(s))).collect(),
+            dict: None,
             zero: f(self.zero),
         }
     }
 
     /// The partials with keys as text, each key once.
-    fn finish(self) -> Vec<(String, AggValue)> {
+    fn finish(mut self) -> Vec<(String, AggValue)> {
+        self.settle();
         let Maps {
             text,
             ints,
@@ -267,7 +357,8 @@ impl<S: FoldState> Maps<S> {
     /// The partials in columnar form, split by key hash (see
     /// [`Partials`]); no allocation per key. A key that was text in some
     /// batches and a number in others may appear twice: consumers combine.
-    fn finish_partials(self, count: bool) -> Partials {
+    fn finish_partials(mut self, count: bool) -> Partials {
+        self.settle();
         let Maps {
             text,
             ints,
@@ -514,6 +605,88 @@ impl Accumulator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::view::{KeySpec, ViewSpec};
+    use arrow::array::{ArrayRef, DictionaryArray, Int32Array, Int64Array, StringArray};
+    use arrow::record_batch::RecordBatch;
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    fn dict_batch(keys: Vec<Option<i32>>, values: &ArrayRef, v: Vec<i64>) -> RecordBatch {
+        let dict = DictionaryArray::try_new(Int32Array::from(keys), Arc::clone(values)).unwrap();
+        RecordBatch::try_from_iter([
+            ("k", Arc::new(dict) as ArrayRef),
+            ("v", Arc::new(Int64Array::from(v)) as ArrayRef),
+        ])
+        .unwrap()
+    }
+
+    /// The same batch with the key column as plain strings.
+    fn plain(batch: &RecordBatch) -> RecordBatch {
+        let k = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8).unwrap();
+        RecordBatch::try_from_iter([("k", k), ("v", Arc::clone(batch.column(1)))]).unwrap()
+    }
+
+    /// Folding per dictionary entry gives what folding the strings gives:
+    /// batches sharing a dictionary, a new dictionary half-way (the first
+    /// one's states move into the table), the first dictionary again, null
+    /// keys, and a null and a repeated value in a dictionary.
+    #[test]
+    fn dictionary_keys_fold_like_their_strings() {
+        let first: ArrayRef = Arc::new(StringArray::from(vec![
+            Some("https://a.example/1"),
+            Some("b"),
+            None,
+            Some("b"),
+            Some("ü-long-key-über-8-bytes"),
+        ]));
+        let second: ArrayRef = Arc::new(StringArray::from(vec!["b", "c", "https://a.example/1"]));
+        let batches = [
+            dict_batch(
+                vec![Some(0), Some(1), None, Some(2), Some(3), Some(4)],
+                &first,
+                vec![1, 2, 3, 4, 5, 6],
+            ),
+            dict_batch(
+                vec![Some(4), Some(4), Some(0), Some(3)],
+                &first,
+                vec![10, 20, 30, 40],
+            ),
+            dict_batch(
+                vec![Some(2), Some(0), Some(1), None, Some(2)],
+                &second,
+                vec![100, 200, 300, 400, 500],
+            ),
+            dict_batch(vec![Some(0)], &first, vec![1000]),
+        ];
+        for aggregate in [
+            AggregateKind::Count,
+            AggregateKind::Sum,
+            AggregateKind::Mean,
+            AggregateKind::Max,
+        ] {
+            let spec = ViewSpec {
+                name: "v".into(),
+                key: KeySpec::Column("k".into()),
+                column: (aggregate != AggregateKind::Count).then(|| "v".into()),
+                aggregate: aggregate.clone(),
+            };
+            let sorted =
+                |m: crate::partitioner::FastMap<String, AggValue>| -> BTreeMap<String, AggValue> {
+                    m.into_iter().collect()
+                };
+            let got = sorted(spec.aggregate_batches(&batches).unwrap());
+            let plain: Vec<RecordBatch> = batches.iter().map(plain).collect();
+            let want = sorted(spec.aggregate_batches(&plain).unwrap());
+            assert_eq!(got, want, "{aggregate:?}");
+            assert_eq!(got.len(), 4, "{got:?}");
+            let partials: BTreeMap<String, AggValue> = spec
+                .partials_of(batches.iter().cloned())
+                .unwrap()
+                .into_rows()
+                .collect();
+            assert_eq!(partials, want, "{aggregate:?} as partials");
+        }
+    }
 
     #[test]
     fn int_keys_render_like_display() {

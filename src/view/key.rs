@@ -142,6 +142,11 @@ impl BoundKey<'_> {
                     f(value);
                 }
             }
+            BoundKey::Column(KeyColumn::Dict(dict)) => {
+                if let Some(value) = dict.get(row) {
+                    f(value);
+                }
+            }
             BoundKey::Column(column) => {
                 let mut buf = StackStr::new();
                 if column.write(row, &mut buf) {

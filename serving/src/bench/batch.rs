@@ -165,8 +165,10 @@ impl Source {
 
 fn default_dir(args: &BatchBench) -> PathBuf {
     let home = std::env::var_os("HOME").map_or_else(std::env::temp_dir, PathBuf::from);
+    // `-w2`: written with the 16 MiB dictionary limit (files of the
+    // earlier writer are not reused).
     home.join(".cache/lamina/bench-batch").join(format!(
-        "l{}-e{}-v{}-u{}-f{}",
+        "l{}-e{}-v{}-u{}-f{}-w2",
         args.lines, args.events, args.vocab, args.urls, args.files
     ))
 }
