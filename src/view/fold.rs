@@ -142,6 +142,21 @@ impl<S> std::fmt::Debug for DictStates<S> {
 }
 
 impl<S: FoldState> DictStates<S> {
+    /// The used entries as partials.
+    fn into_partials(self, count: bool) -> Partials {
+        use arrow::array::{Array, AsArray};
+        let strings = self.values.as_string::<i32>();
+        let mut out = Partials::builder(count);
+        out.reserve(self.states.len(), strings.values().len());
+        for (i, (state, used)) in self.states.into_iter().zip(self.used).enumerate() {
+            if used && strings.is_valid(i) {
+                let key = strings.value(i);
+                out.push(key_hash(key.as_bytes()), key, state.into_value());
+            }
+        }
+        out.finish()
+    }
+
     /// Combines every used state into `text` under its value.
     fn flush_into(self, text: &mut TextTable<S>) {
         use arrow::array::{Array, AsArray};
@@ -358,6 +373,16 @@ impl<S: FoldState> Maps<S> {
     /// [`Partials`]); no allocation per key. A key that was text in some
     /// batches and a number in others may appear twice: consumers combine.
     fn finish_partials(mut self, count: bool) -> Partials {
+        // One dictionary and nothing else (a task over one row group): its
+        // entries are the keys, no table needed. A value repeated in the
+        // dictionary gives the key twice.
+        if self.text.is_empty()
+            && self.ints.is_empty()
+            && self.buckets.is_empty()
+            && let Some(d) = self.dict.take()
+        {
+            return d.into_partials(count);
+        }
         self.settle();
         let Maps {
             text,
@@ -679,12 +704,28 @@ mod tests {
             let want = sorted(spec.aggregate_batches(&plain).unwrap());
             assert_eq!(got, want, "{aggregate:?}");
             assert_eq!(got.len(), 4, "{got:?}");
-            let partials: BTreeMap<String, AggValue> = spec
-                .partials_of(batches.iter().cloned())
-                .unwrap()
-                .into_rows()
-                .collect();
+            let combined = |p: Partials| {
+                let mut out: BTreeMap<String, AggValue> = BTreeMap::new();
+                for (k, v) in p.into_rows() {
+                    match out.get_mut(&k) {
+                        Some(acc) => acc.combine(&v).unwrap(),
+                        None => {
+                            out.insert(k, v);
+                        }
+                    }
+                }
+                out
+            };
+            let partials = combined(spec.partials_of(batches.iter().cloned()).unwrap());
             assert_eq!(partials, want, "{aggregate:?} as partials");
+            // One dictionary only: the partials come from its entries
+            // without the table; `b` is in the dictionary twice.
+            let one = &batches[..2];
+            let plain_one = plain[..2].to_vec();
+            let want_one = sorted(spec.aggregate_batches(&plain_one).unwrap());
+            let direct = spec.partials_of(one.iter().cloned()).unwrap();
+            assert_eq!(direct.len(), 4, "a partial per used dictionary entry");
+            assert_eq!(combined(direct), want_one, "{aggregate:?}, one dictionary");
         }
     }
 

@@ -34,6 +34,8 @@ struct Entry<S> {
 /// entry holds the zero state already: a new key's state is in place.
 pub(crate) struct TextTable<S> {
     entries: Vec<Entry<S>>,
+    /// Entries to allocate at the first key (see [`reserve`](Self::reserve)).
+    planned: usize,
     used: usize,
     arena: Vec<u8>,
     zero: S,
@@ -77,6 +79,7 @@ impl<S: Clone> TextTable<S> {
     pub(crate) fn new(zero: S) -> Self {
         TextTable {
             entries: Vec::new(),
+            planned: 0,
             used: 0,
             arena: Vec::new(),
             zero,
@@ -109,10 +112,15 @@ impl<S: Clone> TextTable<S> {
         }
     }
 
-    /// Room for `keys` more keys without growing.
+    /// Room for `keys` more keys without growing. An empty table only
+    /// plans it: the entries are allocated with the first key, so a fold
+    /// that never uses the table (a key column read as a dictionary) does
+    /// not pay for zeroing them.
     pub(crate) fn reserve(&mut self, keys: usize) {
         let want = ((self.used + keys) * 2).next_power_of_two().max(16);
-        if want > self.entries.len() {
+        if self.entries.is_empty() {
+            self.planned = self.planned.max(want);
+        } else if want > self.entries.len() {
             self.resize(want);
         }
     }
@@ -148,7 +156,9 @@ impl<S: Clone> TextTable<S> {
     #[inline]
     pub(crate) fn slot_hashed(&mut self, hash: u64, key: &str) -> &mut S {
         if (self.used + 1) * 2 > self.entries.len() {
-            self.resize((self.entries.len() * 2).max(16));
+            let capacity = (self.entries.len() * 2).max(16).max(self.planned);
+            self.planned = 0;
+            self.resize(capacity);
         }
         let bytes = key.as_bytes();
         let len = bytes.len() as u32;
@@ -241,6 +251,7 @@ impl<S: Clone> TextTable<S> {
                     state: f(e.state),
                 })
                 .collect(),
+            planned: self.planned,
             used: self.used,
             arena: self.arena,
             zero: f(self.zero),
