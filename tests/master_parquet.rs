@@ -169,6 +169,7 @@ on_every_backend!(
     one_writer_holds_the_lease,
     broken_parquet_and_missing_columns_are_clear_errors,
     history_of_other_tools_reads_as_the_stream,
+    key_columns_are_dictionaries_only_where_wholly_encoded,
 );
 
 fn expected() -> serde_json::Value {
@@ -797,4 +798,89 @@ async fn history_of_other_tools_reads_as_the_stream(d: Dataset) {
     .unwrap()
     .to_string();
     assert!(err.contains("no column `country`"), "{err}");
+}
+
+/// Lamina's writer keeps a key column's dictionary whole (up to 16 MiB), so
+/// a batch run's scan reads it as a dictionary; a file whose pages fell
+/// back from dictionary to plain (another writer's 64 KiB limit) is read
+/// as plain strings. Both give the same counts.
+async fn key_columns_are_dictionaries_only_where_wholly_encoded(d: Dataset) {
+    use arrow::datatypes::DataType;
+    // 200,000 rows over 50,000 distinct 42-byte URLs: a 2 MB dictionary,
+    // beyond parquet's 1 MiB default.
+    let urls: Vec<String> = (0..200_000u64)
+        .map(|i| format!("https://shop.example/item/{:07}?ref=x", (i * 7919) % 50_000))
+        .collect();
+    let batch = RecordBatch::try_from_iter([(
+        "url",
+        Arc::new(StringArray::from(urls.clone())) as arrow::array::ArrayRef,
+    )])
+    .unwrap();
+    let store = d.open();
+    let own = store
+        .write_epoch_file("events", 0, std::slice::from_ref(&batch))
+        .await
+        .unwrap();
+    let mut bytes = Vec::new();
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_dictionary_page_size_limit(64 << 10)
+        .build();
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(&mut bytes, batch.schema(), Some(props)).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    let fallback = EpochFile {
+        stream: "events".into(),
+        epoch: 1,
+        path: EpochFile::path_for("events", 1),
+        rows: urls.len() as u64,
+        bytes: bytes.len() as u64,
+        segments: Vec::new(),
+    };
+    d.put(&fallback.path, bytes).await;
+
+    let mut want: BTreeMap<String, i64> = BTreeMap::new();
+    for u in &urls {
+        *want.entry(u.clone()).or_default() += 1;
+    }
+    let spec = ViewSpec {
+        name: "by_url".into(),
+        key: KeySpec::Column("url".into()),
+        aggregate: AggregateKind::Count,
+        column: None,
+    };
+    let ctx = Context::builder().threads(2).build().unwrap();
+    let url = ["url".to_string()];
+    for (file, dictionary) in [(own, true), (fallback, false)] {
+        let progress = Default::default();
+        let input = store
+            .scan_with(
+                &ctx,
+                std::slice::from_ref(&file),
+                Some(&url),
+                &url,
+                &progress,
+            )
+            .await
+            .unwrap();
+        let types: Vec<DataType> = input
+            .run_async(|_, it| {
+                Ok(it
+                    .map(|b| b.column(0).data_type().clone())
+                    .collect::<Vec<_>>())
+            })
+            .await
+            .unwrap()
+            .concat();
+        assert!(!types.is_empty());
+        assert!(
+            types
+                .iter()
+                .all(|t| matches!(t, DataType::Dictionary(..)) == dictionary),
+            "{}: expected dictionary = {dictionary}, read {types:?}",
+            file.path
+        );
+        let got = as_counts(run_view(&spec, &input).collect_async().await.unwrap());
+        assert_eq!(got, want, "{}", file.path);
+    }
 }

@@ -253,7 +253,7 @@ impl<S: FoldState> Maps<S> {
                             update(ints.entry(k).or_insert_with(|| zero.clone()), row)
                         }
                         // A UInt64 beyond i64::MAX: rare, keyed as text.
-                        Some(Num::Float(f)) => text_slot(text, &f.to_string(), zero, row, &update),
+                        Some(Num::Float(f)) => text_slot(text, &f.to_string(), row, &update),
                         None => {}
                     }
                 }
@@ -293,9 +293,7 @@ impl<S: FoldState> Maps<S> {
             _ => {
                 let mut scratch = String::new();
                 for row in 0..rows {
-                    key.for_each_key(row, &mut scratch, |k| {
-                        text_slot(text, k, zero, row, &update)
-                    });
+                    key.for_each_key(row, &mut scratch, |k| text_slot(text, k, row, &update));
                 }
             }
         }
@@ -331,15 +329,16 @@ impl<S: FoldState> Maps<S> {
         }
     }
 
-    /// The partials with keys as text, each key once.
-    fn finish(mut self) -> Vec<(String, AggValue)> {
+    /// The text, integer and time-bucket maps, the dictionary states moved
+    /// into the text map.
+    fn into_keyed(mut self) -> (TextTable<S>, FastMap<i64, S>, FastMap<i64, S>) {
         self.settle();
-        let Maps {
-            text,
-            ints,
-            buckets,
-            ..
-        } = self;
+        (self.text, self.ints, self.buckets)
+    }
+
+    /// The partials with keys as text, each key once.
+    fn finish(self) -> Vec<(String, AggValue)> {
+        let (text, ints, buckets) = self.into_keyed();
         let typed = ints
             .into_iter()
             .map(|(k, s)| (int_key(k), s))
@@ -383,13 +382,7 @@ impl<S: FoldState> Maps<S> {
         {
             return d.into_partials(count);
         }
-        self.settle();
-        let Maps {
-            text,
-            ints,
-            buckets,
-            ..
-        } = self;
+        let (text, ints, buckets) = self.into_keyed();
         let mut out = Partials::builder(count);
         let keys = text.len() + ints.len() + buckets.len();
         out.reserve(keys, text.arena_bytes() + keys * 8);
@@ -441,7 +434,6 @@ fn write_int_key(v: i64, out: &mut String) {
 fn text_slot<S: Clone>(
     text: &mut TextTable<S>,
     k: &str,
-    _zero: &S,
     row: usize,
     update: &impl Fn(&mut S, usize),
 ) {

@@ -87,22 +87,12 @@ impl Part {
         self.hashes.is_empty()
     }
 
-    /// Key bytes in all.
-    pub fn key_bytes(&self) -> usize {
-        self.keys.len()
-    }
-
     /// `(hash, key)` of every entry, in order.
     pub fn keys(&self) -> impl ExactSizeIterator<Item = (u64, &str)> + '_ {
         self.hashes.iter().enumerate().map(|(i, &h)| {
             let from = if i == 0 { 0 } else { self.ends[i - 1] };
             (h, &self.keys[from..self.ends[i]])
         })
-    }
-
-    /// The values, aligned with [`keys`](Self::keys).
-    pub fn values(&self) -> &PartValues {
-        &self.values
     }
 
     /// The values, taken out (the keys stay).
@@ -178,11 +168,6 @@ impl Partials {
         self.parts.iter().all(Part::is_empty)
     }
 
-    /// The parts: `(part index, part)` of every part with entries.
-    pub fn parts(&self) -> impl Iterator<Item = (usize, &Part)> + '_ {
-        self.parts.iter().enumerate().filter(|(_, p)| !p.is_empty())
-    }
-
     /// The parts, taken over: `(part index, part)` of every part with
     /// entries.
     pub fn into_parts(self) -> impl Iterator<Item = (usize, Part)> {
@@ -225,20 +210,6 @@ impl PartialsBuilder {
         self.parts[part_of(hash)].push(hash, key, value);
     }
 
-    /// Adds a count; `hash` must be [`key_hash`] of `key`.
-    #[inline]
-    pub fn push_count(&mut self, hash: u64, key: &str, n: i64) {
-        debug_assert_eq!(hash, key_hash(key.as_bytes()));
-        let part = &mut self.parts[part_of(hash)];
-        match &mut part.values {
-            PartValues::Count(v) => {
-                v.push(n);
-                part.push_key(hash, key);
-            }
-            PartValues::Any(_) => part.push(hash, key, AggValue::Count(n)),
-        }
-    }
-
     /// Room for about `keys` entries in all.
     pub fn reserve(&mut self, keys: usize, key_bytes: usize) {
         let per = keys / PARTS + 1;
@@ -274,14 +245,14 @@ mod tests {
             .collect();
         let p = Partials::from_rows(rows.clone());
         assert_eq!(p.len(), rows.len());
-        for (i, part) in p.parts() {
-            assert!(matches!(part.values(), PartValues::Count(_)));
+        for (i, mut part) in p.clone().into_parts() {
             for (h, k) in part.keys() {
                 assert_eq!(h, key_hash(k.as_bytes()));
                 assert_eq!(part_of(h), i);
             }
+            assert!(matches!(part.take_values(), PartValues::Count(_)));
         }
-        let used = p.parts().count();
+        let used = p.clone().into_parts().count();
         assert!(used > PARTS / 2, "keys spread over only {used} parts");
         let got: BTreeMap<String, AggValue> = p.into_rows().collect();
         let want: BTreeMap<String, AggValue> = rows.into_iter().collect();
@@ -292,9 +263,9 @@ mod tests {
     fn a_count_part_meeting_another_kind_keeps_both() {
         let mut b = Partials::builder(true);
         let h = key_hash(b"a");
-        b.push_count(h, "a", 2);
+        b.push(h, "a", AggValue::Count(2));
         b.push(h, "a", AggValue::Mean(Default::default()));
-        b.push_count(h, "a", 3);
+        b.push(h, "a", AggValue::Count(3));
         let rows: Vec<(String, AggValue)> = b.finish().into_rows().collect();
         assert_eq!(
             rows,

@@ -13,10 +13,8 @@ use lamina::view::partials::{Part, PartValues, Partials};
 use tracing::info;
 
 use super::codec::PairList;
-use super::table::{GenBuilder, SHARDS, Table};
-use super::{
-    CHUNK_BYTES, CHUNK_PAIRS, Result, StoreError, ViewStore, fits, full, keys, lock, mismatch,
-};
+use super::table::{Cell, GenBuilder, SHARDS, ShardFull, Table, ViewTable};
+use super::{CHUNK_BYTES, CHUNK_PAIRS, Result, StoreError, ViewStore, fits, keys, lock, mismatch};
 
 impl ViewStore {
     /// Starts publishing generation `generation`: the batch view of every
@@ -119,54 +117,68 @@ impl Build {
             .get(view)
             .ok_or_else(|| StoreError::UnknownView(view.to_owned()))?;
         let rows = partials.len() as u64;
-        let mut parts: Vec<(usize, Part)> = partials.into_parts().collect();
         match (&pending.builder, table) {
-            (Builder::Count(b), Table::Count(t)) => {
-                let mut columns = Vec::with_capacity(parts.len());
-                for (s, part) in &mut parts {
-                    let cells = match part.take_values() {
-                        PartValues::Count(v) => v,
-                        PartValues::Any(v) => v
-                            .into_iter()
-                            .map(|value| match value {
-                                AggValue::Count(n) => Ok(n),
-                                other => Err(mismatch(view, table, &other)),
-                            })
-                            .collect::<Result<_>>()?,
-                    };
-                    columns.push((*s, cells));
+            (Builder::Count(b), Table::Count(t)) => add_parts(b, t, partials, |values| {
+                Ok(match values {
+                    PartValues::Count(v) => v,
+                    PartValues::Any(v) => v
+                        .into_iter()
+                        .map(|value| match value {
+                            AggValue::Count(n) => Ok(n),
+                            other => Err(mismatch(view, table, &other)),
+                        })
+                        .collect::<Result<_>>()?,
+                })
+            }),
+            (Builder::Any(b), Table::Any(t)) => add_parts(b, t, partials, |values| {
+                let values = match values {
+                    PartValues::Count(v) => v.into_iter().map(AggValue::Count).collect(),
+                    PartValues::Any(v) => v,
+                };
+                match values.iter().find(|v| !fits(table, v)) {
+                    Some(bad) => Err(mismatch(view, table, bad)),
+                    None => Ok(values),
                 }
-                let entries = parts
-                    .iter()
-                    .zip(columns)
-                    .map(|((s, part), (_, cells))| (*s, part.keys().zip(cells)))
-                    .collect();
-                b.add_parts(t, entries).map_err(full(view))?;
-            }
-            (Builder::Any(b), Table::Any(t)) => {
-                let mut columns = Vec::with_capacity(parts.len());
-                for (s, part) in &mut parts {
-                    let values = match part.take_values() {
-                        PartValues::Count(v) => v.into_iter().map(AggValue::Count).collect(),
-                        PartValues::Any(v) => v,
-                    };
-                    if let Some(bad) = values.iter().find(|v| !fits(table, v)) {
-                        return Err(mismatch(view, table, bad));
-                    }
-                    columns.push((*s, values));
-                }
-                let entries = parts
-                    .iter()
-                    .zip(columns)
-                    .map(|((s, part), (_, values))| (*s, part.keys().zip(values)))
-                    .collect();
-                b.add_parts(t, entries).map_err(full(view))?;
-            }
+            }),
             _ => unreachable!("builders are made from the tables"),
         }
+        .map_err(|e| match e {
+            AddError::Value(e) => e,
+            AddError::Full => StoreError::Full(view.to_owned()),
+        })?;
         pending.rows.fetch_add(rows, Ordering::Relaxed);
         Ok(())
     }
+}
+
+enum AddError {
+    Value(StoreError),
+    Full,
+}
+
+/// Converts every part's values to the table's cells with `cells` (all
+/// parts first, so a value of the wrong kind adds nothing), then adds the
+/// parts to the builder.
+fn add_parts<V: Cell>(
+    builder: &GenBuilder<V>,
+    table: &ViewTable<V>,
+    partials: Partials,
+    cells: impl Fn(PartValues) -> Result<Vec<V>>,
+) -> std::result::Result<(), AddError> {
+    let mut parts: Vec<(usize, Part)> = partials.into_parts().collect();
+    let columns = parts
+        .iter_mut()
+        .map(|(_, part)| cells(part.take_values()))
+        .collect::<Result<Vec<_>>>()
+        .map_err(AddError::Value)?;
+    let entries = parts
+        .iter()
+        .zip(columns)
+        .map(|((s, part), cells)| (*s, part.keys().zip(cells)))
+        .collect();
+    builder
+        .add_parts(table, entries)
+        .map_err(|ShardFull| AddError::Full)
 }
 
 /// A generation being published; see [`ViewStore::begin_publish`]. `S` is
@@ -266,16 +278,11 @@ impl<S: Deref<Target = ViewStore>> Publisher<S> {
                 closed: Default::default(),
             }),
         };
-        let store = &*publisher.store;
-        if store.watermark().is_some_and(|w| generation < w) {
+        if publisher.store.watermark().is_some_and(|w| generation < w) {
             return Err(StoreError::Mismatch {
                 view: "*".into(),
                 detail: format!("generation {generation} is older than the one served"),
             });
-        }
-        // Leftovers of an earlier attempt at the same generation.
-        for row in store.gens.scan_prefix(generation.to_be_bytes()).keys() {
-            store.gens.remove(row?)?;
         }
         Ok(publisher)
     }
@@ -310,11 +317,6 @@ impl<S: Deref<Target = ViewStore>> Publisher<S> {
         self.build.add(&self.store, view, partials)
     }
 
-    /// The generation.
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
-
     /// Makes the generation the served one and returns its number of keys:
     /// its chunks written (each key
     /// once, from the built columns) and made durable, then the watermark
@@ -344,6 +346,12 @@ impl<S: Deref<Target = ViewStore>> Publisher<S> {
         self.build.closed.store(true, Ordering::Release);
         let store = &*self.store;
         let generation = self.generation;
+        // Leftovers of an earlier attempt at the same generation (a crash
+        // or a failed run), before this one's chunks are written. Here, not
+        // when the publish begins: that runs on the async side.
+        for row in store.gens.scan_prefix(generation.to_be_bytes()).keys() {
+            store.gens.remove(row?)?;
+        }
         let mut keys = 0u64;
         for (view, pending) in &self.build.views {
             let table = store.table(view)?;

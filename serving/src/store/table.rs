@@ -563,15 +563,17 @@ impl<V: Cell> GenBuilder<V> {
         }
     }
 
-    /// Locks the column of shard `s`; `None` when `wait` is false and
-    /// another worker holds it.
-    fn column(&self, s: usize, wait: bool) -> Option<std::sync::MutexGuard<'_, Vec<Option<V>>>> {
+    /// The column of shard `s`, locked.
+    fn column(&self, s: usize) -> std::sync::MutexGuard<'_, Vec<Option<V>>> {
+        self.columns[s].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The column of shard `s`, locked; `None` while another worker holds
+    /// it.
+    fn try_column(&self, s: usize) -> Option<std::sync::MutexGuard<'_, Vec<Option<V>>>> {
         match self.columns[s].try_lock() {
             Ok(c) => Some(c),
             Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
-            Err(std::sync::TryLockError::WouldBlock) if wait => {
-                Some(self.columns[s].lock().unwrap_or_else(|p| p.into_inner()))
-            }
             Err(std::sync::TryLockError::WouldBlock) => None,
         }
     }
@@ -586,7 +588,7 @@ impl<V: Cell> GenBuilder<V> {
         s: usize,
         entries: impl Iterator<Item = ((u64, &'k str), V)>,
     ) -> Result<(), ShardFull> {
-        let mut column = self.column(s, true).expect("waited");
+        let mut column = self.column(s);
         self.add_locked(table, s, &mut column, entries)
     }
 
@@ -622,7 +624,7 @@ impl<V: Cell> GenBuilder<V> {
     {
         let mut deferred = Vec::new();
         for (s, entries) in parts {
-            match self.column(s, false) {
+            match self.try_column(s) {
                 Some(mut column) => self.add_locked(table, s, &mut column, entries)?,
                 None => deferred.push((s, entries)),
             }
@@ -636,7 +638,7 @@ impl<V: Cell> GenBuilder<V> {
     /// Calls `f(key, value)` for every value built for shard `s`, under the
     /// shard's read lock.
     pub(super) fn each(&self, table: &ViewTable<V>, s: usize, f: &mut dyn FnMut(&str, &V)) {
-        let column = self.column(s, true).expect("waited");
+        let column = self.column(s);
         let shard = table.read(s);
         for (id, value) in column.iter().enumerate() {
             if let Some(v) = value {
@@ -653,7 +655,7 @@ impl<V: Cell> GenBuilder<V> {
     /// empty afterwards).
     pub(super) fn publish(&self, table: &ViewTable<V>, watermark: u64) {
         for s in 0..SHARDS {
-            let column = std::mem::take(&mut *self.column(s, true).expect("waited"));
+            let column = std::mem::take(&mut *self.column(s));
             table.write(s).replace_batch(column, watermark);
         }
         table.touched();

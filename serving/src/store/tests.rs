@@ -671,3 +671,33 @@ mod state {
         );
     }
 }
+
+/// Chunks an interrupted attempt at a generation left behind (more chunks
+/// than the next attempt writes) are removed before the next attempt
+/// writes its own, so they never join the generation.
+#[test]
+fn an_interrupted_attempts_chunks_do_not_join_the_generation() {
+    let dir = TempDir::new("leftovers");
+    {
+        let store = ViewStore::open(&dir.0, &views()).unwrap();
+        let mut stale = super::codec::PairList::default();
+        stale.push("ghost", &AggValue::Count(99)).unwrap();
+        store
+            .gens
+            .insert(super::keys::chunk(3, "counts", 7), stale.take())
+            .unwrap();
+        let mut p = store.begin_publish(3).unwrap();
+        p.add("counts", "a", AggValue::Count(1)).unwrap();
+        assert_eq!(p.finish().unwrap(), 1);
+        assert!(store.get("counts", "ghost").unwrap().is_none());
+    }
+    let store = ViewStore::open(&dir.0, &views()).unwrap();
+    assert!(
+        store.get("counts", "ghost").unwrap().is_none(),
+        "after a reopen"
+    );
+    assert_eq!(
+        store.get("counts", "a").unwrap().unwrap().batch_value,
+        Some(AggValue::Count(1))
+    );
+}
