@@ -59,8 +59,10 @@ impl Publishing {
     }
 
     /// Begins publishing generation `epoch` and returns where its partials
-    /// go. Runs on the async side, briefly: it clears what an interrupted
-    /// attempt at the same generation left in sled.
+    /// go. Runs on the async side and only sets up memory (no sled I/O:
+    /// what an interrupted attempt left is cleared when the publish
+    /// finishes); it would wait only for another publish, and batch runs
+    /// run one at a time.
     fn start(&self, epoch: u64) -> RowSink {
         let failure = Arc::clone(&self.failure);
         match self.store.begin_publish_shared(epoch) {
