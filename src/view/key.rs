@@ -260,8 +260,12 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 }
 
 /// Calls `f` with each word of `line`, exactly as `str::split_whitespace`
-/// splits it (Unicode `White_Space`), with a byte loop for ASCII lines:
-/// in the ASCII range `White_Space` is U+0009..=U+000D and U+0020.
+/// splits it (Unicode `White_Space`), with a word-at-a-time scan for ASCII
+/// lines: in the ASCII range `White_Space` is U+0009..=U+000D and U+0020.
+///
+/// A byte loop that branches on every byte mispredicts at every word's
+/// end; here the whitespace of 64 bytes becomes one bitmask (eight bytes
+/// per step, see [`space_bits`]) and each word is two trailing-zero counts.
 #[inline]
 pub(crate) fn for_each_word<'a>(line: &'a str, mut f: impl FnMut(&'a str)) {
     if !line.is_ascii() {
@@ -269,23 +273,81 @@ pub(crate) fn for_each_word<'a>(line: &'a str, mut f: impl FnMut(&'a str)) {
         return;
     }
     let bytes = line.as_bytes();
-    let mut start = 0;
-    let mut in_word = false;
-    for (i, &b) in bytes.iter().enumerate() {
-        let space = b == b' ' || (b'\t'..=b'\r').contains(&b);
-        if space {
-            if in_word {
-                f(&line[start..i]);
-                in_word = false;
+    // Start of a word that runs on into the next chunk.
+    let mut open: Option<usize> = None;
+    for (c, chunk) in bytes.chunks(64).enumerate() {
+        let base = c * 64;
+        // Bits past the line's end count as whitespace: they end its
+        // last word.
+        let spaces = space_mask(chunk);
+        let mut from = 0u32;
+        loop {
+            let start = match open {
+                Some(start) => start,
+                None => {
+                    let words = !spaces & (u64::MAX << from);
+                    if words == 0 {
+                        break;
+                    }
+                    let at = words.trailing_zeros();
+                    from = at;
+                    base + at as usize
+                }
+            };
+            let ends = spaces & (u64::MAX << from);
+            if ends == 0 {
+                open = Some(start);
+                break;
             }
-        } else if !in_word {
-            start = i;
-            in_word = true;
+            let end = ends.trailing_zeros();
+            f(&line[start..base + end as usize]);
+            open = None;
+            from = end;
         }
     }
-    if in_word {
+    if let Some(start) = open {
         f(&line[start..]);
     }
+}
+
+/// Bit `i` set where `chunk[i]` (ASCII, at most 64 bytes) is whitespace,
+/// and every bit past the chunk's end.
+#[inline]
+fn space_mask(chunk: &[u8]) -> u64 {
+    let mut mask = 0u64;
+    let mut words = chunk.chunks_exact(8);
+    for (i, w) in words.by_ref().enumerate() {
+        let w = u64::from_le_bytes(w.try_into().expect("chunks of 8"));
+        mask |= space_bits(w) << (i * 8);
+    }
+    let rest = words.remainder();
+    let done = chunk.len() - rest.len();
+    if done < 64 {
+        let mut last = [b' '; 8];
+        last[..rest.len()].copy_from_slice(rest);
+        mask |= space_bits(u64::from_le_bytes(last)) << done;
+        if done + 8 < 64 {
+            mask |= u64::MAX << (done + 8);
+        }
+    }
+    mask
+}
+
+/// One bit per byte of `w` (eight ASCII bytes, the first in the low bits):
+/// set where the byte is a space or one of U+0009..=U+000D.
+#[inline]
+fn space_bits(w: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // A byte equal to 0x20: zero after the xor; `(t & 0x7f) + 0x7f` sets
+    // the high bit of every non-zero byte without carrying into the next.
+    let t = w ^ (ONES * 0x20);
+    let space = !(((t & !HIGH).wrapping_add(ONES * 0x7f)) | t) & HIGH;
+    // ASCII bytes are below 0x80, so adding 0x77 or 0x72 carries out of no
+    // byte: the first sum's high bit says `b >= 9`, the second's `b >= 14`.
+    let control = w.wrapping_add(ONES * 0x77) & !w.wrapping_add(ONES * 0x72) & HIGH;
+    // Gather the eight high bits into the low byte.
+    (((space | control) >> 7).wrapping_mul(0x0102_0408_1020_4080)) >> 56
 }
 
 #[cfg(test)]
@@ -314,6 +376,45 @@ mod word_tests {
             let line: String = parts.concat();
             let want: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
             prop_assert_eq!(words(&line), want);
+        }
+
+        /// ASCII lines of any length, words running over the 64-byte
+        /// chunks, every ASCII byte (control characters that are not
+        /// whitespace among them).
+        #[test]
+        fn splits_ascii_like_split_whitespace(
+            parts in proptest::collection::vec(
+                prop_oneof![
+                    Just(" ".to_owned()), Just("  ".to_owned()), Just("\t".to_owned()),
+                    Just("\n".to_owned()), Just("\u{b}".to_owned()), Just("\u{c}".to_owned()),
+                    Just("\r".to_owned()), Just("\u{8}".to_owned()), Just("\u{e}".to_owned()),
+                    Just("\u{1f}".to_owned()), Just("\u{7f}".to_owned()), Just("!".to_owned()),
+                    "[a-z]{1,9}", "[a-zA-Z0-9]{60,70}", "[\\x00-\\x7f]{0,12}",
+                ],
+                0..40,
+            )
+        ) {
+            let line: String = parts.concat();
+            let want: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+            prop_assert_eq!(words(&line), want);
+        }
+    }
+
+    /// Each ASCII byte, alone and between words, at every position of an
+    /// eight-byte word and of a 64-byte chunk.
+    #[test]
+    fn every_ascii_byte_at_every_position() {
+        for b in 0u8..0x80 {
+            for at in 0..70 {
+                let mut line = vec![b'x'; 70];
+                line[at] = b;
+                let line = String::from_utf8(line).unwrap();
+                let want: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+                assert_eq!(words(&line), want, "byte {b:#x} at {at}");
+                let alone = &line[at..=at];
+                let want: Vec<String> = alone.split_whitespace().map(str::to_owned).collect();
+                assert_eq!(words(alone), want, "byte {b:#x} alone");
+            }
         }
     }
 }

@@ -21,10 +21,58 @@ use crate::view::AggValue;
 pub const PARTS: usize = 64;
 
 /// The hash of a key's bytes: what the fold's tables and the serving
-/// layer's shards use, so it is computed once per key and task.
+/// layer's shards use, so it is computed once per key and task. Only ever
+/// in memory: never stored, so it may change between versions.
+///
+/// Keys of up to 8 bytes (most words) are one multiply of the key as a
+/// word ([`short_word`]) with its length; longer keys go through foldhash.
 #[inline]
 pub fn key_hash(key: &[u8]) -> u64 {
-    FixedHasher::with_seed(0x5eed_1a31_4a7e_0001).hash_one(key)
+    if key.len() <= SHORT {
+        short_hash(short_word(key), key.len())
+    } else {
+        FixedHasher::with_seed(0x5eed_1a31_4a7e_0001).hash_one(key)
+    }
+}
+
+/// Keys of at most this many bytes fit in a [`short_word`].
+pub const SHORT: usize = 8;
+
+/// A key of at most [`SHORT`] bytes as a little-endian word, zero-padded:
+/// two overlapping loads instead of a variable-length copy.
+///
+/// # Panics
+///
+/// In debug builds, when `key` is longer than [`SHORT`].
+#[inline]
+pub fn short_word(key: &[u8]) -> u64 {
+    let n = key.len();
+    debug_assert!(n <= SHORT);
+    if n >= 4 {
+        let first = u32::from_le_bytes([key[0], key[1], key[2], key[3]]);
+        let last = u32::from_le_bytes([key[n - 4], key[n - 3], key[n - 2], key[n - 1]]);
+        // The overlapping bytes are the same in both: or-ing them is exact.
+        u64::from(first) | (u64::from(last) << ((n - 4) * 8))
+    } else if n > 0 {
+        u64::from(key[0])
+            | (u64::from(key[n / 2]) << (n / 2 * 8))
+            | (u64::from(key[n - 1]) << ((n - 1) * 8))
+    } else {
+        0
+    }
+}
+
+/// [`key_hash`] of a key of `len` (at most [`SHORT`]) bytes given as its
+/// [`short_word`]: the two halves multiplied, each xor-ed with a constant
+/// (the length in the second), and the 128-bit product's halves folded.
+#[inline]
+fn short_hash(word: u64, len: usize) -> u64 {
+    const K0: u64 = 0x243f_6a88_85a3_08d3;
+    const K1: u64 = 0x1319_8a2e_0370_7344;
+    let lo = (word & 0xffff_ffff) ^ K0;
+    let hi = (word >> 32) ^ ((len as u64) << 32) ^ K1;
+    let product = u128::from(lo) * u128::from(hi);
+    (product as u64) ^ ((product >> 64) as u64)
 }
 
 /// The part (and store shard) of a key's hash. Mixed first: hash tables
@@ -210,10 +258,12 @@ impl PartialsBuilder {
         self.parts[part_of(hash)].push(hash, key, value);
     }
 
-    /// Room for about `keys` entries in all.
+    /// Room for about `keys` entries in all. Each part gets an eighth more
+    /// than its share: parts fill unevenly (by about the square root of
+    /// their share), and a part that outgrows its room is copied whole.
     pub fn reserve(&mut self, keys: usize, key_bytes: usize) {
-        let per = keys / PARTS + 1;
-        let bytes = key_bytes / PARTS + 1;
+        let per = keys / PARTS + keys / PARTS / 8 + 16;
+        let bytes = key_bytes / PARTS + key_bytes / PARTS / 8 + 128;
         for p in &mut self.parts {
             p.hashes.reserve(per);
             p.ends.reserve(per);
@@ -236,6 +286,57 @@ impl PartialsBuilder {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    /// Short keys as words are exact (the table compares keys by them),
+    /// and their hashes differ and spread over the parts and a table's
+    /// low bits: every key of up to three lowercase letters (18,279), and
+    /// keys that differ only in their length or trailing zero bytes.
+    #[test]
+    fn short_keys_hash_apart_and_spread() {
+        let mut keys: Vec<Vec<u8>> = vec![Vec::new()];
+        let mut level: Vec<Vec<u8>> = vec![Vec::new()];
+        for _ in 1..=3 {
+            level = level
+                .iter()
+                .flat_map(|prefix| {
+                    (b'a'..=b'z').map(move |c| {
+                        let mut k = prefix.clone();
+                        k.push(c);
+                        k
+                    })
+                })
+                .collect();
+            keys.extend(level.iter().cloned());
+        }
+        for n in 0..=SHORT {
+            keys.push(vec![0; n]);
+            keys.push(vec![b'a'; n]);
+        }
+        keys.sort();
+        keys.dedup();
+        for k in &keys {
+            let mut padded = [0u8; 8];
+            padded[..k.len()].copy_from_slice(k);
+            assert_eq!(short_word(k), u64::from_le_bytes(padded), "{k:?}");
+        }
+        let hashes: std::collections::HashSet<u64> = keys.iter().map(|k| key_hash(k)).collect();
+        assert_eq!(hashes.len(), keys.len(), "a short-key hash collision");
+        let mut parts = [0usize; PARTS];
+        let mut low = vec![0usize; 1 << 12];
+        for h in &hashes {
+            parts[part_of(*h)] += 1;
+            low[*h as usize & ((1 << 12) - 1)] += 1;
+        }
+        let mean = keys.len() / PARTS;
+        for (p, n) in parts.iter().enumerate() {
+            assert!(
+                n * 5 > mean * 4 && n * 5 < mean * 6,
+                "part {p}: {n} keys, mean {mean}"
+            );
+        }
+        // ~4.5 keys per bucket of the low 12 bits: none far above.
+        assert!(low.iter().all(|&n| n <= 20), "{:?}", low.iter().max());
+    }
 
     #[test]
     fn rows_round_trip_split_by_hash() {

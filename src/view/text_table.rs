@@ -9,10 +9,7 @@
 //! compares two words in the entry; longer keys live one after another in
 //! one arena, compared only when hash and length already agree.
 
-use crate::view::partials::key_hash;
-
-/// Keys of at most this many bytes are kept in the entry.
-const INLINE: usize = 8;
+use crate::view::partials::{SHORT as INLINE, key_hash, short_word};
 
 /// `len` of a free entry.
 const FREE: u32 = u32::MAX;
@@ -48,13 +45,6 @@ impl<S> std::fmt::Debug for TextTable<S> {
             .field("arena_bytes", &self.arena.len())
             .finish()
     }
-}
-
-#[inline]
-fn inline_word(bytes: &[u8]) -> u64 {
-    let mut word = [0u8; INLINE];
-    word[..bytes.len()].copy_from_slice(bytes);
-    u64::from_le_bytes(word)
 }
 
 /// Asks the CPU to start loading `entry`'s cache line, without waiting for
@@ -163,7 +153,7 @@ impl<S: Clone> TextTable<S> {
         let bytes = key.as_bytes();
         let len = bytes.len() as u32;
         let short = bytes.len() <= INLINE;
-        let word = if short { inline_word(bytes) } else { 0 };
+        let word = if short { short_word(bytes) } else { 0 };
         let mask = self.entries.len() - 1;
         let mut i = hash as usize & mask;
         loop {
