@@ -459,6 +459,7 @@ async fn large_epochs_round_trip(d: Dataset) {
     let (batches, rows_per_batch, line_len) = (8, 50_000, 48);
     let mut writer = store.epoch_writer("big", 7, Arc::clone(&schema)).unwrap();
     let mut want_sum = 0i64;
+    let mut want_bytes = 0u64;
     for b in 0..batches {
         let lines: Vec<String> = (0..rows_per_batch)
             .map(|_| {
@@ -467,6 +468,11 @@ async fn large_epochs_round_trip(d: Dataset) {
                     .collect()
             })
             .collect();
+        want_bytes += lines
+            .iter()
+            .flat_map(|l| l.bytes())
+            .map(u64::from)
+            .sum::<u64>();
         let ns: Vec<i64> = (0..rows_per_batch)
             .map(|i| (b * rows_per_batch + i) as i64)
             .collect();
@@ -505,6 +511,28 @@ async fn large_epochs_round_trip(d: Dataset) {
         .await
         .unwrap();
     assert_eq!(sums.iter().sum::<i64>(), want_sum);
+    // The line column alone: one chunk of over 12 MB, fetched as one span
+    // and read back byte for byte.
+    let input = store
+        .scan(
+            &ctx,
+            std::slice::from_ref(&file),
+            Some(&["line".to_string()]),
+        )
+        .await
+        .unwrap();
+    let sums = input
+        .run_async(|_, it| {
+            let mut s = 0u64;
+            for b in it {
+                let lines = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+                s += lines.values().iter().map(|&x| u64::from(x)).sum::<u64>();
+            }
+            Ok(s)
+        })
+        .await
+        .unwrap();
+    assert_eq!(sums.iter().sum::<u64>(), want_bytes);
 }
 
 /// `replace_manifest` is a compare-and-swap on S3 (a writer whose read is

@@ -16,7 +16,7 @@ use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 
-use super::reader::ObjectReader;
+use super::reader::{Fetched, ObjectReader};
 use super::{EpochFile, MasterStore};
 use crate::context::TaskContext;
 use crate::error::{Error, Result};
@@ -79,13 +79,46 @@ impl std::fmt::Debug for ScanFile {
 ///
 /// Reading a partition fetches that row group's projected column chunks and
 /// decodes them on the worker thread that runs the task (the object-store
-/// I/O is driven by the tokio runtime the scan was created on). Memory per
-/// task is bounded by one row group.
+/// I/O is driven by the tokio runtime the scan was created on). Once its
+/// own chunks are in, a task starts fetching the next row group's, so that
+/// the task which reads it next (the engine's workers take row groups
+/// mostly in order) finds them fetched instead of waiting a round trip per
+/// row group; at most [`READ_AHEAD`] row groups are fetched ahead at once.
+/// Memory per task is bounded by two row groups' projected chunks.
 pub struct ParquetSource {
     runtime: tokio::runtime::Handle,
     files: Vec<File>,
     parts: Vec<Part>,
     progress: Option<Arc<ScanProgress>>,
+    ahead: std::sync::Mutex<ReadAhead>,
+}
+
+/// Footers read at once when a scan opens.
+const FOOTERS_AT_ONCE: usize = 8;
+
+/// Row groups fetched ahead at most, per scan: one per engine worker on
+/// this machine's two cores, each worker's next row group.
+pub const READ_AHEAD: usize = 2;
+
+/// Which row groups are being fetched ahead of their task.
+#[derive(Default)]
+struct ReadAhead {
+    /// Partitions whose task began (nothing more to fetch ahead for them).
+    started: Vec<bool>,
+    /// Fetches in flight or done, by partition, not yet taken by a task.
+    pending:
+        std::collections::HashMap<usize, tokio::task::JoinHandle<object_store::Result<Fetched>>>,
+}
+
+impl Drop for ParquetSource {
+    fn drop(&mut self) {
+        // A scan that ends early (a failed or cancelled run) drops what it
+        // fetched ahead and stops what is still in flight.
+        let ahead = self.ahead.get_mut().unwrap_or_else(|e| e.into_inner());
+        for (_, fetch) in ahead.pending.drain() {
+            fetch.abort();
+        }
+    }
 }
 
 impl std::fmt::Debug for ParquetSource {
@@ -139,14 +172,30 @@ impl ParquetSource {
     ) -> Result<Self> {
         let mut opened = Vec::with_capacity(files.len());
         let mut parts = Vec::new();
-        for (i, f) in files.iter().enumerate() {
+        // Footers are small reads: a round trip each, so several at once.
+        // (Owned inputs: a future borrowing `files` would not be `Send`
+        // for every lifetime, as the caller's boxed future needs.)
+        let readers: Vec<(ObjectReader, String)> = files
+            .iter()
+            .map(|f| {
+                let reader = ObjectReader::new(Arc::clone(&f.store), f.path.clone());
+                (reader, f.label.clone())
+            })
+            .collect();
+        let footers: Vec<Result<ArrowReaderMetadata>> = futures::stream::iter(readers)
+            .map(|(mut reader, label)| async move {
+                ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new())
+                    .await
+                    .map_err(|e| {
+                        Error::execution(format!("{label}: not a readable Parquet file: {e}"))
+                    })
+            })
+            .buffered(FOOTERS_AT_ONCE)
+            .collect()
+            .await;
+        for ((i, f), metadata) in files.iter().enumerate().zip(footers) {
             let label = f.label.clone();
-            let mut reader = ObjectReader::new(Arc::clone(&f.store), f.path.clone());
-            let metadata = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new())
-                .await
-                .map_err(|e| {
-                    Error::execution(format!("{label}: not a readable Parquet file: {e}"))
-                })?;
+            let metadata = metadata?;
             let (projection, adapt) = match target {
                 Some(target) => {
                     let adapter = super::adapt::Adapter::plan(
@@ -179,11 +228,16 @@ impl ParquetSource {
                 dictionary: None,
             });
         }
+        let ahead = std::sync::Mutex::new(ReadAhead {
+            started: vec![false; parts.len()],
+            pending: Default::default(),
+        });
         Ok(ParquetSource {
             runtime: tokio::runtime::Handle::current(),
             files: opened,
             parts,
             progress: None,
+            ahead,
         })
     }
 
@@ -302,18 +356,92 @@ impl ParquetSource {
             .sum()
     }
 
-    /// The stream of one row group's batches (8192 rows each), fetching
-    /// the row group's projected column chunks first.
+    /// The byte ranges of a row group's projected column chunks: what
+    /// the Parquet reader asks for when it opens the row group. A chunk
+    /// whose offsets make no sense (negative, or over 4 GiB long) is left
+    /// out: the reader asks for it itself and reports the file as corrupt.
+    fn chunk_ranges(&self, part: &Part) -> Vec<std::ops::Range<u64>> {
+        let file = &self.files[part.file];
+        let rg = file.metadata.metadata().row_group(part.row_group);
+        rg.columns()
+            .iter()
+            .enumerate()
+            .filter(|(leaf, _)| file.projection.leaf_included(*leaf))
+            .filter_map(|(_, chunk)| {
+                let start = chunk
+                    .dictionary_page_offset()
+                    .unwrap_or(chunk.data_page_offset());
+                let start = u64::try_from(start).ok()?;
+                let len = u64::try_from(chunk.compressed_size())
+                    .ok()
+                    .filter(|&n| n <= 1 << 32)?;
+                Some(start..start.checked_add(len)?)
+            })
+            .collect()
+    }
+
+    /// Starts fetching partition `partition`'s column chunks, unless its
+    /// task began already, it is being fetched, or [`READ_AHEAD`] fetches
+    /// are pending.
+    fn read_ahead(&self, partition: usize) {
+        let Some(part) = self.parts.get(partition) else {
+            return;
+        };
+        let mut ahead = self.ahead.lock().unwrap_or_else(|e| e.into_inner());
+        if ahead.started[partition]
+            || ahead.pending.contains_key(&partition)
+            || ahead.pending.len() >= READ_AHEAD
+        {
+            return;
+        }
+        let file = &self.files[part.file];
+        let store = Arc::clone(&file.store);
+        let path = file.path.clone();
+        let ranges = self.chunk_ranges(part);
+        let fetch = self
+            .runtime
+            .spawn(async move { Fetched::fetch(store.as_ref(), &path, ranges).await });
+        ahead.pending.insert(partition, fetch);
+    }
+
+    /// Partition `partition`'s column chunks: fetched ahead if they were
+    /// (a failed read-ahead is retried here, so its error is this task's),
+    /// else fetched now.
+    fn take_chunks(&self, partition: usize) -> Result<Fetched> {
+        let pending = {
+            let mut ahead = self.ahead.lock().unwrap_or_else(|e| e.into_inner());
+            ahead.started[partition] = true;
+            ahead.pending.remove(&partition)
+        };
+        if let Some(fetch) = pending
+            && let Ok(Ok(fetched)) = self.runtime.block_on(fetch)
+        {
+            return Ok(fetched);
+        }
+        let part = &self.parts[partition];
+        let file = &self.files[part.file];
+        let ranges = self.chunk_ranges(part);
+        self.runtime
+            .block_on(Fetched::fetch(file.store.as_ref(), &file.path, ranges))
+            .map_err(|e| {
+                Error::execution(format!("{}: row group {}: {e}", file.label, part.row_group))
+            })
+    }
+
+    /// The stream of one row group's batches (8192 rows each), reading
+    /// the column chunks from `fetched` (the rest from the store).
     async fn open_row_group(
         &self,
         part: &Part,
+        fetched: Arc<Fetched>,
     ) -> Result<parquet::arrow::async_reader::ParquetRecordBatchStream<ObjectReader>> {
         let file = &self.files[part.file];
         let reader = ObjectReader::with_metadata(
             Arc::clone(&file.store),
             file.path.clone(),
             Arc::clone(file.metadata.metadata()),
-        );
+        )
+        .with_fetched(fetched);
         let metadata = match (&file.dictionary, part.dictionary) {
             (Some(dictionary), true) => dictionary.clone(),
             _ => file.metadata.clone(),
@@ -380,7 +508,11 @@ impl PartitionSource for ParquetSource {
         // row group.
         let part = &self.parts[partition];
         let file = &self.files[part.file];
-        let mut stream = self.runtime.block_on(self.open_row_group(part))?;
+        let fetched = Arc::new(self.take_chunks(partition)?);
+        // This task's chunks are in: the next row group's fetch overlaps
+        // this one's decoding.
+        self.read_ahead(partition + 1);
+        let mut stream = self.runtime.block_on(self.open_row_group(part, fetched))?;
         let fail = move |e: String| {
             tc.fail(Error::execution(format!(
                 "{}: row group {}: {e}",
