@@ -27,7 +27,11 @@
 //! `SELECT word, count(*) FROM (SELECT unnest(string_split(line, ' ')) AS
 //! word FROM read_parquet(...)) GROUP BY word` and `SELECT url, count(*),
 //! sum(bytes) FROM read_parquet(...) GROUP BY url`. Peak RSS is the Python
-//! process's `ru_maxrss`.
+//! process's `ru_maxrss`. Each DuckDB run reads its files as Lamina's batch
+//! runs do: `SET enable_external_file_cache = false`, since DuckDB (1.3 and
+//! later) otherwise keeps the files' bytes in memory across the runs of one
+//! process, so that only its first run from S3 fetches anything
+//! (`--duckdb-file-cache` keeps its default, for comparison).
 //!
 //! Exactness: 1000 random keys of each DuckDB result (and its 20 largest)
 //! are read back from Lamina's views and must agree (count equal; mean
@@ -91,6 +95,10 @@ pub struct BatchBench {
     /// Keep the servers' directories.
     #[arg(long)]
     pub keep: bool,
+    /// Leave DuckDB's in-memory cache of file bytes on (its default): its
+    /// runs after the first then read S3 objects from memory.
+    #[arg(long)]
+    pub duckdb_file_cache: bool,
 }
 
 const WORKLOADS: [(&str, &str); 2] = [("word_counts", "lines"), ("url_stats", "events")];
@@ -123,15 +131,7 @@ pub fn batch(args: &BatchBench) -> Result<(), String> {
         s3 = Some(server);
     }
     for source in &sources {
-        let duck = duckdb(
-            &python,
-            threads,
-            args.repeat,
-            &dir,
-            &data,
-            source,
-            s3.as_ref(),
-        );
+        let duck = duckdb(&python, threads, args, &dir, &data, source, s3.as_ref());
         let lamina = lamina_runs(args, &dir, source, s3.as_ref())?;
         let duck = match duck {
             Ok(d) => Some(d),
@@ -617,6 +617,8 @@ cfg = json.loads(sys.argv[1])
 con = duckdb.connect()
 con.execute(f"SET threads = {cfg['threads']}")
 con.execute("SET enable_progress_bar = false")
+if not cfg["file_cache"]:
+    con.execute("SET enable_external_file_cache = false")
 if cfg.get("s3"):
     s3 = cfg["s3"]
     import glob, os, duckdb_extension_httpfs
@@ -647,7 +649,7 @@ print(json.dumps(out))
 fn duckdb(
     python: &Path,
     threads: usize,
-    repeat: usize,
+    args: &BatchBench,
     dir: &Path,
     data: &Data,
     source: &Source,
@@ -667,7 +669,12 @@ fn duckdb(
             list.push(Value::String(location));
         }
     }
-    let mut config = json!({ "threads": threads, "repeat": repeat, "files": files });
+    let mut config = json!({
+        "threads": threads,
+        "repeat": args.repeat,
+        "files": files,
+        "file_cache": args.duckdb_file_cache,
+    });
     if let (Source::S3(_), Some(s3)) = (source, s3) {
         config["s3"] = json!({
             "key": S3_KEY,
@@ -768,14 +775,15 @@ fn report(
         );
         result.push_str(&format!(" {view}_ms={ours:.0}"));
         if let Some(duck) = duck {
-            let theirs = median(
-                &duck[view]["ms"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_f64)
-                    .collect::<Vec<_>>(),
-            );
+            let runs: Vec<f64> = duck[view]["ms"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_f64)
+                .collect();
+            let theirs = median(&runs);
+            let each: Vec<String> = runs.iter().map(|t| format!("{t:.0}")).collect();
+            println!("  {name} duckdb {view} runs: {} ms", each.join(", "));
             let checked = check_exact(
                 &lamina.server,
                 view,
