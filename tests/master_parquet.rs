@@ -495,44 +495,44 @@ async fn large_epochs_round_trip(d: Dataset) {
         file.bytes
     );
     let ctx = Context::builder().threads(2).build().unwrap();
-    let input = store
-        .scan(&ctx, std::slice::from_ref(&file), Some(&["n".to_string()]))
-        .await
-        .unwrap();
-    let sums = input
-        .run_async(|_, it| {
-            let mut s = 0i64;
-            for b in it {
-                let n = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
-                s += n.values().iter().sum::<i64>();
-            }
-            Ok(s)
-        })
-        .await
-        .unwrap();
-    assert_eq!(sums.iter().sum::<i64>(), want_sum);
+    let n_sum = |a: &arrow::array::ArrayRef| {
+        let n = a.as_any().downcast_ref::<Int64Array>().unwrap();
+        n.values().iter().map(|&v| i128::from(v)).sum::<i128>()
+    };
+    assert_eq!(
+        scan_total(&store, &ctx, &file, "n", n_sum).await,
+        i128::from(want_sum)
+    );
     // The line column alone: one chunk of over 12 MB, fetched as one span
     // and read back byte for byte.
+    let byte_sum = |a: &arrow::array::ArrayRef| {
+        let lines = a.as_any().downcast_ref::<StringArray>().unwrap();
+        lines.values().iter().map(|&x| i128::from(x)).sum::<i128>()
+    };
+    assert_eq!(
+        scan_total(&store, &ctx, &file, "line", byte_sum).await,
+        i128::from(want_bytes)
+    );
+}
+
+/// `column` of `file` scanned as a dataset, `per_batch` of each batch's
+/// column summed over all tasks.
+async fn scan_total(
+    store: &MasterStore,
+    ctx: &Context,
+    file: &EpochFile,
+    column: &str,
+    per_batch: fn(&arrow::array::ArrayRef) -> i128,
+) -> i128 {
     let input = store
-        .scan(
-            &ctx,
-            std::slice::from_ref(&file),
-            Some(&["line".to_string()]),
-        )
+        .scan(ctx, std::slice::from_ref(file), Some(&[column.to_string()]))
         .await
         .unwrap();
     let sums = input
-        .run_async(|_, it| {
-            let mut s = 0u64;
-            for b in it {
-                let lines = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
-                s += lines.values().iter().map(|&x| u64::from(x)).sum::<u64>();
-            }
-            Ok(s)
-        })
+        .run_async(move |_, it| Ok(it.map(|b| per_batch(b.column(0))).sum::<i128>()))
         .await
         .unwrap();
-    assert_eq!(sums.iter().sum::<u64>(), want_bytes);
+    sums.iter().sum()
 }
 
 /// `replace_manifest` is a compare-and-swap on S3 (a writer whose read is

@@ -50,16 +50,6 @@ impl Fetched {
         })
     }
 
-    /// Bytes fetched ahead in all.
-    pub fn len(&self) -> u64 {
-        self.ranges.iter().map(|(r, _)| r.end - r.start).sum()
-    }
-
-    /// Whether nothing was fetched.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// `range`, when one fetched range holds all of it (no copy).
     fn slice(&self, range: &Range<u64>) -> Option<Bytes> {
         self.ranges.iter().find_map(|(r, bytes)| {
@@ -233,7 +223,6 @@ mod tests {
         // 100..300_000 and 1_200_000.. are within a MiB: one span.
         let spans: Vec<&Range<u64>> = fetched.ranges.iter().map(|(r, _)| r).collect();
         assert_eq!(spans, [&(100..1_200_100), &(5_000_000..25_000_123)]);
-        assert_eq!(fetched.len(), (1_200_100 - 100) + (25_000_123 - 5_000_000));
         for r in &ranges {
             assert!(fetched.slice(r) == Some(want(r.clone())), "{r:?}");
         }

@@ -83,8 +83,8 @@ impl std::fmt::Debug for ScanFile {
 /// own chunks are in, a task starts fetching the next row group's, so that
 /// the task which reads it next (the engine's workers take row groups
 /// mostly in order) finds them fetched instead of waiting a round trip per
-/// row group; at most [`READ_AHEAD`] row groups are fetched ahead at once.
-/// Memory per task is bounded by two row groups' projected chunks.
+/// row group; at most one row group per engine worker is fetched ahead at
+/// once. Memory per task is bounded by two row groups' projected chunks.
 pub struct ParquetSource {
     runtime: tokio::runtime::Handle,
     files: Vec<File>,
@@ -95,10 +95,6 @@ pub struct ParquetSource {
 
 /// Footers read at once when a scan opens.
 const FOOTERS_AT_ONCE: usize = 8;
-
-/// Row groups fetched ahead at most, per scan: one per engine worker on
-/// this machine's two cores, each worker's next row group.
-pub const READ_AHEAD: usize = 2;
 
 /// Which row groups are being fetched ahead of their task.
 #[derive(Default)]
@@ -381,8 +377,8 @@ impl ParquetSource {
     }
 
     /// Starts fetching partition `partition`'s column chunks, unless its
-    /// task began already, it is being fetched, or [`READ_AHEAD`] fetches
-    /// are pending.
+    /// task began already, it is being fetched, or as many fetches are
+    /// pending as the engine has workers (each worker's next row group).
     fn read_ahead(&self, partition: usize) {
         let Some(part) = self.parts.get(partition) else {
             return;
@@ -390,7 +386,7 @@ impl ParquetSource {
         let mut ahead = self.ahead.lock().unwrap_or_else(|e| e.into_inner());
         if ahead.started[partition]
             || ahead.pending.contains_key(&partition)
-            || ahead.pending.len() >= READ_AHEAD
+            || ahead.pending.len() >= rayon::current_num_threads()
         {
             return;
         }

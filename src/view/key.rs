@@ -360,6 +360,11 @@ mod word_tests {
         out
     }
 
+    /// What `split_whitespace` makes of `line`.
+    fn std_words(line: &str) -> Vec<String> {
+        line.split_whitespace().map(str::to_owned).collect()
+    }
+
     proptest! {
         #[test]
         fn splits_like_split_whitespace(
@@ -374,8 +379,7 @@ mod word_tests {
             )
         ) {
             let line: String = parts.concat();
-            let want: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
-            prop_assert_eq!(words(&line), want);
+            prop_assert_eq!(words(&line), std_words(&line));
         }
 
         /// ASCII lines of any length, words running over the 64-byte
@@ -395,8 +399,7 @@ mod word_tests {
             )
         ) {
             let line: String = parts.concat();
-            let want: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
-            prop_assert_eq!(words(&line), want);
+            prop_assert_eq!(words(&line), std_words(&line));
         }
     }
 
@@ -409,11 +412,9 @@ mod word_tests {
                 let mut line = vec![b'x'; 70];
                 line[at] = b;
                 let line = String::from_utf8(line).unwrap();
-                let want: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
-                assert_eq!(words(&line), want, "byte {b:#x} at {at}");
+                assert_eq!(words(&line), std_words(&line), "byte {b:#x} at {at}");
                 let alone = &line[at..=at];
-                let want: Vec<String> = alone.split_whitespace().map(str::to_owned).collect();
-                assert_eq!(words(alone), want, "byte {b:#x} alone");
+                assert_eq!(words(alone), std_words(alone), "byte {b:#x} alone");
             }
         }
     }

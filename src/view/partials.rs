@@ -36,16 +36,12 @@ pub fn key_hash(key: &[u8]) -> u64 {
 }
 
 /// Keys of at most this many bytes fit in a [`short_word`].
-pub const SHORT: usize = 8;
+pub(crate) const SHORT: usize = 8;
 
 /// A key of at most [`SHORT`] bytes as a little-endian word, zero-padded:
 /// two overlapping loads instead of a variable-length copy.
-///
-/// # Panics
-///
-/// In debug builds, when `key` is longer than [`SHORT`].
 #[inline]
-pub fn short_word(key: &[u8]) -> u64 {
+pub(crate) fn short_word(key: &[u8]) -> u64 {
     let n = key.len();
     debug_assert!(n <= SHORT);
     if n >= 4 {

@@ -9,7 +9,7 @@
 //! compares two words in the entry; longer keys live one after another in
 //! one arena, compared only when hash and length already agree.
 
-use crate::view::partials::{SHORT as INLINE, key_hash, short_word};
+use crate::view::partials::{SHORT, key_hash, short_word};
 
 /// `len` of a free entry.
 const FREE: u32 = u32::MAX;
@@ -17,7 +17,7 @@ const FREE: u32 = u32::MAX;
 #[derive(Clone)]
 struct Entry<S> {
     hash: u64,
-    /// The key's bytes (little-endian, zero-padded) when `len <= INLINE`,
+    /// The key's bytes (little-endian, zero-padded) when `len <= SHORT`,
     /// else its offset in the arena.
     word: u64,
     /// The key's length; [`FREE`] for a free entry.
@@ -152,7 +152,7 @@ impl<S: Clone> TextTable<S> {
         }
         let bytes = key.as_bytes();
         let len = bytes.len() as u32;
-        let short = bytes.len() <= INLINE;
+        let short = bytes.len() <= SHORT;
         let word = if short { short_word(bytes) } else { 0 };
         let mask = self.entries.len() - 1;
         let mut i = hash as usize & mask;
@@ -204,7 +204,7 @@ impl<S: Clone> TextTable<S> {
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         for e in self.entries.into_iter().filter(|e| e.len != FREE) {
             let len = e.len as usize;
-            if len <= INLINE {
+            if len <= SHORT {
                 let bytes = e.word.to_le_bytes();
                 match std::str::from_utf8(&bytes[..len]) {
                     Ok(key) => f(e.hash, key, e.state),
