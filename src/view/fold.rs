@@ -13,7 +13,7 @@
 use crate::columnar::KeyColumn;
 use crate::partitioner::{FastMap, fast_map};
 use crate::view::key::{BoundKey, for_each_word, write_rfc3339};
-use crate::view::partials::{Partials, key_hash};
+use crate::view::partials::{Partials, hash_and_word, key_hash};
 use crate::view::state::{Max, Mean, Min, Sum, TopK};
 use crate::view::text_table::TextTable;
 use crate::view::{AggValue, AggregateKind, Hll, Num, Partial};
@@ -448,7 +448,8 @@ const AHEAD: usize = 16;
 /// Keys hashed and prefetched, waiting to be looked up (see
 /// [`Maps::fold`]).
 struct Ahead<'a> {
-    keys: Vec<(usize, u64, &'a str)>,
+    /// Row, [`hash_and_word`] and key.
+    keys: Vec<(usize, (u64, u64), &'a str)>,
 }
 
 impl<'a> Ahead<'a> {
@@ -466,9 +467,9 @@ impl<'a> Ahead<'a> {
         key: &'a str,
         update: &impl Fn(&mut S, usize),
     ) {
-        let hash = key_hash(key.as_bytes());
-        text.prefetch(hash);
-        self.keys.push((row, hash, key));
+        let hashed = hash_and_word(key.as_bytes());
+        text.prefetch(hashed.0);
+        self.keys.push((row, hashed, key));
         if self.keys.len() == AHEAD {
             self.flush(text, update);
         }
@@ -476,8 +477,8 @@ impl<'a> Ahead<'a> {
 
     #[inline]
     fn flush<S: Clone>(&mut self, text: &mut TextTable<S>, update: &impl Fn(&mut S, usize)) {
-        for (row, hash, key) in self.keys.drain(..) {
-            update(text.slot_hashed(hash, key), row);
+        for (row, (hash, word), key) in self.keys.drain(..) {
+            update(text.slot_hashed(hash, word, key), row);
         }
     }
 }

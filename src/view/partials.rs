@@ -28,10 +28,22 @@ pub const PARTS: usize = 64;
 /// word ([`short_word`]) with its length; longer keys go through foldhash.
 #[inline]
 pub fn key_hash(key: &[u8]) -> u64 {
+    hash_and_word(key).0
+}
+
+/// [`key_hash`] of `key` and, when the key has at most [`SHORT`] bytes, its
+/// [`short_word`] (else 0): a table that keeps short keys as words needs
+/// both, and computing the word once saves reading the key twice.
+#[inline]
+pub(crate) fn hash_and_word(key: &[u8]) -> (u64, u64) {
     if key.len() <= SHORT {
-        short_hash(short_word(key), key.len())
+        let word = short_word(key);
+        (short_hash(word, key.len()), word)
     } else {
-        FixedHasher::with_seed(0x5eed_1a31_4a7e_0001).hash_one(key)
+        (
+            FixedHasher::with_seed(0x5eed_1a31_4a7e_0001).hash_one(key),
+            0,
+        )
     }
 }
 
@@ -62,7 +74,7 @@ pub(crate) fn short_word(key: &[u8]) -> u64 {
 /// [`short_word`]: the two halves multiplied, each xor-ed with a constant
 /// (the length in the second), and the 128-bit product's halves folded.
 #[inline]
-fn short_hash(word: u64, len: usize) -> u64 {
+pub(crate) fn short_hash(word: u64, len: usize) -> u64 {
     const K0: u64 = 0x243f_6a88_85a3_08d3;
     const K1: u64 = 0x1319_8a2e_0370_7344;
     let lo = (word & 0xffff_ffff) ^ K0;
