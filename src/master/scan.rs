@@ -83,8 +83,9 @@ impl std::fmt::Debug for ScanFile {
 /// own chunks are in, a task starts fetching the next row group's, so that
 /// the task which reads it next (the engine's workers take row groups
 /// mostly in order) finds them fetched instead of waiting a round trip per
-/// row group; at most one row group per engine worker is fetched ahead at
-/// once. Memory per task is bounded by two row groups' projected chunks.
+/// row group; up to two row groups per engine worker and 96 MiB (one row
+/// group when a single one is larger) are fetched ahead at once, so the
+/// memory a scan holds does not grow with the data.
 pub struct ParquetSource {
     runtime: tokio::runtime::Handle,
     files: Vec<File>,
@@ -101,17 +102,33 @@ const FOOTERS_AT_ONCE: usize = 8;
 struct ReadAhead {
     /// Partitions whose task began (nothing more to fetch ahead for them).
     started: Vec<bool>,
-    /// Fetches in flight or done, by partition, not yet taken by a task.
-    pending:
-        std::collections::HashMap<usize, tokio::task::JoinHandle<object_store::Result<Fetched>>>,
+    /// Fetches in flight or done, by partition, not yet taken by a task,
+    /// with their bytes.
+    pending: std::collections::HashMap<
+        usize,
+        (u64, tokio::task::JoinHandle<object_store::Result<Fetched>>),
+    >,
 }
+
+impl ReadAhead {
+    fn pending_bytes(&self) -> u64 {
+        self.pending.values().map(|(bytes, _)| bytes).sum()
+    }
+}
+
+/// Bytes of column chunks fetched ahead of their tasks at most (one row
+/// group more when a single one is larger): enough that a worker finds its
+/// next row group fetched even when the store serves slower than the
+/// workers decode for a while (an S3 server sharing the machine's cores),
+/// and a bound on the memory a scan holds independent of the data's size.
+const READ_AHEAD_BYTES: u64 = 96 << 20;
 
 impl Drop for ParquetSource {
     fn drop(&mut self) {
         // A scan that ends early (a failed or cancelled run) drops what it
         // fetched ahead and stops what is still in flight.
         let ahead = self.ahead.get_mut().unwrap_or_else(|e| e.into_inner());
-        for (_, fetch) in ahead.pending.drain() {
+        for (_, (_, fetch)) in ahead.pending.drain() {
             fetch.abort();
         }
     }
@@ -376,28 +393,28 @@ impl ParquetSource {
             .collect()
     }
 
-    /// Starts fetching partition `partition`'s column chunks, unless its
-    /// task began already, it is being fetched, or as many fetches are
-    /// pending as the engine has workers (each worker's next row group).
+    /// Starts fetching the column chunks of the partitions after
+    /// `partition` that [`to_fetch_ahead`] picks.
     fn read_ahead(&self, partition: usize) {
-        let Some(part) = self.parts.get(partition) else {
-            return;
-        };
         let mut ahead = self.ahead.lock().unwrap_or_else(|e| e.into_inner());
-        if ahead.started[partition]
-            || ahead.pending.contains_key(&partition)
-            || ahead.pending.len() >= rayon::current_num_threads()
-        {
-            return;
+        let picked = to_fetch_ahead(
+            partition,
+            self.parts.len(),
+            &ahead,
+            |next| self.chunk_ranges(&self.parts[next]),
+            2 * rayon::current_num_threads(),
+            READ_AHEAD_BYTES,
+        );
+        for (next, ranges) in picked {
+            let file = &self.files[self.parts[next].file];
+            let store = Arc::clone(&file.store);
+            let path = file.path.clone();
+            let size = ranges.iter().map(|r| r.end - r.start).sum();
+            let fetch = self
+                .runtime
+                .spawn(async move { Fetched::fetch(store.as_ref(), &path, ranges).await });
+            ahead.pending.insert(next, (size, fetch));
         }
-        let file = &self.files[part.file];
-        let store = Arc::clone(&file.store);
-        let path = file.path.clone();
-        let ranges = self.chunk_ranges(part);
-        let fetch = self
-            .runtime
-            .spawn(async move { Fetched::fetch(store.as_ref(), &path, ranges).await });
-        ahead.pending.insert(partition, fetch);
     }
 
     /// Partition `partition`'s column chunks: fetched ahead if they were
@@ -409,7 +426,7 @@ impl ParquetSource {
             ahead.started[partition] = true;
             ahead.pending.remove(&partition)
         };
-        if let Some(fetch) = pending
+        if let Some((_, fetch)) = pending
             && let Ok(Ok(fetched)) = self.runtime.block_on(fetch)
         {
             return Ok(fetched);
@@ -451,6 +468,39 @@ impl ParquetSource {
                 Error::execution(format!("{}: row group {}: {e}", file.label, part.row_group))
             })
     }
+}
+
+/// The partitions after `partition` to fetch ahead now, with their
+/// chunks' ranges (`ranges_of`): in order, skipping those whose tasks began
+/// or that are being fetched, while fewer than `most` fetches are pending
+/// and fewer than `budget` bytes (so one row group larger than the budget
+/// is still fetched ahead when nothing else is). Workers take row groups in
+/// order (each its own run of them), so the ones just after `partition`
+/// are what it needs next; at most `2 * most` are looked at.
+fn to_fetch_ahead(
+    partition: usize,
+    partitions: usize,
+    ahead: &ReadAhead,
+    ranges_of: impl Fn(usize) -> Vec<std::ops::Range<u64>>,
+    most: usize,
+    budget: u64,
+) -> Vec<(usize, Vec<std::ops::Range<u64>>)> {
+    let mut pending = ahead.pending.len();
+    let mut bytes = ahead.pending_bytes();
+    let mut picked = Vec::new();
+    for next in (partition + 1..partitions).take(2 * most) {
+        if pending >= most || bytes >= budget {
+            break;
+        }
+        if ahead.started.get(next).copied().unwrap_or(true) || ahead.pending.contains_key(&next) {
+            continue;
+        }
+        let ranges = ranges_of(next);
+        bytes += ranges.iter().map(|r| r.end - r.start).sum::<u64>();
+        pending += 1;
+        picked.push((next, ranges));
+    }
+    picked
 }
 
 fn projection_of(
@@ -505,9 +555,9 @@ impl PartitionSource for ParquetSource {
         let part = &self.parts[partition];
         let file = &self.files[part.file];
         let fetched = Arc::new(self.take_chunks(partition)?);
-        // This task's chunks are in: the next row group's fetch overlaps
+        // This task's chunks are in: the next row groups' fetches overlap
         // this one's decoding.
-        self.read_ahead(partition + 1);
+        self.read_ahead(partition);
         let mut stream = self.runtime.block_on(self.open_row_group(part, fetched))?;
         let fail = move |e: String| {
             tc.fail(Error::execution(format!(
@@ -554,5 +604,81 @@ impl PartitionSource for ParquetSource {
 
     fn describe(&self) -> String {
         "parquet".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Row groups `0..n` of `sizes[i]` bytes each, one range per group.
+    fn picks(
+        partition: usize,
+        ahead: &ReadAhead,
+        sizes: &[u64],
+        most: usize,
+        budget: u64,
+    ) -> Vec<usize> {
+        to_fetch_ahead(
+            partition,
+            sizes.len(),
+            ahead,
+            // Two ranges per group: the sizes are summed.
+            |i| vec![0..sizes[i] / 2, 0..sizes[i] - sizes[i] / 2],
+            most,
+            budget,
+        )
+        .into_iter()
+        .map(|(i, _)| i)
+        .collect()
+    }
+
+    fn ahead(n: usize, started: &[usize], pending: &[(usize, u64)]) -> ReadAhead {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut a = ReadAhead {
+            started: vec![false; n],
+            pending: Default::default(),
+        };
+        for &s in started {
+            a.started[s] = true;
+        }
+        for &(p, bytes) in pending {
+            let handle = rt.spawn(async {
+                Err(object_store::Error::Generic {
+                    store: "test",
+                    source: "never fetched".into(),
+                })
+            });
+            a.pending.insert(p, (bytes, handle));
+        }
+        a
+    }
+
+    #[test]
+    fn fetches_ahead_in_order_up_to_the_count_and_the_bytes() {
+        let mb = 1 << 20;
+        // Four at most, the next ones in order.
+        let a = ahead(10, &[0], &[]);
+        assert_eq!(picks(0, &a, &[mb; 10], 4, 96 * mb), [1, 2, 3, 4]);
+        // Begun and pending partitions are skipped and count.
+        let a = ahead(10, &[0, 1, 2], &[(3, mb)]);
+        assert_eq!(picks(0, &a, &[mb; 10], 4, 96 * mb), [4, 5, 6]);
+        // The bytes: 40 MiB groups stop at three (120 MiB, the last one
+        // started under the budget); a group over the budget alone still
+        // goes when nothing is pending, and nothing more after it.
+        let a = ahead(10, &[0], &[]);
+        assert_eq!(picks(0, &a, &[40 * mb; 10], 8, 96 * mb), [1, 2, 3]);
+        assert_eq!(picks(0, &a, &[200 * mb; 10], 8, 96 * mb), [1]);
+        let a = ahead(10, &[0], &[(1, 100 * mb)]);
+        assert!(picks(0, &a, &[mb; 10], 8, 96 * mb).is_empty());
+        // The last partitions: nothing past the end.
+        let a = ahead(10, &[9], &[]);
+        assert!(picks(9, &a, &[mb; 10], 4, 96 * mb).is_empty());
+        assert_eq!(
+            picks(7, &ahead(10, &[7], &[]), &[mb; 10], 4, 96 * mb),
+            [8, 9]
+        );
     }
 }
