@@ -33,6 +33,11 @@
 //! process, so that only its first run from S3 fetches anything
 //! (`--duckdb-file-cache` keeps its default, for comparison).
 //!
+//! The engines take turns, run by run, in one DuckDB process kept open
+//! (DuckDB, Lamina, Lamina, DuckDB, DuckDB, ...): the machine's load moves
+//! within minutes, and runs done in blocks (all of one engine's, then the
+//! other's) let it fall on one engine and show in the ratio.
+//!
 //! Exactness: 1000 random keys of each DuckDB result (and its 20 largest)
 //! are read back from Lamina's views and must agree (count equal; mean
 //! equal to sum / count); a mismatch fails the command.
@@ -77,6 +82,10 @@ pub struct BatchBench {
     /// Runs of each side; medians are reported.
     #[arg(long, default_value_t = 3)]
     pub repeat: usize,
+    /// Runs of each side before those, printed but not counted (a fresh
+    /// server's first run also grows its memory).
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
     /// Where the generated dataset is cached.
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -131,20 +140,42 @@ pub fn batch(args: &BatchBench) -> Result<(), String> {
         s3 = Some(server);
     }
     for source in &sources {
-        let duck = duckdb(&python, threads, args, &dir, &data, source, s3.as_ref());
-        let lamina = lamina_runs(args, &dir, source, s3.as_ref())?;
-        let duck = match duck {
+        let mut duck = match Duck::start(&python, threads, args, &dir, &data, source, s3.as_ref()) {
             Ok(d) => Some(d),
-            Err(e) if matches!(source, Source::S3(_)) => {
-                println!("{}: DuckDB not measured: {e}", source.name());
-                None
+            Err(e) => tolerate(source, e)?,
+        };
+        // The engines take turns, run by run, so that the machine's
+        // slower and faster minutes fall on both alike.
+        let lamina = lamina_runs(args, &dir, source, s3.as_ref(), &mut |i| {
+            if let Some(d) = duck.as_mut()
+                && let Err(e) = d.run(i >= args.warmup)
+            {
+                duck = tolerate(source, e)?;
             }
-            Err(e) => return Err(e),
+            Ok(())
+        })?;
+        let duck = match duck.map(Duck::finish) {
+            Some(Ok(d)) => Some(d),
+            Some(Err(e)) => tolerate(source, e)?,
+            None => None,
         };
         report(args, threads, &data, source, &lamina, duck.as_ref())?;
     }
     drop(s3);
     Ok(())
+}
+
+/// DuckDB from S3 is best effort (its httpfs extension may be missing):
+/// there its failure is reported and the benchmark goes on without it;
+/// locally it is the point of the benchmark.
+fn tolerate<T>(source: &Source, e: String) -> Result<Option<T>, String> {
+    match source {
+        Source::S3(_) => {
+            println!("{}: DuckDB not measured: {e}", source.name());
+            Ok(None)
+        }
+        Source::Local => Err(e),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -496,11 +527,14 @@ struct LaminaRuns {
     server: ServerProcess,
 }
 
+/// Lamina's runs, `between(i)` called once per run `i`: before the even
+/// runs' and after the odd ones', so that neither engine always goes first.
 fn lamina_runs(
     args: &BatchBench,
     dir: &Path,
     source: &Source,
     s3: Option<&S3>,
+    between: &mut dyn FnMut(usize) -> Result<(), String>,
 ) -> Result<LaminaRuns, String> {
     let storage = match (source, s3) {
         (Source::S3(endpoint), Some(_)) => format!(
@@ -548,8 +582,19 @@ master_read_only = true
     let mut views: Vec<(String, Vec<f64>)> = Vec::new();
     let mut totals = Vec::new();
     let mut rows = 0;
-    for i in 0..args.repeat {
+    for i in 0..args.warmup + args.repeat {
+        if i % 2 == 0 {
+            between(i)?;
+        }
         let run = run_once(&server)?;
+        if i % 2 == 1 {
+            between(i)?;
+        }
+        if i < args.warmup {
+            println!("  {} lamina warm-up run: {}", source.name(), run["views"]);
+            continue;
+        }
+        let i = i - args.warmup;
         let total = (run["finished_at_us"].as_i64().unwrap_or(0)
             - run["started_at_us"].as_i64().unwrap_or(0)) as f64
             / 1e3;
@@ -632,73 +677,159 @@ queries = {
     "word_counts": f"SELECT word AS key, count(*) AS n FROM (SELECT unnest(string_split(line, ' ')) AS word FROM read_parquet({files('lines')})) GROUP BY word",
     "url_stats": f"SELECT url AS key, count(*) AS n, sum(bytes) AS total FROM read_parquet({files('events')}) GROUP BY url",
 }
+# One line in per run: `run` times each query once and prints the times;
+# `finish` prints the results' sizes and samples, and the peak RSS.
+print(json.dumps({"ready": True}), flush=True)
+for command in sys.stdin:
+    if command.strip() == "run":
+        times = {}
+        for name, q in queries.items():
+            t = time.perf_counter()
+            con.execute(f"CREATE OR REPLACE TEMP TABLE result_{name} AS {q}")
+            times[name] = (time.perf_counter() - t) * 1e3
+        print(json.dumps(times), flush=True)
+    else:
+        break
 out = {"version": duckdb.__version__}
-for name, q in queries.items():
-    times = []
-    for _ in range(cfg["repeat"]):
-        t = time.perf_counter()
-        con.execute(f"CREATE OR REPLACE TEMP TABLE result AS {q}")
-        times.append((time.perf_counter() - t) * 1e3)
-    keys = con.execute("SELECT count(*) FROM result").fetchone()[0]
-    sample = con.execute("SELECT * FROM (SELECT * FROM result USING SAMPLE reservoir(1000 ROWS) REPEATABLE (7)) UNION ALL (SELECT * FROM result ORDER BY n DESC LIMIT 20)").fetchall()
-    out[name] = {"ms": times, "keys": keys, "sample": [[str(r[0])] + [int(x) for x in r[1:]] for r in sample]}
+for name in queries:
+    keys = con.execute(f"SELECT count(*) FROM result_{name}").fetchone()[0]
+    sample = con.execute(f"SELECT * FROM (SELECT * FROM result_{name} USING SAMPLE reservoir(1000 ROWS) REPEATABLE (7)) UNION ALL (SELECT * FROM result_{name} ORDER BY n DESC LIMIT 20)").fetchall()
+    out[name] = {"keys": keys, "sample": [[str(r[0])] + [int(x) for x in r[1:]] for r in sample]}
 out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps(out))
+print(json.dumps(out), flush=True)
 "#;
 
-fn duckdb(
-    python: &Path,
-    threads: usize,
-    args: &BatchBench,
-    dir: &Path,
-    data: &Data,
-    source: &Source,
-    s3: Option<&S3>,
-) -> Result<Value, String> {
-    let mut files = serde_json::Map::new();
-    for (stream, path) in &data.files {
-        let location = match source {
-            Source::Local => dir.join("master").join(path).display().to_string(),
-            Source::S3(_) => format!("s3://{S3_BUCKET}/master/{path}"),
-        };
-        if let Some(list) = files
-            .entry(stream.clone())
-            .or_insert_with(|| Value::Array(Vec::new()))
-            .as_array_mut()
-        {
-            list.push(Value::String(location));
+/// A DuckDB process over the benchmark's files, run by run (see
+/// `DUCKDB_SCRIPT`).
+struct Duck {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    /// Each query's times, in order.
+    ms: Vec<(String, Vec<f64>)>,
+}
+
+impl Drop for Duck {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Duck {
+    fn start(
+        python: &Path,
+        threads: usize,
+        args: &BatchBench,
+        dir: &Path,
+        data: &Data,
+        source: &Source,
+        s3: Option<&S3>,
+    ) -> Result<Duck, String> {
+        let mut files = serde_json::Map::new();
+        for (stream, path) in &data.files {
+            let location = match source {
+                Source::Local => dir.join("master").join(path).display().to_string(),
+                Source::S3(_) => format!("s3://{S3_BUCKET}/master/{path}"),
+            };
+            if let Some(list) = files
+                .entry(stream.clone())
+                .or_insert_with(|| Value::Array(Vec::new()))
+                .as_array_mut()
+            {
+                list.push(Value::String(location));
+            }
         }
-    }
-    let mut config = json!({
-        "threads": threads,
-        "repeat": args.repeat,
-        "files": files,
-        "file_cache": args.duckdb_file_cache,
-    });
-    if let (Source::S3(_), Some(s3)) = (source, s3) {
-        config["s3"] = json!({
-            "key": S3_KEY,
-            "secret": S3_SECRET,
-            "endpoint": format!("127.0.0.1:{}", s3.port),
+        let mut config = json!({
+            "threads": threads,
+            "files": files,
+            "file_cache": args.duckdb_file_cache,
         });
+        if let (Source::S3(_), Some(s3)) = (source, s3) {
+            config["s3"] = json!({
+                "key": S3_KEY,
+                "secret": S3_SECRET,
+                "endpoint": format!("127.0.0.1:{}", s3.port),
+            });
+        }
+        let mut child = Command::new(python)
+            .args(["-c", DUCKDB_SCRIPT, &config.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("{}: {e}", python.display()))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.kill();
+            return Err("DuckDB's pipes were not set up".into());
+        };
+        let mut duck = Duck {
+            child,
+            stdin,
+            stdout: std::io::BufReader::new(stdout),
+            ms: Vec::new(),
+        };
+        duck.answer()?;
+        Ok(duck)
     }
-    let output = Command::new(python)
-        .args(["-c", DUCKDB_SCRIPT, &config.to_string()])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{}: {e}", python.display()))?;
-    if !output.status.success() {
-        return Err(format!(
-            "DuckDB failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-                .lines()
-                .last()
-                .unwrap_or_default()
-        ));
+
+    /// The next line DuckDB prints, as JSON; its error when it exited.
+    fn answer(&mut self) -> Result<Value, String> {
+        use std::io::BufRead;
+        let mut line = String::new();
+        let read = self
+            .stdout
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
+        if read == 0 {
+            let _ = self.child.kill();
+            let mut err = String::new();
+            if let Some(mut stderr) = self.child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut stderr, &mut err);
+            }
+            return Err(format!(
+                "DuckDB failed: {}",
+                err.lines().last().unwrap_or("it exited")
+            ));
+        }
+        serde_json::from_str(&line).map_err(|e| format!("DuckDB's output: {e}: {line}"))
     }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let last = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(last).map_err(|e| format!("DuckDB's output: {e}: {last}"))
+
+    fn command(&mut self, command: &str) -> Result<Value, String> {
+        use std::io::Write;
+        writeln!(self.stdin, "{command}")
+            .and_then(|()| self.stdin.flush())
+            .map_err(|e| format!("DuckDB: {e}"))?;
+        self.answer()
+    }
+
+    /// Runs each query once; its times count when `counted` (else it is
+    /// a warm-up, printed only).
+    fn run(&mut self, counted: bool) -> Result<(), String> {
+        let times = self.command("run")?;
+        if !counted {
+            println!("  duckdb warm-up run: {times}");
+            return Ok(());
+        }
+        for (name, ms) in times.as_object().into_iter().flatten() {
+            let ms = ms.as_f64().unwrap_or(0.0);
+            match self.ms.iter_mut().find(|(n, _)| n == name) {
+                Some((_, all)) => all.push(ms),
+                None => self.ms.push((name.clone(), vec![ms])),
+            }
+        }
+        Ok(())
+    }
+
+    /// The results' sizes and samples with every query's times: `{version,
+    /// peak_rss_mib, <query>: {ms, keys, sample}}`.
+    fn finish(mut self) -> Result<Value, String> {
+        let mut out = self.command("finish")?;
+        for (name, ms) in std::mem::take(&mut self.ms) {
+            out[name.as_str()]["ms"] = json!(ms);
+        }
+        Ok(out)
+    }
 }
 
 fn median(values: &[f64]) -> f64 {
