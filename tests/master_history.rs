@@ -15,7 +15,9 @@ use lamina::{Context, Error};
 #[path = "support/master.rs"]
 mod master;
 
-use master::{Dataset, FIXTURES, Where, as_counts, data_dir, expected, json_counts, views};
+use master::{
+    Dataset, FIXTURES, Where, as_counts, data_dir, expected, json_counts, view_columns, views,
+};
 
 on_every_backend!(
     history_of_other_tools_reads_as_the_stream,
@@ -69,12 +71,7 @@ async fn history_of_other_tools_reads_as_the_stream(d: Dataset) {
     let ctx = Context::builder().threads(2).build().unwrap();
     let want = expected();
     for (spec, key) in views() {
-        let mut columns = vec![];
-        match &spec.key {
-            KeySpec::Words(c) | KeySpec::Column(c) => columns.push(c.clone()),
-            _ => unreachable!(),
-        }
-        columns.extend(spec.column.clone());
+        let columns = view_columns(&spec);
         let (input, rows) = scan_as(&ctx, &listing.files, Some(&columns), &target, None)
             .await
             .unwrap();

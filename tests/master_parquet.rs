@@ -19,7 +19,7 @@ use lamina::{Context, Error};
 #[path = "support/master.rs"]
 mod master;
 
-use master::{Dataset, FIXTURES, Where, as_counts, expected, json_counts, views};
+use master::{Dataset, FIXTURES, Where, as_counts, expected, json_counts, view_columns, views};
 
 on_every_backend!(
     views_over_parquet_written_by_pyarrow_and_duckdb_match_python,
@@ -53,12 +53,7 @@ async fn views_over_parquet_written_by_pyarrow_and_duckdb_match_python(d: Datase
         );
         for (spec, key) in views() {
             // Read only the columns the view needs.
-            let mut columns = vec![];
-            match &spec.key {
-                KeySpec::Words(c) | KeySpec::Column(c) => columns.push(c.clone()),
-                _ => unreachable!(),
-            }
-            columns.extend(spec.column.clone());
+            let columns = view_columns(&spec);
             let input = store
                 .scan(&ctx, std::slice::from_ref(&file), Some(&columns))
                 .await

@@ -228,3 +228,14 @@ pub fn views() -> [(ViewSpec, &'static str); 3] {
         ),
     ]
 }
+
+/// The columns `spec` reads: its key column, then its value column.
+pub fn view_columns(spec: &ViewSpec) -> Vec<String> {
+    let mut columns = vec![];
+    match &spec.key {
+        KeySpec::Words(c) | KeySpec::Column(c) => columns.push(c.clone()),
+        other => panic!("not a fixture view's key: {other:?}"),
+    }
+    columns.extend(spec.column.clone());
+    columns
+}
