@@ -73,6 +73,7 @@
 //! before and after the restart.
 
 mod batch;
+mod duckdb;
 mod flume;
 mod http;
 mod kafka;

@@ -405,11 +405,10 @@ impl ParquetSource {
             2 * rayon::current_num_threads(),
             READ_AHEAD_BYTES,
         );
-        for (next, ranges) in picked {
+        for (next, ranges, size) in picked {
             let file = &self.files[self.parts[next].file];
             let store = Arc::clone(&file.store);
             let path = file.path.clone();
-            let size = ranges.iter().map(|r| r.end - r.start).sum();
             let fetch = self
                 .runtime
                 .spawn(async move { Fetched::fetch(store.as_ref(), &path, ranges).await });
@@ -471,7 +470,7 @@ impl ParquetSource {
 }
 
 /// The partitions after `partition` to fetch ahead now, with their
-/// chunks' ranges (`ranges_of`): in order, skipping those whose tasks began
+/// chunks' ranges (`ranges_of`) and bytes: in order, skipping those whose tasks began
 /// or that are being fetched, while fewer than `most` fetches are pending
 /// and fewer than `budget` bytes (so one row group larger than the budget
 /// is still fetched ahead when nothing else is). Workers take row groups in
@@ -484,7 +483,7 @@ fn to_fetch_ahead(
     ranges_of: impl Fn(usize) -> Vec<std::ops::Range<u64>>,
     most: usize,
     budget: u64,
-) -> Vec<(usize, Vec<std::ops::Range<u64>>)> {
+) -> Vec<(usize, Vec<std::ops::Range<u64>>, u64)> {
     let mut pending = ahead.pending.len();
     let mut bytes = ahead.pending_bytes();
     let mut picked = Vec::new();
@@ -496,9 +495,10 @@ fn to_fetch_ahead(
             continue;
         }
         let ranges = ranges_of(next);
-        bytes += ranges.iter().map(|r| r.end - r.start).sum::<u64>();
+        let size: u64 = ranges.iter().map(|r| r.end - r.start).sum();
+        bytes += size;
         pending += 1;
-        picked.push((next, ranges));
+        picked.push((next, ranges, size));
     }
     picked
 }
@@ -629,7 +629,10 @@ mod tests {
             budget,
         )
         .into_iter()
-        .map(|(i, _)| i)
+        .map(|(i, ranges, size)| {
+            assert_eq!(size, sizes[i], "{ranges:?}");
+            i
+        })
         .collect()
     }
 

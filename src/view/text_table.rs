@@ -112,7 +112,7 @@ fn prefetch<T>(entry: &T) {
     let _ = entry;
 }
 
-/// The parts of a long key's entry: its arena offset.
+/// The arena offset in a long key's entry.
 #[inline]
 fn offset_of(key: u64) -> usize {
     (key & ((1 << OFFSET_BITS) - 1)) as usize
@@ -172,23 +172,34 @@ impl<S: Clone> TextTable<S> {
         }
     }
 
-    /// Grows to `capacity` entries (a power of two), moving every key.
-    fn resize(&mut self, capacity: usize) {
-        let fresh = vec![
+    /// `n` free entries.
+    fn free_entries(&self, n: usize) -> Vec<Entry<S>> {
+        vec![
             Entry {
                 key: FREE,
                 state: self.zero.clone(),
             };
-            capacity
-        ];
+            n
+        ]
+    }
+
+    /// Puts `e`, whose key is not in the table, at the first free entry
+    /// from its home.
+    fn place(&mut self, e: Entry<S>) {
+        let mask = self.entries.len() - 1;
+        let mut i = self.home(self.hash_of(e.key));
+        while self.entries[i].key != FREE {
+            i = (i + 1) & mask;
+        }
+        self.entries[i] = e;
+    }
+
+    /// Grows to `capacity` entries (a power of two), moving every key.
+    fn resize(&mut self, capacity: usize) {
+        let fresh = self.free_entries(capacity);
         let old = std::mem::replace(&mut self.entries, fresh);
-        let mask = capacity - 1;
         for e in old.into_iter().filter(|e| e.key != FREE) {
-            let mut i = self.home(self.hash_of(e.key));
-            while self.entries[i].key != FREE {
-                i = (i + 1) & mask;
-            }
-            self.entries[i] = e;
+            self.place(e);
         }
     }
 
@@ -334,38 +345,31 @@ impl<S: Clone> TextTable<S> {
     /// The same keys with every state converted. Every key is placed
     /// again: where a probe starts depends on the entry's size.
     pub(crate) fn map_states<T: Clone>(self, f: impl Fn(S) -> T) -> TextTable<T> {
+        let TextTable {
+            entries,
+            planned,
+            used,
+            arena,
+            long_bytes,
+            zero,
+        } = self;
         let mut out = TextTable {
             entries: Vec::new(),
-            planned: self.planned,
-            used: self.used,
-            arena: Vec::new(),
-            long_bytes: self.long_bytes,
-            zero: f(self.zero.clone()),
+            planned,
+            used,
+            arena,
+            long_bytes,
+            zero: f(zero),
         };
-        if self.entries.is_empty() {
-            out.arena = self.arena;
-            return out;
-        }
-        let capacity = self.entries.len();
-        out.entries = vec![
-            Entry {
-                key: FREE,
-                state: out.zero.clone(),
-            };
-            capacity
-        ];
-        let mask = capacity - 1;
-        for e in self.entries.iter().filter(|e| e.key != FREE) {
-            let mut i = out.home(self.hash_of(e.key));
-            while out.entries[i].key != FREE {
-                i = (i + 1) & mask;
+        if !entries.is_empty() {
+            out.entries = out.free_entries(entries.len());
+            for e in entries.into_iter().filter(|e| e.key != FREE) {
+                out.place(Entry {
+                    key: e.key,
+                    state: f(e.state),
+                });
             }
-            out.entries[i] = Entry {
-                key: e.key,
-                state: f(e.state.clone()),
-            };
         }
-        out.arena = self.arena;
         out
     }
 }

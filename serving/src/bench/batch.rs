@@ -58,6 +58,7 @@ use arrow::record_batch::RecordBatch;
 use lamina::master::{EpochFile, Manifest, MasterStore, StoreOptions};
 use serde_json::{Value, json};
 
+use super::duckdb::Duck;
 use super::server::{MIB, ServerProcess};
 use super::text::{Distribution, LineGen, Rng, Sampler, Vocabulary};
 
@@ -140,7 +141,9 @@ pub fn batch(args: &BatchBench) -> Result<(), String> {
         s3 = Some(server);
     }
     for source in &sources {
-        let mut duck = match Duck::start(&python, threads, args, &dir, &data, source, s3.as_ref()) {
+        let config = duckdb_config(threads, args, &dir, &data, source, s3.as_ref());
+        let log = dir.join(format!("duckdb-{}.stderr", source.name()));
+        let mut duck = match Duck::start(&python, &config, &log) {
             Ok(d) => Some(d),
             Err(e) => tolerate(source, e)?,
         };
@@ -655,181 +658,44 @@ fn run_once(server: &ServerProcess) -> Result<Value, String> {
     }
 }
 
-const DUCKDB_SCRIPT: &str = r#"
-import json, resource, sys, time
-import duckdb
-cfg = json.loads(sys.argv[1])
-con = duckdb.connect()
-con.execute(f"SET threads = {cfg['threads']}")
-con.execute("SET enable_progress_bar = false")
-if not cfg["file_cache"]:
-    con.execute("SET enable_external_file_cache = false")
-if cfg.get("s3"):
-    s3 = cfg["s3"]
-    import glob, os, duckdb_extension_httpfs
-    ext = glob.glob(os.path.dirname(duckdb_extension_httpfs.__file__) + "/extensions/**/httpfs.duckdb_extension", recursive=True)
-    con.execute(f"LOAD '{ext[0]}'")
-    con.execute(f"""CREATE SECRET (TYPE s3, KEY_ID '{s3['key']}', SECRET '{s3['secret']}',
-        ENDPOINT '{s3['endpoint']}', URL_STYLE 'path', USE_SSL false, REGION 'us-east-1')""")
-def files(stream):
-    return "[" + ", ".join("'" + f + "'" for f in cfg["files"][stream]) + "]"
-queries = {
-    "word_counts": f"SELECT word AS key, count(*) AS n FROM (SELECT unnest(string_split(line, ' ')) AS word FROM read_parquet({files('lines')})) GROUP BY word",
-    "url_stats": f"SELECT url AS key, count(*) AS n, sum(bytes) AS total FROM read_parquet({files('events')}) GROUP BY url",
-}
-# One line in per run: `run` times each query once and prints the times;
-# `finish` prints the results' sizes and samples, and the peak RSS.
-print(json.dumps({"ready": True}), flush=True)
-for command in sys.stdin:
-    if command.strip() == "run":
-        times = {}
-        for name, q in queries.items():
-            t = time.perf_counter()
-            con.execute(f"CREATE OR REPLACE TEMP TABLE result_{name} AS {q}")
-            times[name] = (time.perf_counter() - t) * 1e3
-        print(json.dumps(times), flush=True)
-    else:
-        break
-out = {"version": duckdb.__version__}
-for name in queries:
-    keys = con.execute(f"SELECT count(*) FROM result_{name}").fetchone()[0]
-    sample = con.execute(f"SELECT * FROM (SELECT * FROM result_{name} USING SAMPLE reservoir(1000 ROWS) REPEATABLE (7)) UNION ALL (SELECT * FROM result_{name} ORDER BY n DESC LIMIT 20)").fetchall()
-    out[name] = {"keys": keys, "sample": [[str(r[0])] + [int(x) for x in r[1:]] for r in sample]}
-out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps(out), flush=True)
-"#;
-
-/// A DuckDB process over the benchmark's files, run by run (see
-/// `DUCKDB_SCRIPT`).
-struct Duck {
-    child: std::process::Child,
-    stdin: std::process::ChildStdin,
-    stdout: std::io::BufReader<std::process::ChildStdout>,
-    /// Each query's times, in order.
-    ms: Vec<(String, Vec<f64>)>,
-}
-
-impl Drop for Duck {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Duck {
-    fn start(
-        python: &Path,
-        threads: usize,
-        args: &BatchBench,
-        dir: &Path,
-        data: &Data,
-        source: &Source,
-        s3: Option<&S3>,
-    ) -> Result<Duck, String> {
-        let mut files = serde_json::Map::new();
-        for (stream, path) in &data.files {
-            let location = match source {
-                Source::Local => dir.join("master").join(path).display().to_string(),
-                Source::S3(_) => format!("s3://{S3_BUCKET}/master/{path}"),
-            };
-            if let Some(list) = files
-                .entry(stream.clone())
-                .or_insert_with(|| Value::Array(Vec::new()))
-                .as_array_mut()
-            {
-                list.push(Value::String(location));
-            }
+/// What `DuckDB` reads: every file of the dataset at `source`, the thread
+/// count, its file cache setting and, from S3, the server's endpoint and
+/// credentials (see [`Duck::start`]).
+fn duckdb_config(
+    threads: usize,
+    args: &BatchBench,
+    dir: &Path,
+    data: &Data,
+    source: &Source,
+    s3: Option<&S3>,
+) -> Value {
+    let mut files = serde_json::Map::new();
+    for (stream, path) in &data.files {
+        let location = match source {
+            Source::Local => dir.join("master").join(path).display().to_string(),
+            Source::S3(_) => format!("s3://{S3_BUCKET}/master/{path}"),
+        };
+        if let Some(list) = files
+            .entry(stream.clone())
+            .or_insert_with(|| Value::Array(Vec::new()))
+            .as_array_mut()
+        {
+            list.push(Value::String(location));
         }
-        let mut config = json!({
-            "threads": threads,
-            "files": files,
-            "file_cache": args.duckdb_file_cache,
+    }
+    let mut config = json!({
+        "threads": threads,
+        "files": files,
+        "file_cache": args.duckdb_file_cache,
+    });
+    if let (Source::S3(_), Some(s3)) = (source, s3) {
+        config["s3"] = json!({
+            "key": S3_KEY,
+            "secret": S3_SECRET,
+            "endpoint": format!("127.0.0.1:{}", s3.port),
         });
-        if let (Source::S3(_), Some(s3)) = (source, s3) {
-            config["s3"] = json!({
-                "key": S3_KEY,
-                "secret": S3_SECRET,
-                "endpoint": format!("127.0.0.1:{}", s3.port),
-            });
-        }
-        let mut child = Command::new(python)
-            .args(["-c", DUCKDB_SCRIPT, &config.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("{}: {e}", python.display()))?;
-        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            let _ = child.kill();
-            return Err("DuckDB's pipes were not set up".into());
-        };
-        let mut duck = Duck {
-            child,
-            stdin,
-            stdout: std::io::BufReader::new(stdout),
-            ms: Vec::new(),
-        };
-        duck.answer()?;
-        Ok(duck)
     }
-
-    /// The next line DuckDB prints, as JSON; its error when it exited.
-    fn answer(&mut self) -> Result<Value, String> {
-        use std::io::BufRead;
-        let mut line = String::new();
-        let read = self
-            .stdout
-            .read_line(&mut line)
-            .map_err(|e| e.to_string())?;
-        if read == 0 {
-            let _ = self.child.kill();
-            let mut err = String::new();
-            if let Some(mut stderr) = self.child.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut stderr, &mut err);
-            }
-            return Err(format!(
-                "DuckDB failed: {}",
-                err.lines().last().unwrap_or("it exited")
-            ));
-        }
-        serde_json::from_str(&line).map_err(|e| format!("DuckDB's output: {e}: {line}"))
-    }
-
-    fn command(&mut self, command: &str) -> Result<Value, String> {
-        use std::io::Write;
-        writeln!(self.stdin, "{command}")
-            .and_then(|()| self.stdin.flush())
-            .map_err(|e| format!("DuckDB: {e}"))?;
-        self.answer()
-    }
-
-    /// Runs each query once; its times count when `counted` (else it is
-    /// a warm-up, printed only).
-    fn run(&mut self, counted: bool) -> Result<(), String> {
-        let times = self.command("run")?;
-        if !counted {
-            println!("  duckdb warm-up run: {times}");
-            return Ok(());
-        }
-        for (name, ms) in times.as_object().into_iter().flatten() {
-            let ms = ms.as_f64().unwrap_or(0.0);
-            match self.ms.iter_mut().find(|(n, _)| n == name) {
-                Some((_, all)) => all.push(ms),
-                None => self.ms.push((name.clone(), vec![ms])),
-            }
-        }
-        Ok(())
-    }
-
-    /// The results' sizes and samples with every query's times: `{version,
-    /// peak_rss_mib, <query>: {ms, keys, sample}}`.
-    fn finish(mut self) -> Result<Value, String> {
-        let mut out = self.command("finish")?;
-        for (name, ms) in std::mem::take(&mut self.ms) {
-            out[name.as_str()]["ms"] = json!(ms);
-        }
-        Ok(out)
-    }
+    config
 }
 
 fn median(values: &[f64]) -> f64 {
